@@ -1,0 +1,71 @@
+"""The machine: what silicon does. Knows nothing of threads, schedulers or Kconfig.
+
+Public API (the kernel and the tools use only these names):
+
+* ``PhysMem`` -- sparse physical memory, flat images;
+* ``PagingMode`` / ``MODES`` / ``PteFlags`` / ``PfErrorCode`` / ``Access`` -- modes as data, bits;
+* ``ControlState`` / ``translate`` -> ``Translation | PageFault | GeneralProtection`` -- the walker;
+* ``Tlb`` -- a per-CPU TLB; ``Cpu`` -- registers and memory access through TLB + walker, ``Trap``;
+* ``PageTables`` -- a page-table builder (map/unmap pages and ranges, ``_check``).
+"""
+
+from mmusim.hw.cpu import Cpu, Trap
+from mmusim.hw.pagetables import PageTables
+from mmusim.hw.paging import (
+    DF_VECTOR,
+    GP_VECTOR,
+    MODE_32,
+    MODE_IA32E,
+    MODE_PAE,
+    MODES,
+    PF_VECTOR,
+    SS_VECTOR,
+    Access,
+    PagingMode,
+    PfErrorCode,
+    PteFlags,
+    is_canonical,
+)
+from mmusim.hw.physmem import FRAME_SIZE, PhysMem
+from mmusim.hw.tlb import Tlb, TlbEntry
+from mmusim.hw.walk import (
+    ControlState,
+    GeneralProtection,
+    PageFault,
+    Result,
+    Translation,
+    load_pdptes,
+    rights_allow,
+    translate,
+)
+
+__all__ = [
+    "DF_VECTOR",
+    "FRAME_SIZE",
+    "GP_VECTOR",
+    "MODES",
+    "MODE_32",
+    "MODE_IA32E",
+    "MODE_PAE",
+    "PF_VECTOR",
+    "SS_VECTOR",
+    "Access",
+    "ControlState",
+    "Cpu",
+    "GeneralProtection",
+    "PageFault",
+    "PageTables",
+    "PagingMode",
+    "PfErrorCode",
+    "PhysMem",
+    "PteFlags",
+    "Result",
+    "Tlb",
+    "TlbEntry",
+    "Translation",
+    "Trap",
+    "is_canonical",
+    "load_pdptes",
+    "rights_allow",
+    "translate",
+]
