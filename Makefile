@@ -1,0 +1,34 @@
+# The README's quick start: `make demo` and `make test`. Both create the virtualenv on first use.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN     = $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,dev]'
+	touch $@
+
+# The main job on the bundled default: walk the example IA-32e image's interesting addresses.
+demo: $(BIN)/.installed
+	$(BIN)/mmusim walk --example ia32e --wp
+
+# The test suite, differential tests against Unicorn included. pytest's exit code 5 (no tests
+# collected) is turned into a failure: a suite that ran nothing has not passed.
+test: $(BIN)/.installed
+	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: no tests collected" >&2; exit 1; fi; exit $$rc
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check mmusim tests benchmarks
+	$(BIN)/ruff format --check mmusim tests benchmarks
+	$(BIN)/mypy mmusim
+
+# Benchmarks against volatility3 (not part of CI; see benchmarks/README.md).
+bench: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/bench_translate.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

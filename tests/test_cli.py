@@ -1,0 +1,285 @@
+"""The ``mmusim translate`` and ``mmusim walk`` commands, including every bad-input path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmusim.cli import main
+from mmusim.examples import EXAMPLES, build
+from mmusim.hw import PteFlags
+
+
+@pytest.fixture
+def ia32e_image(tmp_path: Path) -> Path:
+    path = tmp_path / "ia32e.img"
+    path.write_bytes(EXAMPLES["ia32e"].load())
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        rc = main(list(argv))
+    except SystemExit as exc:  # argparse errors
+        rc = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_translate_json_success_and_faults(
+    capsys: pytest.CaptureFixture[str], ia32e_image: Path
+) -> None:
+    rc, out, err = run(
+        capsys,
+        "translate",
+        "--image",
+        str(ia32e_image),
+        "--mode",
+        "ia32e",
+        "--cr3",
+        "0x1000",
+        "--nxe",
+        "--json",
+        "0x100010",
+        "0x200ff8",
+        "1056776",
+        "0x456789",
+        "0x800000000000",
+    )
+    assert rc == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rows[0] == {"vaddr": 0x100010, "ok": True, "paddr": 0x10010, "page_size": 4096}
+    assert rows[1] == {
+        "vaddr": 0x200FF8,
+        "ok": False,
+        "vector": 14,
+        "error_code": 0,
+        "cr2": 0x200FF8,
+    }
+    assert rows[2] == {
+        "vaddr": 0x102008,
+        "ok": False,
+        "vector": 14,
+        "error_code": 0,
+        "cr2": 0x102008,
+    }
+    assert rows[3] == {"vaddr": 0x456789, "ok": True, "paddr": 0x56789, "page_size": 2 << 20}
+    assert rows[4] == {"vaddr": 0x800000000000, "ok": False, "vector": 13, "error_code": 0}
+
+
+def test_translate_rights_cpl3_and_wp(
+    capsys: pytest.CaptureFixture[str], ia32e_image: Path
+) -> None:
+    base = [
+        "translate",
+        "--image",
+        str(ia32e_image),
+        "--mode",
+        "ia32e",
+        "--cr3",
+        "0x1000",
+        "--json",
+    ]
+    _, out, _ = run(capsys, *base, "--cpl", "3", "0x100000")
+    assert json.loads(out)["error_code"] == 0x5  # P U/S: supervisor page at CPL 3
+    _, out, _ = run(capsys, *base, "--access", "w", "--wp", "0x100000")
+    assert json.loads(out)["error_code"] == 0x3  # P W: read-only page, CR0.WP=1
+    _, out, _ = run(capsys, *base, "--access", "w", "0x100000")
+    assert json.loads(out)["ok"] is True  # CR0.WP=0: supervisor may write a read-only page
+    _, out, _ = run(capsys, *base, "--access", "x", "--nxe", "0x101000")
+    assert json.loads(out)["error_code"] == 0x11  # P I/D: NX page
+
+
+def test_image_out_records_accessed_and_dirty(
+    capsys: pytest.CaptureFixture[str], ia32e_image: Path, tmp_path: Path
+) -> None:
+    out_path = tmp_path / "after.img"
+    rc, _, err = run(
+        capsys,
+        "translate",
+        "--image",
+        str(ia32e_image),
+        "--mode",
+        "ia32e",
+        "--cr3",
+        "0x1000",
+        "--access",
+        "w",
+        "--nxe",
+        "--image-out",
+        str(out_path),
+        "0x300100",
+    )
+    assert rc == 0, err
+    before, after = ia32e_image.read_bytes(), out_path.read_bytes()
+    assert len(after) == len(before)
+    # The PTE of 0x300000 is PT[256] of the table at 0x5000 (see mmusim/examples.py).
+    pte_before = int.from_bytes(before[0x5800:0x5808], "little")
+    pte_after = int.from_bytes(after[0x5800:0x5808], "little")
+    assert pte_before & (PteFlags.A | PteFlags.D) == 0
+    assert pte_after == pte_before | PteFlags.A | PteFlags.D
+    # D is never set in a table pointer; A is.
+    pml4e = int.from_bytes(after[0x1000:0x1008], "little")
+    assert pml4e & PteFlags.A and not pml4e & PteFlags.D
+
+
+def test_walk_text_names_levels_and_error_bits(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(
+        capsys, "walk", "--example", "ia32e", "--cpl", "3", "--access", "w", "0x100000"
+    )
+    assert rc == 0
+    assert "PML4E  @ 0x00001000" in out and "PTE    @ 0x00004800" in out
+    assert "error code 0x7 (P W/R U/S)" in out
+    assert "P = 1  protection violation" in out and "U/S = 1  user-mode access" in out
+
+
+def test_walk_decodes_bit7_by_level(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "walk", "--example", "ia32e", "0x456789")
+    pde = next(line for line in out.splitlines() if line.strip().startswith("PDE"))
+    assert "PS" in pde and "=> physical address 0x56789 (2M page)" in out
+
+
+def test_walk_example_without_address_walks_all(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(capsys, "walk", "--example", "32")
+    assert rc == 0
+    assert out.count("## ") == len(EXAMPLES["32"].addresses)
+    assert "(4M page)" in out
+
+
+def test_walk_json(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "walk", "--example", "pae", "--json", "0x201000")
+    obj = json.loads(out)
+    assert obj["ok"] and obj["paddr"] == 0x20000
+    assert [e["level"] for e in obj["entries"]] == ["PDPT", "PD", "PT"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (
+            ["--image", "{missing}", "--mode", "ia32e", "--cr3", "0x1000", "0x1"],
+            "--image: cannot read",
+        ),
+        (
+            ["--image", "{short}", "--mode", "ia32e", "--cr3", "0x0", "0x1"],
+            "--image: image is 100 bytes",
+        ),
+        (["--image", "{odd}", "--mode", "ia32e", "--cr3", "0x0", "0x1"], "not a multiple of 4096"),
+        (
+            ["--image", "{img}", "--mode", "ia32e", "--cr3", "0x90000", "0x1"],
+            "--cr3: 0x90000: root table is outside the image",
+        ),
+        (
+            ["--image", "{img}", "--mode", "ia32e", "--cr3", "0x1zz", "0x1"],
+            "--cr3: malformed number",
+        ),
+        (
+            ["--image", "{img}", "--mode", "ia32e", "--cr3", "0x1000", "12ab"],
+            "VADDR: malformed number",
+        ),
+        (
+            ["--image", "{img}", "--mode", "ia64", "--cr3", "0x1000", "0x1"],
+            "--mode: invalid choice",
+        ),
+        (
+            ["--image", "{img}", "--mode", "pae", "--cr3", "0x1000", "--pse", "0x1"],
+            "--pse: CR4.PSE has no effect",
+        ),
+        (
+            ["--image", "{img}", "--mode", "32", "--cr3", "0x1000", "--nxe", "0x1"],
+            "--nxe: 32-bit paging has no XD bit",
+        ),
+        (
+            ["--image", "{img}", "--mode", "32", "--cr3", "0x1000", "0x100000000"],
+            "VADDR: 0x100000000 is not a 32-bit",
+        ),
+        (
+            ["--image", "{img}", "--mode", "ia32e", "--cr3", "0x1000", "--maxphyaddr", "60", "0x1"],
+            "--maxphyaddr: 60 is outside 32..52",
+        ),
+        (
+            ["--image", "{img}", "--mode", "ia32e", "--cr3", "0x10000000000", "0x1"],
+            "--cr3: 0x10000000000 sets reserved bits",
+        ),
+        (
+            ["--image", "{img}", "--mode", "ia32e", "--cr3", "0x1000", "--ac", "0x1"],
+            "--ac: EFLAGS.AC only matters with --smap",
+        ),
+        (
+            ["--image", "{img}", "--mode", "ia32e", "--cr3", "0x1000", "--cpl", "1", "0x1"],
+            "--cpl: invalid choice",
+        ),
+        (["--image", "{img}", "--mode", "ia32e", "--cr3", "0x1000"], "VADDR: give at least one"),
+        (["--image", "{img}", "--cr3", "0x1000", "0x1"], "--mode: required"),
+        (["--image", "{img}", "--mode", "ia32e", "0x1"], "--cr3: required"),
+        (["--mode", "ia32e", "--cr3", "0x1000", "0x1"], "--image: required"),
+        (["--example", "ia32e", "--image", "{img}", "0x1"], "--example: give either"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    ia32e_image: Path,
+    argv: list[str],
+    needle: str,
+) -> None:
+    (tmp_path / "short.img").write_bytes(bytes(100))
+    (tmp_path / "odd.img").write_bytes(bytes(4096 + 7))
+    paths = {
+        "missing": tmp_path / "nope.img",
+        "short": tmp_path / "short.img",
+        "odd": tmp_path / "odd.img",
+        "img": ia32e_image,
+    }
+    argv = [a.format(**paths) for a in argv]
+    rc, out, err = run(capsys, "translate", *argv)
+    assert rc == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("mmusim translate: error: ")
+    assert needle in err, err
+    assert "Traceback" not in err
+
+
+def test_bad_input_via_real_process_has_no_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmusim.cli",
+            "walk",
+            "--image",
+            str(tmp_path / "x"),
+            "--mode",
+            "pae",
+            "--cr3",
+            "0",
+            "0x1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("mmusim walk: error: --image: cannot read")
+    assert "Traceback" not in proc.stderr
+
+
+def test_walk_requires_address_without_example(
+    capsys: pytest.CaptureFixture[str], ia32e_image: Path
+) -> None:
+    rc, _, err = run(
+        capsys, "walk", "--image", str(ia32e_image), "--mode", "ia32e", "--cr3", "0x1000"
+    )
+    assert rc == 2 and "VADDR: give the linear address" in err
+
+
+@pytest.mark.parametrize("mode", sorted(EXAMPLES))
+def test_bundled_examples_match_their_builder(mode: str) -> None:
+    image, cr3 = build(mode)
+    assert cr3 == EXAMPLES[mode].cr3
+    assert image == EXAMPLES[mode].load(), "run `python -m mmusim.examples` to regenerate"
