@@ -21,11 +21,12 @@ _BLOCK = re.compile(r"(```console\n)(.*?)(```)", re.S)
 
 def run(command: str) -> str:
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(shlex.split(command)[1:])
-        except SystemExit:
-            pass
+    with (
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        contextlib.suppress(SystemExit),
+    ):
+        main(shlex.split(command)[1:])
     return (out.getvalue() + err.getvalue()).rstrip("\n") + "\n"
 
 

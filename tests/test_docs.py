@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 from pathlib import Path
@@ -44,10 +45,8 @@ def test_console_transcripts_match(
     where: str, command: str, shown: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = shlex.split(command)[1:]
-    try:
+    with contextlib.suppress(SystemExit):
         main(argv)
-    except SystemExit:
-        pass
     out, err = capsys.readouterr()
     assert (out + err).rstrip("\n") == shown.rstrip("\n"), f"{where}: {command}"
 
