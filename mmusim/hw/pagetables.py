@@ -111,6 +111,8 @@ class PageTables:
     def _encode_frame(self, pa: int, page_size: int, leaf: int) -> int:
         lp = self._plan.levels[leaf]
         if lp.pse36 and page_size != FRAME_SIZE:  # 4M page: PA bits 39:32 go to PDE bits 20:13
+            if pa >> min(self._plan.maxphyaddr, 40):  # PSE-36 reaches 2^min(M, 40)
+                raise ValueError(f"PageTables.map: frame {pa:#x} beyond PSE-36 reach")
             return (pa & 0xFFC0_0000) | ((pa >> 32) & 0xFF) << 13
         limit = 1 << self._plan.maxphyaddr
         if pa >= limit or (self.mode is MODE_32 and pa >> 32):
