@@ -15,8 +15,8 @@ MOV to CR4 changing PGE or PAE, setting SMEP every entry (the model has no PCIDs
 MOV to CR0 changing WP; EFLAGS.AC            nothing: rights are checked against the live bits
 =========================================  ===============================================
 
-Rights are decided from a cached entry by table lookup: ``_allowed[rights]`` is a bit mask indexed by
-``access * 2 + (cpl == 3)``, recomputed when a control bit changes. A write through an entry whose
+Rights are decided from a cached entry by table lookup: ``_allowed[cpl == 3][rights][access]``,
+recomputed when a control bit changes. A write through an entry whose
 D flag is clear is not allowed from the TLB, so the walker runs and sets D in memory -- what both
 hardware and QEMU do.
 """
@@ -33,6 +33,7 @@ from mmusim.hw.paging import (
     SS_VECTOR,
     Access,
     PagingMode,
+    is_canonical,
 )
 from mmusim.hw.physmem import PhysMem
 from mmusim.hw.tlb import R_DIRTY, R_NX, R_USER, R_WRITABLE, Tlb
@@ -68,26 +69,32 @@ class Trap(Exception):
         return f"{name}{where} error code {self.error_code:#x} on CPU {self.cpu_id}"
 
 
-def _allowed_table(ctl: ControlState) -> list[int]:
-    """For each rights code, the mask of (access * 2 + user) combinations a cached entry allows."""
-    table = []
-    for code in range(16):
-        mask = 0
-        for access in Access:
-            for user in (0, 1):
-                if access == Access.WRITE and not code & R_DIRTY:
-                    continue  # walk again so that D gets set in memory
-                if rights_allow(
+# ``[user][rights][access]``: may a cached entry with this rights code serve the access? Nested
+# tuples, because three subscripts cost less than computing one index from the enum and the CPL.
+_Allowed = tuple[tuple[tuple[bool, ...], ...], ...]
+
+
+def _allowed_table(ctl: ControlState) -> _Allowed:
+    """For CPL < 3 and CPL 3, each rights code and each access: does a cached entry allow it?"""
+    return tuple(
+        tuple(
+            tuple(
+                # A write through an entry with D clear walks again, so that D gets set in memory.
+                not (access == Access.WRITE and not code & R_DIRTY)
+                and rights_allow(
                     bool(code & R_USER),
                     bool(code & R_WRITABLE),
                     bool(code & R_NX),
                     access,
                     3 if user else 0,
                     ctl,
-                ):
-                    mask |= 1 << (access * 2 + user)
-        table.append(mask)
-    return table
+                )
+                for access in Access
+            )
+            for code in range(16)
+        )
+        for user in (False, True)
+    )
 
 
 def _rights_code(t: Translation) -> int:
@@ -113,12 +120,12 @@ class Cpu:
     tlb: Tlb = attrs.field(factory=Tlb)
     use_tlb: bool = True  # False: every access walks (for teaching and benchmarks)
     walks: int = 0
-    _allowed: list[int] = attrs.field(init=False, repr=False)
+    _allowed: _Allowed = attrs.field(init=False, repr=False)
     _pdptes: tuple[int, ...] | None = attrs.field(init=False, default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._allowed = _allowed_table(self.ctl)
-        self._load_pdptes()
+        self._pdptes = self._load_pdptes(self.ctl)
 
     @property
     def mode(self) -> PagingMode:
@@ -134,9 +141,10 @@ class Cpu:
         """MOV to CR3: flush non-global TLB entries; in PAE reload the PDPTE registers."""
         if self.mode is MODE_IA32E and cr3 >> self.ctl.maxphyaddr:
             raise Trap(GP_VECTOR, 0, None, self.cpu_id)  # reserved bits 63:M
-        self.ctl = attrs.evolve(self.ctl, cr3=cr3)
+        new = attrs.evolve(self.ctl, cr3=cr3)
+        self._pdptes = self._load_pdptes(new)  # a #GP here leaves CR3 and the TLB as they were
+        self.ctl = new
         self.tlb.flush_nonglobal()
-        self._load_pdptes()
 
     def set_control(self, **bits: bool) -> None:
         """Change CR0.WP, CR4.PSE/PGE/SMEP/SMAP, EFER.NXE or EFLAGS.AC (as MOV to CR0/CR4, WRMSR,
@@ -145,23 +153,26 @@ class Cpu:
         if unknown:
             raise ValueError(f"Cpu.set_control: cannot change {sorted(unknown)} while paging is on")
         old = self.ctl
-        self.ctl = attrs.evolve(old, **bits)
-        if old.pge != self.ctl.pge or (self.ctl.smep and not old.smep) or old.pse != self.ctl.pse:
+        new = attrs.evolve(old, **bits)
+        # PAE: a MOV to CR4 changing PGE, PSE or SMEP reloads the PDPTE registers (SDM 4.4.1);
+        # WP, SMAP, NXE (WRMSR) and AC (STAC/CLAC) do not. A #GP here changes nothing.
+        if old.pge != new.pge or old.pse != new.pse or old.smep != new.smep:
+            self._pdptes = self._load_pdptes(new)
+        self.ctl = new
+        if old.pge != new.pge or (new.smep and not old.smep) or old.pse != new.pse:
             self.tlb.flush_all()
-        if old.nxe != self.ctl.nxe:
+        if old.nxe != new.nxe:
             self.tlb.flush_all()  # entry formats changed (bit 63 reserved or XD)
-        self._allowed = _allowed_table(self.ctl)
-        if self.mode is MODE_PAE:
-            self._load_pdptes()
+        self._allowed = _allowed_table(new)
 
-    def _load_pdptes(self) -> None:
-        if self.mode is not MODE_PAE:
-            self._pdptes = None
-            return
-        loaded = load_pdptes(self.mem, self.ctl)
+    def _load_pdptes(self, ctl: ControlState) -> tuple[int, ...] | None:
+        """The PDPTE registers for ``ctl`` (None outside PAE); #GP(0) if one has reserved bits."""
+        if ctl.mode is not MODE_PAE:
+            return None
+        loaded = load_pdptes(self.mem, ctl)
         if isinstance(loaded, GeneralProtection):
             raise Trap(GP_VECTOR, 0, None, self.cpu_id, fault=loaded)
-        self._pdptes = loaded
+        return loaded
 
     # -- TLB maintenance --------------------------------------------------------------------
 
@@ -179,11 +190,19 @@ class Cpu:
 
     def translate(self, va: int, access: Access = Access.READ) -> int:
         """Physical address for one access at the current CPL; raises ``Trap`` on a fault."""
-        user = self.cpl == 3
         if self.use_tlb:
-            e = self.tlb.lookup(va)
-            if e is not None and self._allowed[e.rights] >> (access * 2 + user) & 1:
-                return e.frame | (va & (e.page_size - 1))
+            # The hottest path of mmusim: a TLB hit on a 4K page. Tlb.lookup's first probe is
+            # inlined here (and counted as lookup counts it); anything else goes through lookup.
+            tlb = self.tlb
+            e = tlb._pages.get(va >> 12)
+            if e is not None:
+                tlb.hits += 1
+                if self._allowed[self.cpl == 3][e.rights][access]:
+                    return e.frame | (va & 0xFFF)
+            else:
+                e = tlb.lookup(va)
+                if e is not None and self._allowed[self.cpl == 3][e.rights][access]:
+                    return e.frame | (va & (e.page_size - 1))
         return self._walk(va, access)
 
     def _walk(self, va: int, access: Access) -> int:
@@ -205,6 +224,13 @@ class Cpu:
         """Translate every page an access of ``size`` bytes touches, before touching memory, so
         that a fault on the second page leaves the first unwritten. CR2 is then the first byte
         of the faulting page (UNVERIFIED on hardware; see docs/hw.md)."""
+        if self.mode is MODE_IA32E and size > 4096 - (va & 0xFFF):
+            # The canonical check covers every byte and comes before any walk (SDM Vol. 1
+            # 3.3.7.1); a non-canonical first byte is reported by the walker itself.
+            last = (va + size - 1) & _MASK64
+            if not is_canonical(last):
+                gp = GeneralProtection(last, "non-canonical address")
+                raise Trap(GP_VECTOR, 0, None, self.cpu_id, access, gp)
         pieces = []
         while size > 0:
             n = min(size, 4096 - (va & 0xFFF))
@@ -248,8 +274,11 @@ class Cpu:
         return data
 
     def _stack_access(self, va: int, access: Access, what: bytes | int) -> bytes:
-        if self.mode is MODE_IA32E and va >> 47 not in (0, 0x1FFFF):
-            raise Trap(SS_VECTOR, 0, None, self.cpu_id, access)
+        size = len(what) if isinstance(what, bytes) else what
+        if self.mode is MODE_IA32E and not (
+            is_canonical(va) and is_canonical((va + max(size, 1) - 1) & _MASK64)
+        ):
+            raise Trap(SS_VECTOR, 0, None, self.cpu_id, access)  # any byte non-canonical
         if access == Access.WRITE:
             assert isinstance(what, bytes)
             self.write(va, what)
