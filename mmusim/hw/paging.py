@@ -229,7 +229,7 @@ def walk_plan(mode: PagingMode, nxe: bool, pse: bool, maxphyaddr: int, page1gb: 
     # 51:M (and 63 without NXE) while 62:52 are ignored.
     high = bits(62, m) if mode is MODE_PAE else bits(51, m)
     if not nxe:
-        high |= PteFlags.NX
+        high |= int(PteFlags.NX)
     addr = bits(m - 1, 12)
     for lv in mode.levels:
         index_mask = (1 << lv.bits) - 1
@@ -240,7 +240,7 @@ def walk_plan(mode: PagingMode, nxe: bool, pse: bool, maxphyaddr: int, page1gb: 
         table_rsvd = high
         large_size = lv.large_size
         if lv.ps_reserved or (large_size == 1 << 30 and not page1gb):
-            table_rsvd |= PteFlags.PS
+            table_rsvd |= int(PteFlags.PS)
             large_size = 0
         large_frame = bits(m - 1, large_size.bit_length() - 1) if large_size else 0
         leaf_rsvd = high | bits(large_size.bit_length() - 2, 13) if large_size else 0

@@ -60,13 +60,15 @@ class Tlb:
     __slots__ = ("_by_shift", "_pages", "hits", "misses")
 
     def __init__(self) -> None:
-        self._pages: dict[int, TlbEntry] = {}  # 4K entries by linear page number
+        # 4K entries by linear page number. Cpu.translate probes this dict itself (its hot path).
+        self._pages: dict[int, TlbEntry] = {}
         self._by_shift: dict[int, dict[int, TlbEntry]] = {s: {} for s in _LARGE_SHIFTS}
         self.hits = 0
         self.misses = 0
 
     def lookup(self, va: int) -> TlbEntry | None:
-        """The cached translation covering ``va``, or None. Counts hits and misses."""
+        """The cached translation covering ``va``, or None. Counts hits and misses (a hit on a
+        4K page found by ``Cpu.translate``'s own probe of ``_pages`` is counted there)."""
         e = self._pages.get(va >> 12)
         if e is None:
             for shift, table in self._by_shift.items():

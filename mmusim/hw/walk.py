@@ -56,9 +56,41 @@ _US = int(PteFlags.US)
 _PS = int(PteFlags.PS)
 _G = int(PteFlags.G)
 _NX = int(PteFlags.NX)
+# Access kinds as module constants: reading ``Access.WRITE`` goes through the enum metaclass and
+# costs several times a comparison, and rights_allow runs on every walk.
+_WRITE = Access.WRITE
+_EXEC = Access.EXEC
 
 # One entry of a walk: (level name, physical address of the entry, value read).
 WalkEntry = tuple[str, int, int]
+
+# One level of a walk plan in the form the walk loop unpacks (a plain tuple, the cheapest way to
+# hand it ten values): level name; shift and mask that take the entry's byte offset in its table
+# straight from the linear address; PDPTE register?; last level?; large-page size here (0 if none,
+# and at the last level); reserved bits of a table pointer and of a large leaf; address mask; the
+# LevelPlan. The masks are plain ints: a ``PteFlags`` mask would make each ``&`` a call into enum.
+_Step = tuple[str, int, int, bool, bool, int, int, int, int, LevelPlan]
+
+
+def _walk_steps(plan: WalkPlan) -> tuple[_Step, ...]:
+    """The levels of ``plan`` as walk steps (computed once per ``ControlState``)."""
+    esize = plan.mode.entry_size
+    last = len(plan.levels) - 1
+    return tuple(
+        (
+            lp.level.name,
+            lp.shift - (esize.bit_length() - 1),  # (va >> shift) * esize, without the multiply
+            lp.index_mask * esize,
+            lp.level.register,
+            i == last,
+            0 if i == last else lp.large_size,
+            int(lp.table_rsvd),
+            int(lp.leaf_rsvd),
+            int(lp.addr_mask),
+            lp,
+        )
+        for i, lp in enumerate(plan.levels)
+    )
 
 
 @attrs.frozen(slots=True)
@@ -82,6 +114,9 @@ class ControlState:
     maxphyaddr: int = attrs.field(default=40)
     page1gb: bool = True  # CPUID.80000001H:EDX.Page1GB
     plan: WalkPlan = attrs.field(init=False, eq=False, repr=False)
+    # Derived once here rather than at every walk: the root address and the plan's levels.
+    _root: int = attrs.field(init=False, eq=False, repr=False)
+    _steps: tuple[_Step, ...] = attrs.field(init=False, eq=False, repr=False)
 
     @maxphyaddr.validator
     def _maxphyaddr_ok(self, _attr: object, value: int) -> None:
@@ -92,9 +127,13 @@ class ControlState:
         if self.lme and not self.pae:
             raise ValueError("ControlState: EFER.LME with CR4.PAE=0 (MOV to CR0 would #GP)")
         mode = MODE_IA32E if self.lme else MODE_PAE if self.pae else MODE_32
-        object.__setattr__(
-            self, "plan", walk_plan(mode, self.nxe, self.pse, self.maxphyaddr, self.page1gb)
-        )
+        plan = walk_plan(mode, self.nxe, self.pse, self.maxphyaddr, self.page1gb)
+        object.__setattr__(self, "plan", plan)
+        mask = mode.cr3_mask_low
+        if mode is MODE_IA32E:
+            mask &= (1 << self.maxphyaddr) - 1
+        object.__setattr__(self, "_root", self.cr3 & mask)
+        object.__setattr__(self, "_steps", _walk_steps(plan))
 
     @property
     def mode(self) -> PagingMode:
@@ -103,10 +142,7 @@ class ControlState:
     @property
     def root(self) -> int:
         """Physical address of the top-level table (or of the PAE PDPT)."""
-        mask = self.mode.cr3_mask_low
-        if self.mode is MODE_IA32E:
-            mask &= (1 << self.maxphyaddr) - 1
-        return self.cr3 & mask
+        return self._root
 
     @classmethod
     def for_mode(cls, mode: str, cr3: int, **flags: bool | int) -> ControlState:
@@ -176,22 +212,22 @@ def rights_allow(
     if cpl == 3:
         if not user:
             return False
-        if access == Access.WRITE:
+        if access == _WRITE:
             return writable
-        return not (access == Access.EXEC and nx)
-    if access == Access.EXEC:
+        return not (access == _EXEC and nx)
+    if access == _EXEC:
         return not nx and not (user and ctl.smep)
     if user and ctl.smap and not ctl.ac:
         return False
-    return writable or not ctl.wp or access != Access.WRITE
+    return writable or not ctl.wp or access != _WRITE
 
 
 def error_code_base(access: Access, cpl: int, ctl: ControlState) -> int:
     """The W/R, U/S and I/D bits of a #PF error code: they describe the access."""
     code = 0
-    if access == Access.WRITE:
+    if access == _WRITE:
         code |= PfErrorCode.W
-    elif access == Access.EXEC and (ctl.smep or (ctl.pae and ctl.nxe)):
+    elif access == _EXEC and (ctl.smep or (ctl.pae and ctl.nxe)):
         code |= PfErrorCode.ID  # I/D: fetch with SMEP=1, or PAE paging with NXE=1 [SDM 4.7]
     if cpl == 3:
         code |= PfErrorCode.US
@@ -234,62 +270,47 @@ def translate(
     elif not 0 <= va < 1 << 32:
         raise ValueError(f"translate: {va:#x} is not a 32-bit linear address ({mode.title})")
     if mode is MODE_32:
-        read, write, esize = mem.read_u32, mem.write_u32, 4
+        read, write = mem.read_u32, mem.write_u32
     else:
-        read, write, esize = mem.read_u64, mem.write_u64, 8
+        read, write = mem.read_u64, mem.write_u64
     if mode is MODE_PAE and pdptes is None:
         loaded = load_pdptes(mem, ctl)
         if isinstance(loaded, GeneralProtection):
             return loaded
         pdptes = loaded
 
-    table = ctl.root
-    user = writable = True
-    nx = False
+    table = ctl._root
+    steps = ctl._steps
+    both = _US | _RW  # U/S and R/W are ANDed over the levels ...
+    either = 0  # ... and XD is ORed
     entries: list[WalkEntry] = []
-    last = len(plan.levels) - 1
-    for i, lp in enumerate(plan.levels):
-        ea = table + ((va >> lp.shift) & lp.index_mask) * esize
-        e = pdptes[(va >> 30) & 3] if lp.level.register and pdptes is not None else read(ea)
-        entries.append((lp.level.name, ea, e))
+    for name, shift, offset_mask, register, last, large_size, rsvd, rsvd_large, addr, lp in steps:
+        ea = table + ((va >> shift) & offset_mask)
+        e = pdptes[(va >> 30) & 3] if register and pdptes is not None else read(ea)
+        entries.append((name, ea, e))
         if not e & _P:
-            return _fault(va, access, cpl, ctl, 0, "not-present", lp.level.name, ea, e, entries)
-        large = i != last and lp.large_size and e & _PS
-        rsvd = lp.leaf_rsvd if large else lp.table_rsvd
-        if e & rsvd and not lp.level.register:
-            code = PfErrorCode.P | PfErrorCode.RSVD
-            return _fault(va, access, cpl, ctl, code, "reserved-bit", lp.level.name, ea, e, entries)
-        if lp.level.register:  # a PDPTE register: no rights, no A bit
-            table = e & lp.addr_mask
+            return _fault(va, access, cpl, ctl, 0, "not-present", name, ea, e, entries)
+        if register:  # a PDPTE register: no rights, no A bit, reserved bits checked at load
+            table = e & addr
             continue
-        user = user and bool(e & _US)
-        writable = writable and bool(e & _RW)
-        nx = nx or bool(e & _NX)
-        if i == last or large:
+        large = large_size and e & _PS
+        if e & (rsvd_large if large else rsvd):
+            code = PfErrorCode.P | PfErrorCode.RSVD
+            return _fault(va, access, cpl, ctl, code, "reserved-bit", name, ea, e, entries)
+        both &= e
+        either |= e
+        if last or large:
+            user, writable, nx = bool(both & _US), bool(both & _RW), bool(either & _NX)
             return _leaf(
-                mem,
-                write,
-                ctl,
-                va,
-                access,
-                cpl,
-                lp,
-                e,
-                ea,
-                bool(large),
-                user,
-                writable,
-                nx,
-                entries,
+                write, ctl, va, access, cpl, lp, e, ea, bool(large), user, writable, nx, entries
             )
         if not e & _A:
             write(ea, e | _A)
-        table = e & lp.addr_mask
+        table = e & addr
     raise AssertionError("translate: walk ended without a leaf")  # pragma: no cover
 
 
 def _leaf(
-    mem: PhysMem,
     write: Callable[[int, int], None],
     ctl: ControlState,
     va: int,
@@ -319,7 +340,7 @@ def _leaf(
         size = 4096
         frame = e & lp.addr_mask
     new = e | _A
-    if access == Access.WRITE:
+    if access == _WRITE:
         new |= _D
     if new != e:
         write(ea, new)
