@@ -1,0 +1,157 @@
+"""Thread abort and the deferred stack cleanup (``kernel/sched.c``, ``kernel/thread.c``).
+
+``k_thread_abort(t)`` (``z_thread_abort``), holding ``_sched_spinlock``:
+
+* ``t`` dead: nothing to do;
+* ``t`` running on another CPU: mark it ABORTING, send that CPU an IPI, and wait on ``t``'s join
+  queue -- the other CPU halts ``t`` itself, in its IPI handler, where ``t`` is ``_current``;
+* otherwise ``halt_thread(t)`` here; if ``t`` is the caller, switch away for good.
+
+``halt_thread`` ends in ``k_thread_abort_cleanup(t)``, which, under ``thread_cleanup_lock``::
+
+    if thread_to_cleanup: unmap the stashed stack; thread_to_cleanup = NULL   # "finish the pending one"
+    if t == _current:     defer: thread_to_cleanup = t; stash t's mapping; mapped.addr = NULL
+    else:                 do_thread_cleanup(t)                                # unmap t's stack now
+
+A running thread cannot unmap its own stack -- it is executing on it -- so its unmap waits for the
+next abort anywhere, or for the same thread object to be created again
+(``k_thread_abort_cleanup_check_reuse``). There is one slot for the whole system.
+
+``do_thread_cleanup`` is the post-fix version (Zephyr PR #116180): it unmaps the stack recorded in
+``t->stack_info.mapped`` and clears it. With ``CONFIG_SIM_ABORT_CLEANUP_LEAK=y`` mmusim reproduces
+the pre-fix code of issue #119098: ``do_thread_cleanup(t)`` ignores ``t`` and only unmaps the
+stash, which step one has just emptied -- so a thread aborted by another thread leaks its stack
+mapping (stack + two guard pages of virtual space) for ever.
+
+Lock order: ``_sched_spinlock`` -> ``thread_cleanup_lock`` -> ``z_mm_lock``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from mmusim.kernel import sched
+from mmusim.kernel.core import KernelAssert, Point
+from mmusim.kernel.mm import k_mem_unmap_phys_guard
+from mmusim.kernel.thread import K_ESSENTIAL, KThread, MappedInfo, ThreadState
+
+if TYPE_CHECKING:
+    from mmusim.kernel.kernel import Kernel
+
+Routine = Generator[Any, None, None]
+
+
+def k_thread_abort(k: Kernel, t: KThread) -> Routine:
+    fn = "z_thread_abort"
+    yield from k.k_spin_lock(k.sched_lock, fn)
+    if t.options & K_ESSENTIAL:
+        raise KernelAssert(f"{fn}: aborting essential thread {t.name!r} (k_panic)")
+    if t.dead or not t.generation:
+        yield from k.k_spin_unlock(k.sched_lock, fn)
+        return
+    elsewhere = thread_active_elsewhere(k, t)
+    if elsewhere is not None:
+        t.state |= ThreadState.ABORTING
+        yield Point(fn, f"send scheduler IPI to CPU {elsewhere}")
+        sched.send_ipi(k, elsewhere, "sched")
+        me = k.current
+        me.state |= ThreadState.PENDING
+        t.join_waiters.append(me)
+        yield from sched.z_swap(k, fn)  # back once t has been halted over there
+        return
+    yield from halt_thread(k, t, ThreadState.DEAD)
+    if t is k.current:
+        yield from sched.z_swap(k, fn)
+        raise AssertionError("z_thread_abort: a dead thread ran again")  # pragma: no cover
+    yield from sched.z_reschedule(k, fn)
+
+
+def thread_active_elsewhere(k: Kernel, t: KThread) -> int | None:
+    for c in k.cpus:
+        if c.id != k._cpu and c.current is t:
+            return c.id
+    return None
+
+
+def halt_thread(k: Kernel, t: KThread, new_state: ThreadState) -> Routine:
+    """``halt_thread(t, _THREAD_DEAD)``, with ``_sched_spinlock`` held."""
+    fn = "halt_thread"
+    yield Point(fn, f"{t.name}: set _THREAD_DEAD")
+    t.state |= new_state
+    t.state &= ~ThreadState.ABORTING
+    sched.dequeue(k, t)
+    if t.state & ThreadState.SLEEPING and t in k.sleepers:
+        k.sleepers.remove(t)
+    for other in k.threads.values():  # unpend: t may wait on someone's join queue
+        if t in other.join_waiters:
+            other.join_waiters.remove(t)
+    yield Point(fn, f"{t.name}: wake the join queue")
+    for w in t.join_waiters:
+        w.state &= ~ThreadState.PENDING
+        sched.ready_thread(k, w)
+    t.join_waiters = []
+    if not t.exit_reason:
+        t.exit_reason = "aborted"
+    if t.is_user:
+        from mmusim.kernel.threads import set_stack_perms
+
+        yield from set_stack_perms(k, t, user=False)  # z_mem_domain_exit_thread
+    if k.cfg.get("THREAD_ABORT_NEED_CLEANUP"):
+        yield from k_thread_abort_cleanup(k, t)
+
+
+def k_thread_abort_cleanup(k: Kernel, t: KThread) -> Routine:
+    fn = "k_thread_abort_cleanup"
+    yield from k.k_spin_lock(k.cleanup_lock, fn)
+    yield Point(fn, "read thread_to_cleanup")
+    if k.cleanup.thread is not None:
+        yield from do_deferred_thread_cleanup(k)  # "Finish the pending one first"
+        yield Point(fn, "thread_to_cleanup = NULL")
+        k.cleanup.thread = None
+    if t is k.current:
+        yield from defer_thread_cleanup(k, t)
+    else:
+        yield from do_thread_cleanup(k, t)
+    yield from k.k_spin_unlock(k.cleanup_lock, fn)
+
+
+def defer_thread_cleanup(k: Kernel, t: KThread) -> Routine:
+    fn = "defer_thread_cleanup"
+    yield Point(fn, f"thread_to_cleanup = {t.name}; stash its mapping")
+    k.cleanup.thread = t
+    k.cleanup.stack_addr = t.stack_info.mapped.addr
+    k.cleanup.stack_sz = t.stack_info.mapped.sz
+    yield Point(fn, f"{t.name}: stack_info.mapped.addr = NULL")
+    t.stack_info.mapped = MappedInfo(None, 0)
+
+
+def do_deferred_thread_cleanup(k: Kernel) -> Routine:
+    """Unmap the stashed stack, if any. Never reads the pending thread object."""
+    if k.cleanup.stack_addr is not None:
+        addr, sz = k.cleanup.stack_addr, k.cleanup.stack_sz
+        yield from k_mem_unmap_phys_guard(k, addr, sz, False)
+        yield Point("do_deferred_thread_cleanup", "clear the stash")
+        k.cleanup.stack_addr = None
+        k.cleanup.stack_sz = 0
+
+
+def do_thread_cleanup(k: Kernel, t: KThread) -> Routine:
+    if k.leak_bug:  # pre-fix: ARG_UNUSED(thread) -- unmap the stash only (#119098)
+        yield from do_deferred_thread_cleanup(k)
+        return
+    addr = t.stack_info.mapped.addr
+    if addr is not None:
+        yield from k_mem_unmap_phys_guard(k, addr, t.stack_info.mapped.sz, False)
+        yield Point("do_thread_cleanup", f"{t.name}: stack_info.mapped.addr = NULL")
+        t.stack_info.mapped = MappedInfo(None, 0)
+
+
+def k_thread_abort_cleanup_check_reuse(k: Kernel, t: KThread) -> Routine:
+    fn = "k_thread_abort_cleanup_check_reuse"
+    yield from k.k_spin_lock(k.cleanup_lock, fn)
+    yield Point(fn, "read thread_to_cleanup")
+    if k.cleanup.thread is t:
+        yield from do_deferred_thread_cleanup(k)
+        k.cleanup.thread = None
+    yield from k.k_spin_unlock(k.cleanup_lock, fn)

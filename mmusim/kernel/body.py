@@ -1,0 +1,205 @@
+"""Running thread bodies on real stacks, through the MMU.
+
+``thread_main`` is a thread's entry: it runs the body's ops and, when they end, returns from the
+entry function -- which in Zephyr aborts the thread (a self-abort). Stack ops move the CPU's stack
+pointer and write through the TLB and the walker, word by word as PUSH does (one interleaving point
+per page touched), so an overflow really faults -- or, where nothing protects the stack, really
+writes into whatever lies below it. A fault goes to ``fault.page_fault``.
+
+Kernel calls made by a user thread run at CPL 0 (a system call); the body's own memory accesses
+run at the thread's CPL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from mmusim.hw import Trap
+from mmusim.kernel import abort, fault, mm, sched, threads
+from mmusim.kernel.core import KernelAssert, Point
+from mmusim.kernel.geometry import PAGE
+from mmusim.kernel.thread import K_USER, KThread, Op
+
+if TYPE_CHECKING:
+    from mmusim.kernel.kernel import Kernel
+
+Routine = Generator[Any, None, Any]
+FILL = 0x5A  # what pushes write: recognisable in a memory dump
+
+_KERNEL_OPS = {
+    "sleep", "yield", "abort_self", "abort", "create", "start", "join", "suspend", "resume",
+    "k_mem_map", "k_mem_unmap", "record", "return",
+}  # fmt: skip
+
+
+def thread_main(k: Kernel, t: KThread) -> Routine:
+    yield Point(t.name, "thread entry")
+    c = k.cpu
+    c.running_on = t
+    if t.options & K_USER:  # k_thread_user_mode_enter: drop to ring 3 on the thread stack
+        t.cpl = 3
+        c.hw.cpl = 3
+    yield from run_ops(k, t, t.body)
+    if not t.exit_reason:
+        t.exit_reason = "returned"
+    c = k.cpu
+    c.hw.cpl = 0
+    yield from abort.k_thread_abort(k, t)  # z_thread_entry: k_thread_abort(_current)
+    raise AssertionError("thread_main: a dead thread ran again")  # pragma: no cover
+
+
+def run_ops(k: Kernel, t: KThread, ops: tuple[Op, ...]) -> Routine:
+    for op in ops:
+        if op.kind == "repeat":
+            for _ in range(op.n):
+                yield from run_ops(k, t, op.body)
+            continue
+        if op.kind == "return":
+            return
+        if op.kind in _KERNEL_OPS:
+            c = k.cpu
+            saved, c.hw.cpl = c.hw.cpl, 0
+            yield from kernel_op(k, t, op)
+            k.cpu.hw.cpl = saved
+        else:
+            yield from memory_op(k, t, op)
+
+
+def memory_op(k: Kernel, t: KThread, op: Op) -> Routine:
+    """An op that touches memory at the thread's CPL; a fault ends in ``fault.page_fault``."""
+    hw = k.cpu.hw
+    try:
+        if op.kind == "push":
+            yield from push(k, t, op.n)
+        elif op.kind == "pop":
+            yield Point(t.name, f"pop {op.n} bytes")
+            hw.pop(op.n)
+        elif op.kind == "call":
+            yield from call(k, t, op.n, op.probe)
+        elif op.kind in ("touch", "write"):
+            addr = address(k, t, op)
+            yield Point(t.name, f"write a word at {addr:#x}")
+            k.cpu.hw.write(addr, bytes([FILL]) * k.word)
+        elif op.kind == "read":
+            addr = address(k, t, op)
+            yield Point(t.name, f"read a word at {addr:#x}")
+            k.cpu.hw.read(addr, k.word)
+        else:
+            raise KernelAssert(f"run_ops: unknown op {op.kind!r} (line {op.line})")
+    except Trap as trap:
+        if trap.vector != 14:
+            raise KernelAssert(f"{t.name}: {trap}") from trap
+        yield from fault.page_fault(k, t, trap, k.cpu.hw.sp)
+
+
+def push(k: Kernel, t: KThread, n: int) -> Routine:
+    """PUSH ``n`` bytes, a word at a time; one interleaving point per page."""
+    hw = k.cpu.hw
+    word = k.word
+    left = n
+    while left > 0:
+        room = (hw.sp - 1) % PAGE + 1  # bytes left in the page below SP
+        chunk = min(left, room)
+        yield Point(t.name, f"push {chunk} bytes below {hw.sp:#x}")
+        hw.push(bytes([FILL]) * word)  # the first word decides this page (CR2 = SP - word)
+        if chunk > word:
+            hw.push(bytes([FILL]) * (chunk - word))
+        left -= chunk
+
+
+def call(k: Kernel, t: KThread, frame: int, probe: bool) -> Routine:
+    """CALL a function whose frame is ``frame`` bytes: push the return address, ``sub sp, frame``
+    (probing each page on the way down with -fstack-clash-protection), write the lowest local,
+    then return."""
+    hw = k.cpu.hw
+    entry_sp = hw.sp
+    yield from push(k, t, k.word)
+    top = hw.sp
+    if probe:
+        while hw.sp - PAGE > top - frame:
+            hw.sp -= PAGE
+            yield Point(t.name, f"probe {hw.sp:#x}")
+            hw.write(hw.sp, bytes(k.word))
+    hw.sp = top - frame
+    yield Point(t.name, f"write the lowest local at {hw.sp:#x}")
+    hw.write(hw.sp, bytes([FILL]) * k.word)
+    hw.sp = entry_sp  # leave; ret
+
+
+def address(k: Kernel, t: KThread, op: Op) -> int:
+    info = t.stack_info
+    base = info.mapped.addr if info.mapped.addr is not None else (t.stack.addr if t.stack else 0)
+    if op.kind == "write" or op.kind == "read":
+        if op.target:
+            r = k.mappings.get(op.target)
+            if r is None:
+                raise KernelAssert(f"{t.name}: no mapping named {op.target!r} (line {op.line})")
+            return r.addr + op.offset
+        return op.addr
+    where = op.where or "start"
+    bases = {
+        "start": info.start,
+        "end": info.start + info.size,
+        "sp": k.cpu.hw.sp,
+        "mapped": base,
+        "front_guard": base - PAGE // 2,
+        "rear_guard": base + (info.mapped.sz or (t.stack.obj_len if t.stack else 0)) + PAGE // 2,
+    }
+    if where not in bases:
+        raise KernelAssert(f"{t.name}: touch where={where!r}: allowed {sorted(bases)}")
+    return bases[where] + op.offset
+
+
+def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
+    kind = op.kind
+    if kind == "sleep":
+        yield from sched.k_sleep(k, op.n)
+    elif kind == "yield":
+        yield from sched.k_yield(k)
+    elif kind == "abort_self":
+        t.exit_reason = "aborted itself"
+        yield from abort.k_thread_abort(k, t)
+    elif kind == "abort":
+        yield from abort.k_thread_abort(k, k.thread(op.target))
+    elif kind == "create":
+        target = k.threads.get(op.target)
+        if target is None:
+            from mmusim.kernel.thread import KThread as _K
+
+            target = k.threads[op.target] = _K(op.target)
+        stack = k.stacks.get(op.stack)
+        if stack is None:
+            raise KernelAssert(f"k_thread_create: no stack object named {op.stack!r}")
+        body = k.bodies.get(op.label, ())
+        yield from threads.k_thread_create(
+            k, target, stack, body, options=K_USER if op.user else 0, prio=op.prio, delay=op.n
+        )
+    elif kind == "start":
+        yield from threads.k_thread_start(k, k.thread(op.target))
+    elif kind == "join":
+        yield from threads.k_thread_join(k, k.thread(op.target))
+    elif kind == "suspend":
+        yield from threads.k_thread_suspend(k, k.thread(op.target))
+    elif kind == "resume":
+        yield from threads.k_thread_resume(k, k.thread(op.target))
+    elif kind == "k_mem_map":
+        flags = mm.K_MEM_PERM_RW | (mm.K_MEM_PERM_USER if op.user else 0)
+        addr = yield from mm.k_mem_map(k, op.n, flags, op.target)
+        if addr is None:
+            k.mappings.pop(op.target, None)
+            k.record(f"mapping.{op.target}", None)
+        else:
+            k.mappings[op.target] = k.regions[addr]
+    elif kind == "k_mem_unmap":
+        r = k.mappings.pop(op.target, None)
+        if r is None:
+            raise KernelAssert(f"k_mem_unmap: no mapping named {op.target!r}")
+        yield from mm.k_mem_unmap(k, r.addr, r.size)
+    elif kind == "record":
+        yield Point(t.name, f"record {op.target}")
+        k.record(op.label or op.target, k.fact(op.target))
+    else:  # pragma: no cover - _KERNEL_OPS and this chain list the same kinds
+        raise KernelAssert(f"run_ops: unknown kernel op {kind!r}")
+    if t.dead:
+        raise AssertionError(f"{t.name} ran after it died")  # pragma: no cover

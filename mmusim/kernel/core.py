@@ -1,0 +1,140 @@
+"""Kernel routines as generators that stop at every shared access (design.md, decision 4).
+
+A kernel routine that touches shared state -- a spinlock, the cleanup slot, a thread's state, a
+PTE, a TLB, an IPI, a running thread's stack -- is a generator. Just before each such access it
+``yield``s a ``Point`` naming the routine and the access (``Point("k_thread_abort_cleanup",
+"drain pending slot")``). Whoever drives the routine decides when it may go on:
+
+* a direct API call runs it to completion (``run``);
+* the kernel's scheduler interleaves the CPUs' routines, step by step, in a default or seeded order;
+* the explorer (a later layer) tries every order.
+
+There is no second model of the kernel for exploration: all drivers run these same routines.
+
+A ``Point`` may name something it waits for (``wait``): a spinlock to be free, a thread's switch
+handle to be published. Such a step is *enabled* only when ``wait.ready()`` -- there are no
+busy-wait steps, and a state where nothing is enabled while work remains is a deadlock that can be
+reported as who waits for what.
+
+Spinlocks validate their use as Zephyr's ``SPIN_VALIDATE`` does: a recursive acquire asserts
+"Recursive spinlock", a release by a CPU that does not hold it asserts "Not my spinlock".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Protocol, TypeVar
+
+import attrs
+
+T = TypeVar("T")
+
+
+class KernelAssert(Exception):
+    """A kernel assertion failed (Zephyr's ``__ASSERT``): API misuse or a broken kernel invariant.
+
+    The message starts with the function that asserted, as Zephyr's assertion messages do.
+    """
+
+
+class Waitable(Protocol):
+    def ready(self) -> bool: ...
+
+    def describe(self) -> str: ...
+
+
+@attrs.frozen(slots=True)
+class Point:
+    """An interleaving point: ``routine`` is about to perform the shared access ``label``."""
+
+    routine: str
+    label: str
+    wait: Waitable | None = None
+
+    def enabled(self) -> bool:
+        return self.wait is None or self.wait.ready()
+
+    def __str__(self) -> str:
+        return f"{self.routine}: {self.label}"
+
+
+# A kernel routine: yields Points, finally returns a value.
+Routine = Generator[Point, None, T]
+
+
+def run(routine: Generator[Point, None, T]) -> T:
+    """Run a routine to completion, as a direct (single-CPU, uninterrupted) API call does.
+
+    A point that waits for something not ready can never become ready in a direct call: that is a
+    deadlock, reported with what was awaited.
+    """
+    try:
+        point = next(routine)
+        while True:
+            if not point.enabled():
+                assert point.wait is not None
+                raise KernelAssert(
+                    f"{point.routine}: deadlock in a direct call: waits for {point.wait.describe()}"
+                )
+            point = routine.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+@attrs.define(eq=False)
+class KSpinlock:
+    """A ``struct k_spinlock`` with validation. ``holder`` is the CPU id that holds it, or None.
+
+    Lock order (reference zephyr-mapped-stacks.md section 2.2): ``_sched_spinlock`` ->
+    ``thread_cleanup_lock`` -> ``z_mm_lock``; never the reverse. ``rank`` encodes that order and
+    ``acquire`` checks it against the locks the CPU already holds.
+    """
+
+    name: str
+    rank: int
+    holder: int | None = None
+    acquisitions: int = 0
+
+    def ready(self) -> bool:
+        return self.holder is None
+
+    def describe(self) -> str:
+        who = "free" if self.holder is None else f"held by CPU {self.holder}"
+        return f"spinlock {self.name} ({who})"
+
+    def acquire(self, cpu: int, held: list[KSpinlock]) -> None:
+        if self.holder == cpu:
+            raise KernelAssert(f"k_spin_lock: Recursive spinlock {self.name} on CPU {cpu}")
+        if self.holder is not None:
+            raise KernelAssert(f"k_spin_lock: {self.name} taken while held by CPU {self.holder}")
+        for other in held:
+            if other.rank >= self.rank:
+                raise KernelAssert(
+                    f"k_spin_lock: lock order violated: {self.name} taken while holding {other.name}"
+                )
+        self.holder = cpu
+        self.acquisitions += 1
+        held.append(self)
+
+    def release(self, cpu: int, held: list[KSpinlock]) -> None:
+        if self.holder != cpu:
+            raise KernelAssert(f"k_spin_unlock: Not my spinlock {self.name} (CPU {cpu})")
+        self.holder = None
+        held.remove(self)
+
+    def _check(self) -> None:
+        assert self.holder is None or self.holder >= 0, f"{self.name}: bad holder {self.holder}"
+
+
+@attrs.frozen(slots=True)
+class Condition:
+    """A named predicate a step can wait for (e.g. a switch handle to be published)."""
+
+    text: str
+    predicate: object  # Callable[[], bool]; typed loosely to stay hashable with attrs
+
+    def ready(self) -> bool:
+        return bool(self.predicate())  # type: ignore[operator]
+
+    def describe(self) -> str:
+        return self.text

@@ -1,0 +1,358 @@
+"""The kernel: boot, per-CPU state, and the engine that steps CPUs through kernel routines.
+
+Boot lays out physical RAM and the kernel image, builds the kernel page tables with the hardware
+layer's ``PageTables``, places the statically defined stack objects in ``.noinit``, creates one idle
+thread per CPU and the main thread, and starts the CPUs. The kernel's virtual layout (the
+identity-mapped case; with ``qemu_x86_atom_virt`` virtual = physical + offset)::
+
+    KERNEL_VM_BASE                                                     KERNEL_VM_BASE + KERNEL_VM_SIZE
+    +-------+------+--------+-------------+---------------------+ ... +----------------------------+
+    | text  | data | tables | .noinit     |  free virtual space  ... | mappings: stacks, k_mem_map |
+    | RX    | RW   | RW     | stack objs, |  (K_MEM_VM_FREE_START)   | allocated top-down, each    |
+    |       |      |        | ISR stacks  |                          | guard | region | guard      |
+    +-------+------+--------+-------------+---------------------+ ... +----------------------------+
+
+Execution: every thread has a generator (its Python frames are its "kernel stack"); each CPU runs
+its current thread's generator, or an interrupt handler's, one interleaving ``Point`` at a time.
+``step(cpu)`` performs one step; ``run()`` steps CPUs in a deterministic round-robin order, or in a
+seeded random order (``seed=``), until the system is quiescent. Threads sleeping on the tick clock
+wake when nothing else can run (the clock jumps, as trio's ``MockClock(autojump)`` does).
+
+The kernel never uses the wall clock or global randomness.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
+
+import attrs
+from sortedcontainers import SortedKeyList
+
+from mmusim.hw import MODES, ControlState, Cpu, PageTables, PagingMode, PhysMem, PteFlags
+from mmusim.kernel.core import KernelAssert, KSpinlock, Point
+from mmusim.kernel.geometry import PAGE, StackGeometry, round_up
+from mmusim.kernel.mm import FrameAllocator
+from mmusim.kernel.thread import KThread, Op, StackObject
+from mmusim.kernel.vmregion import VirtRegionAllocator
+
+ConfigValues = Mapping[str, bool | int | str]
+
+_RW = int(PteFlags.RW)
+_NX = int(PteFlags.NX)
+_G = int(PteFlags.G)
+
+
+@attrs.frozen
+class SwitchOut:
+    """Yielded by ``arch_switch`` after the outgoing context is saved: the CPU now runs ``new``."""
+
+    new: KThread
+
+
+@attrs.frozen
+class IrqExit:
+    """Yielded by an interrupt handler when it returns; ``new`` is the thread to resume (or None:
+    resume the interrupted one)."""
+
+    new: KThread | None
+
+
+@attrs.define(eq=False)
+class PerCpu:
+    """``struct _cpu``: what belongs to one CPU. Private to that CPU, except ``pending_ipis``
+    (written by the sender) and ``current`` (read by other CPUs under ``_sched_spinlock``)."""
+
+    id: int
+    hw: Cpu
+    idle: KThread
+    current: KThread  # Zephyr's _current: changes inside do_swap, before the switch completes
+    ctx: KThread  # whose code this CPU executes: changes only when arch_switch completes
+    isr_stack: int = 0  # top of this CPU's interrupt stack
+    held: list[KSpinlock] = attrs.field(factory=list)
+    pending_ipis: list[str] = attrs.field(factory=list)
+    irq: Generator[Any, None, Any] | None = None
+    irq_pending: Any = None  # the Point the interrupt handler is suspended at (Any: or IrqExit)
+    irq_thread: KThread | None = None  # the thread the interrupt interrupted
+    running_on: KThread | None = None  # whose stack the CPU executes on (thread or None: ISR)
+
+
+@attrs.define
+class Region:
+    """A kernel virtual mapping (for invariants and ``mmusim map``)."""
+
+    addr: int  # first byte of the usable region (after the front guard, if any)
+    size: int
+    kind: str  # "stack", "anon", "bare"
+    owner: str  # thread name or mapping name
+    guards: bool
+    phys: int | None = None  # first physical frame (stacks, bare maps)
+    user: bool = False
+
+
+@attrs.define
+class CleanupSlot:
+    """The deferred-cleanup slot of ``kernel/thread.c`` -- one for the whole system.
+    Guarded by ``thread_cleanup_lock``."""
+
+    thread: KThread | None = None  # thread_to_cleanup
+    stack_addr: int | None = None  # thread_cleanup_stack_addr
+    stack_sz: int = 0  # thread_cleanup_stack_sz
+
+
+class Kernel:
+    """A booted kernel on a simulated SMP x86 machine."""
+
+    # Set by boot.boot():
+    mem: PhysMem
+    pt: PageTables
+    cpus: list[PerCpu]
+    frames: FrameAllocator
+    vm: VirtRegionAllocator
+    mode: PagingMode
+    word: int  # bytes per stack word: 8 (x86_64) or 4 (ia32)
+    pt_frame_mask: int
+    virt_offset: int  # kernel virtual address = physical address + virt_offset
+    sram_base: int
+    sram_size: int
+    vm_base: int
+    vm_size: int
+    image: dict[str, tuple[int, int]]  # section -> (physical start, end)
+    image_end_virt: int  # K_MEM_VM_FREE_START
+    boot_stacks: dict[str, StackObject]
+
+    def __init__(
+        self,
+        cfg: ConfigValues,
+        *,
+        stacks: tuple[StackObject, ...] = (),
+        main_body: tuple[Op, ...] = (),
+        bodies: Mapping[str, tuple[Op, ...]] | None = None,
+        check: Callable[[Kernel], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.geometry = StackGeometry.from_config(cfg)
+        self.mapped_stacks = bool(cfg.get("THREAD_STACK_MEM_MAPPED"))
+        self.leak_bug = bool(cfg.get("SIM_ABORT_CLEANUP_LEAK"))
+        self.shootdown = bool(cfg.get("SIM_TLB_SHOOTDOWN", True))
+        self.ncpus = int(cfg.get("MP_MAX_NUM_CPUS", 1) or 1) if cfg.get("SMP") else 1
+        self.sched_lock = KSpinlock("_sched_spinlock", 1)
+        self.cleanup_lock = KSpinlock("thread_cleanup_lock", 2)
+        self.mm_lock = KSpinlock("z_mm_lock", 3)
+        self.cleanup = CleanupSlot()
+        self.threads: dict[str, KThread] = {}
+        self.stacks: dict[str, StackObject] = {s.name: s for s in stacks}
+        self.bodies: dict[str, tuple[Op, ...]] = dict(bodies or {})
+        self.regions: dict[int, Region] = {}  # by usable address
+        self.mappings: dict[str, Region] = {}  # k_mem_map regions by name
+        self.ready: SortedKeyList = SortedKeyList(key=lambda t: (t.prio, t.queue_seq))
+        self.sleepers: SortedKeyList = SortedKeyList(key=lambda t: (t.wake_tick, t.queue_seq))
+        self._seq = 0
+        self.clock = 0  # ticks
+        self.log: list[str] = []  # the console: fatal errors and the like, in Zephyr's format
+        self.faults: list[dict[str, Any]] = []
+        self.facts: dict[str, list[Any]] = {}
+        self.steps = 0
+        self.pending_shootdowns = 0
+        self.check = check
+        self._cpu = 0
+        from mmusim.kernel import boot
+
+        boot.boot(self, main_body)
+
+    # -- the CPU a routine runs on -------------------------------------------------------
+
+    @property
+    def cpu(self) -> PerCpu:
+        """``_current_cpu``: the CPU executing the routine being stepped."""
+        return self.cpus[self._cpu]
+
+    @property
+    def current(self) -> KThread:
+        """``_current``."""
+        return self.cpus[self._cpu].current
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    # -- spinlocks ------------------------------------------------------------------------
+
+    def k_spin_lock(self, lock: KSpinlock, routine: str) -> Generator[Point, None, None]:
+        yield Point(routine, f"k_spin_lock({lock.name})", wait=lock)
+        lock.acquire(self._cpu, self.cpu.held)
+
+    def k_spin_unlock(self, lock: KSpinlock, routine: str) -> Generator[Point, None, None]:
+        yield Point(routine, f"k_spin_unlock({lock.name})")
+        lock.release(self._cpu, self.cpu.held)
+
+    # -- logging --------------------------------------------------------------------------
+
+    def printk(self, line: str) -> None:
+        self.log.append(line)
+
+    def record(self, name: str, value: Any) -> None:
+        self.facts.setdefault(name, []).append(value)
+
+    # -- the engine -----------------------------------------------------------------------
+
+    def actions(self) -> list[tuple[int, str]]:
+        """Enabled actions: (cpu, "irq") to take a pending interrupt, (cpu, "step") to go on."""
+        out = []
+        for c in self.cpus:
+            if c.pending_ipis and not c.held and c.irq is None:
+                out.append((c.id, "irq"))
+            point = c.irq_pending if c.irq is not None else c.ctx.pending
+            if point is not None and point.enabled():
+                out.append((c.id, "step"))
+        return out
+
+    def do(self, action: tuple[int, str]) -> None:
+        """Perform one action (see ``actions``), then run the invariant check if one is set."""
+        cpu_id, kind = action
+        self._cpu = cpu_id
+        c = self.cpus[cpu_id]
+        self.steps += 1
+        from mmusim.kernel import sched
+
+        if kind == "irq":
+            sched.enter_irq(self, c)
+        elif c.irq is not None:
+            self._resume_irq(c)
+        else:
+            self._resume_thread(c)
+        if self.check is not None:
+            self.check(self)
+
+    def _resume_thread(self, c: PerCpu) -> None:
+        t = c.ctx
+        gen = t.gen
+        assert gen is not None
+        out = gen.send(None)
+        self._settle(c, t, out)
+
+    def _settle(self, c: PerCpu, t: KThread, out: Any) -> None:
+        """Record where thread ``t`` stopped; follow a context switch to the next thread."""
+        from mmusim.kernel import sched
+
+        while isinstance(out, SwitchOut):
+            t.pending = sched.SWITCHED_OUT
+            new = out.new
+            c.ctx = new
+            t, out = new, sched.resume_switched_in(self, c, new)
+        t.pending = out
+
+    def _resume_irq(self, c: PerCpu) -> None:
+        assert c.irq is not None
+        try:
+            c.irq_pending = c.irq.send(None)
+        except StopIteration:
+            raise AssertionError("interrupt handler returned without IrqExit") from None
+        if isinstance(c.irq_pending, IrqExit):
+            from mmusim.kernel import sched
+
+            sched.exit_irq(self, c, c.irq_pending.new)
+
+    def run(self, *, seed: int | None = None, max_steps: int = 5_000_000) -> None:
+        """Step the CPUs until the system is quiescent: every CPU idle, nothing ready, no IPI
+        pending, no sleeper left to wake (sleepers wake by jumping the clock). ``seed`` picks a
+        seeded random schedule; without it CPUs take turns in round-robin order."""
+        rng = random.Random(seed) if seed is not None else None
+        turn = 0
+        while True:
+            actions = self.actions()
+            if not actions:
+                if self._wake_sleepers():
+                    continue
+                self._check_deadlock()
+                return
+            if self.steps >= max_steps:
+                raise KernelAssert(f"Kernel.run: no quiescence after {max_steps} steps")
+            if rng is not None:
+                action = rng.choice(actions)
+            else:
+                action = min(actions, key=lambda a: ((a[0] - turn) % self.ncpus, a[1] != "irq"))
+                turn = action[0] + 1
+            self.do(action)
+
+    def _wake_sleepers(self) -> bool:
+        if not self.sleepers:
+            return False
+        from mmusim.kernel import sched
+
+        first = self.sleepers[0]
+        if first.wake_tick is None:
+            return False
+        self.clock = first.wake_tick
+        while self.sleepers and self.sleepers[0].wake_tick == self.clock:
+            sched.wake(self, self.sleepers[0])
+        return True
+
+    def _check_deadlock(self) -> None:
+        waiting = []
+        for c in self.cpus:
+            point = c.irq_pending if c.irq is not None else c.ctx.pending
+            if point is not None and point.wait is not None and point.routine != "idle":
+                waiting.append(
+                    f"CPU {c.id} ({c.ctx.name}) in {point.routine} waits for "
+                    f"{point.wait.describe()}"
+                )
+        if waiting:
+            raise KernelAssert("deadlock: " + "; ".join(waiting))
+
+    def quiescent(self) -> bool:
+        return not self.actions() and not self.sleepers
+
+    # -- facts ------------------------------------------------------------------------------
+
+    def thread(self, name: str) -> KThread:
+        try:
+            return self.threads[name]
+        except KeyError:
+            raise KernelAssert(f"no thread named {name!r}") from None
+
+    def k_mem_free_get(self) -> int:
+        return self.frames.free_count() * PAGE
+
+    def fact(self, what: str) -> Any:
+        """A named fact of the current state: ``T.mapped_addr``, ``T.mapped_sz``,
+        ``T.stack_start``, ``T.stack_size``, ``T.state``, ``T.stack_space``, ``free_mem``,
+        ``vm_free_pages``, ``pending_cleanup``, ``mapping.NAME``."""
+        from mmusim.kernel import threads as kthreads
+
+        if what == "free_mem":
+            return self.k_mem_free_get()
+        if what == "vm_free_pages":
+            return self.vm.free_pages
+        if what == "pending_cleanup":
+            return self.cleanup.thread.name if self.cleanup.thread else None
+        if what.startswith("mapping."):
+            r = self.mappings.get(what.split(".", 1)[1])
+            return r.addr if r else None
+        name, _, field = what.rpartition(".")
+        t = self.thread(name)
+        if field == "mapped_addr":
+            return t.stack_info.mapped.addr
+        if field == "mapped_sz":
+            return t.stack_info.mapped.sz
+        if field == "stack_start":
+            return t.stack_info.start
+        if field == "stack_size":
+            return t.stack_info.size
+        if field == "state":
+            return str(t.state)
+        if field == "stack_space":
+            return kthreads.k_thread_stack_space_get(self, t)
+        raise KernelAssert(f"Kernel.fact: unknown fact {what!r}")
+
+
+def kernel_page_flags(text: bool = False) -> int:
+    return 0 if text else _RW | _NX
+
+
+def layout_round(x: int) -> int:
+    return round_up(x, PAGE)
+
+
+__all__ = ["MODES", "ControlState", "Cpu", "Kernel", "PageTables", "PhysMem"]

@@ -1,0 +1,275 @@
+"""Kernel memory management: page frames, ``arch_mem_map``/``arch_mem_unmap``, and Zephyr's
+``k_mem_map``, ``k_mem_unmap``, ``k_mem_map_phys_guard``, ``k_mem_unmap_phys_guard`` and bare maps.
+
+The order of operations follows ``kernel/mmu.c`` (reference zephyr-mapped-stacks.md section 1.1)::
+
+    k_mem_map_phys_guard(phys, size, flags, is_anon):      k_mem_unmap_phys_guard(addr, size, is_anon):
+      reject USER|UNINIT, size % PAGE, size == 0             lock z_mm_lock
+      lock z_mm_lock                                         front or rear guard mapped? -> silent bail
+      dst = virt_region_alloc(size + 2*PAGE)                 (anon: free each page's frame)
+      arch_mem_unmap(dst, PAGE); arch_mem_unmap(rear, PAGE)  arch_mem_unmap(addr, size)
+      dst += PAGE; arch_mem_map(dst, phys, size, flags)      virt_region_free(addr - PAGE, size + 2*PAGE)
+      unlock; zero unless UNINIT                             unlock
+
+``arch_mem_unmap`` clears each PTE, invalidates it locally (``invlpg``) and, on SMP with
+``SIM_TLB_SHOOTDOWN=y``, sends a TLB IPI to every other CPU (``tlb_shootdown``). It does not wait
+for the other CPUs to flush: whether Zephyr's x86 ``tlb_shootdown`` waits is UNVERIFIED; mmusim
+counts the outstanding shootdowns so the invariants can tell a stale entry that a pending IPI will
+remove from one that nothing will.
+
+Every PTE write, invalidation and IPI is an interleaving point. Lock: ``z_mm_lock`` (rank 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+from mmusim.hw import PteFlags
+from mmusim.kernel.core import KernelAssert, Point
+from mmusim.kernel.geometry import PAGE
+
+if TYPE_CHECKING:
+    from mmusim.kernel.kernel import Kernel, Region
+
+# Flags of include/zephyr/kernel/mm.h (values as read there; the bit numbers are UNVERIFIED and
+# only matter inside mmusim).
+K_MEM_CACHE_WB = 0
+K_MEM_PERM_RW = 1 << 3
+K_MEM_PERM_EXEC = 1 << 4
+K_MEM_PERM_USER = 1 << 5
+K_MEM_MAP_UNINIT = 1 << 16
+
+_RW = int(PteFlags.RW)
+_US = int(PteFlags.US)
+_NX = int(PteFlags.NX)
+
+Routine = Generator[Point, None, None]
+
+
+class FrameAllocator:
+    """Free physical page frames (``k_mem_page_frame``): a LIFO free list, like Zephyr's.
+
+    ``alloc`` and ``free`` are O(1); the lowest frames are handed out first after boot.
+    """
+
+    def __init__(self, start: int, end: int) -> None:
+        self._free: list[int] = list(range(end - PAGE, start - PAGE, -PAGE))
+        self._is_free = set(self._free)
+        self.start, self.end = start, end
+
+    def alloc(self) -> int | None:
+        if not self._free:
+            return None
+        pa = self._free.pop()
+        self._is_free.discard(pa)
+        return pa
+
+    def free(self, pa: int) -> None:
+        if pa in self._is_free or not self.start <= pa < self.end or pa % PAGE:
+            raise KernelAssert(f"free_page_frame: {pa:#x} is not an allocated page frame")
+        self._free.append(pa)
+        self._is_free.add(pa)
+
+    def is_free(self, pa: int) -> bool:
+        return pa in self._is_free
+
+    def free_count(self) -> int:
+        return len(self._free)
+
+    def _check(self) -> None:
+        assert len(self._free) == len(self._is_free), "FrameAllocator: duplicate free frame"
+
+
+def pte_flags(k: Kernel, flags: int) -> int:
+    out = 0
+    if flags & K_MEM_PERM_RW:
+        out |= _RW
+    if flags & K_MEM_PERM_USER:
+        out |= _US
+    if k.mode.has_nx and not flags & K_MEM_PERM_EXEC:
+        out |= _NX
+    return out
+
+
+def _kernel_invlpg(k: Kernel, va: int) -> None:
+    """INVLPG as the kernel executes it (CPL 0, whatever the interrupted thread's CPL)."""
+    hw = k.cpu.hw
+    saved, hw.cpl = hw.cpl, 0
+    try:
+        hw.invlpg(va)
+    finally:
+        hw.cpl = saved
+
+
+def arch_mem_map(k: Kernel, va: int, pa: int, size: int, pte: int) -> Routine:
+    for off in range(0, size, PAGE):
+        yield Point("arch_mem_map", f"write PTE {va + off:#x} -> {pa + off:#x}")
+        if k.pt.lookup(va + off) is not None:
+            k.pt.unmap(va + off)
+        k.pt.map(va + off, pa + off, pte)
+
+
+def arch_mem_unmap(k: Kernel, va: int, size: int) -> Routine:
+    """Clear the PTEs of ``[va, va+size)``, invlpg each locally, then shoot down the others."""
+    cleared = False
+    for off in range(0, size, PAGE):
+        if k.pt.lookup(va + off) is None:
+            continue  # already non-present (e.g. a guard page)
+        yield Point("arch_mem_unmap", f"clear PTE {va + off:#x}")
+        k.pt.unmap(va + off)
+        yield Point("arch_mem_unmap", f"invlpg {va + off:#x}")
+        _kernel_invlpg(k, va + off)
+        cleared = True
+    if cleared:
+        yield from tlb_shootdown(k)
+
+
+def tlb_shootdown(k: Kernel) -> Routine:
+    if k.ncpus == 1 or not k.shootdown:
+        return
+    yield Point("tlb_shootdown", "send TLB IPI to the other CPUs")
+    for c in k.cpus:
+        if c.id != k._cpu:
+            c.pending_ipis.append("tlb")
+            k.pending_shootdowns += 1
+
+
+def arch_page_phys_get(k: Kernel, va: int) -> int | None:
+    hit = k.pt.lookup(va)
+    if hit is None:
+        return None
+    _level, _ea, entry, size = hit
+    return (entry & k.pt_frame_mask) | (va & (size - 1))
+
+
+def k_mem_map_phys_guard(
+    k: Kernel, phys: int, size: int, flags: int, is_anon: bool, *, kind: str, owner: str
+) -> Generator[Point, None, int | None]:
+    """Map ``size`` bytes between two guard pages; returns the usable address or None (NULL)."""
+    fn = "k_mem_map_phys_guard"
+    if flags & K_MEM_PERM_USER and flags & K_MEM_MAP_UNINIT:
+        k.printk(f"E: {fn}: user-accessible mappings must be zeroed")
+        return None
+    if size % PAGE or size == 0:
+        k.printk(f"E: {fn}: unaligned size {size}" if size else f"E: {fn}: size 0")
+        return None
+    yield from k.k_spin_lock(k.mm_lock, fn)
+    yield Point(fn, f"virt_region_alloc({size + 2 * PAGE:#x})")
+    region: int | None = k.vm.alloc(size + 2 * PAGE, PAGE)
+    if region is None:
+        yield from k.k_spin_unlock(k.mm_lock, fn)
+        return None
+    yield from arch_mem_unmap(k, region, PAGE)
+    yield from arch_mem_unmap(k, region + PAGE + size, PAGE)
+    dst = region + PAGE
+    pte = pte_flags(k, flags)
+    frames: list[int] = []
+    if is_anon:
+        for off in range(0, size, PAGE):
+            yield Point(fn, "allocate a page frame")
+            pa = k.frames.alloc()
+            if pa is None:  # out of memory: undo (Zephyr leaked here until PR #115581)
+                yield from arch_mem_unmap(k, dst, off)
+                for f in frames:
+                    k.frames.free(f)
+                k.vm.free(region, size + 2 * PAGE)
+                yield from k.k_spin_unlock(k.mm_lock, fn)
+                return None
+            frames.append(pa)
+            yield from arch_mem_map(k, dst + off, pa, PAGE, pte)
+    else:
+        yield from arch_mem_map(k, dst, phys, size, pte)
+    from mmusim.kernel.kernel import Region
+
+    k.regions[dst] = Region(
+        dst, size, kind, owner, True, frames[0] if is_anon else phys, bool(flags & K_MEM_PERM_USER)
+    )
+    yield from k.k_spin_unlock(k.mm_lock, fn)
+    if not flags & K_MEM_MAP_UNINIT:
+        for pa in frames if is_anon else range(phys, phys + size, PAGE):
+            k.mem.write(pa, bytes(PAGE))
+    return dst
+
+
+def k_mem_unmap_phys_guard(k: Kernel, addr: int, size: int, is_anon: bool) -> Routine:
+    fn = "k_mem_unmap_phys_guard"
+    if addr < PAGE:
+        raise KernelAssert(f"{fn}: address {addr:#x} has no room for a front guard")
+    if not (k.vm_base <= addr - PAGE and addr + size + PAGE <= k.vm_base + k.vm_size):
+        raise KernelAssert(f"{fn}: [{addr:#x}, +{size:#x}) is not a kernel virtual region")
+    yield from k.k_spin_lock(k.mm_lock, fn)
+    yield Point(fn, "check the guard pages are unmapped")
+    if (
+        arch_page_phys_get(k, addr - PAGE) is not None
+        or arch_page_phys_get(k, addr + size) is not None
+    ):
+        # Zephyr: `if (ret == 0) { __ASSERT(ret == 0, ...); goto out; }` -- the assertion can never
+        # fire, so a bad call is a silent no-op (reference section 1.1, ANALYSIS).
+        yield from k.k_spin_unlock(k.mm_lock, fn)
+        return
+    frames = []
+    if is_anon:
+        for off in range(0, size, PAGE):
+            pa = arch_page_phys_get(k, addr + off)
+            if pa is not None:
+                frames.append(pa)
+    yield from arch_mem_unmap(k, addr, size)
+    for pa in frames:
+        yield Point(fn, f"free page frame {pa:#x}")
+        k.frames.free(pa)
+    yield Point(fn, f"virt_region_free({addr - PAGE:#x}, {size + 2 * PAGE:#x})")
+    k.vm.free(addr - PAGE, size + 2 * PAGE)
+    k.regions.pop(addr, None)
+    yield from k.k_spin_unlock(k.mm_lock, fn)
+
+
+def k_mem_map(k: Kernel, size: int, flags: int, name: str) -> Generator[Point, None, int | None]:
+    """``k_mem_map``: anonymous, zeroed memory between two guard pages."""
+    addr: int | None = yield from k_mem_map_phys_guard(
+        k, 0, size, flags, True, kind="anon", owner=name
+    )
+    return addr
+
+
+def k_mem_unmap(k: Kernel, addr: int, size: int) -> Routine:
+    yield from k_mem_unmap_phys_guard(k, addr, size, True)
+
+
+def k_mem_map_phys_bare(
+    k: Kernel, phys: int, size: int, flags: int, name: str
+) -> Generator[Point, None, int | None]:
+    """A bare mapping of physical memory: no guard pages (``k_mem_map_phys_bare``)."""
+    fn = "k_mem_map_phys_bare"
+    if size % PAGE or size == 0 or phys % PAGE:
+        raise KernelAssert(f"{fn}: unaligned address or size ({phys:#x}, {size:#x})")
+    yield from k.k_spin_lock(k.mm_lock, fn)
+    yield Point(fn, f"virt_region_alloc({size:#x})")
+    dst: int | None = k.vm.alloc(size, PAGE)
+    if dst is not None:
+        yield from arch_mem_map(k, dst, phys, size, pte_flags(k, flags))
+        from mmusim.kernel.kernel import Region
+
+        k.regions[dst] = Region(dst, size, "bare", name, False, phys, bool(flags & K_MEM_PERM_USER))
+    yield from k.k_spin_unlock(k.mm_lock, fn)
+    return dst
+
+
+def k_mem_unmap_phys_bare(k: Kernel, addr: int, size: int) -> Routine:
+    fn = "k_mem_unmap_phys_bare"
+    yield from k.k_spin_lock(k.mm_lock, fn)
+    yield from arch_mem_unmap(k, addr, size)
+    yield Point(fn, f"virt_region_free({addr:#x}, {size:#x})")
+    k.vm.free(addr, size)
+    k.regions.pop(addr, None)
+    yield from k.k_spin_unlock(k.mm_lock, fn)
+
+
+def region_of(k: Kernel, va: int) -> Region | None:
+    """The mapping whose usable part or guard pages contain ``va`` (O(regions))."""
+    for r in k.regions.values():
+        lo = r.addr - (PAGE if r.guards else 0)
+        hi = r.addr + r.size + (PAGE if r.guards else 0)
+        if lo <= va < hi:
+            return r
+    return None

@@ -1,0 +1,152 @@
+"""Threads: ``struct k_thread`` with its ``stack_info``, thread states, stack objects, and bodies as data.
+
+A thread body is a tuple of ``Op`` values -- push N bytes, call a frame of S bytes (optionally
+probing every page), touch an offset, write an address, sleep, yield, abort self, abort another
+thread, and the kernel calls a test's main thread makes (create, start, join, k_mem_map, ...).
+The interpreter (``mmusim.kernel.body``) runs a body on the thread's real stack, through the MMU.
+
+Lock discipline (xv6 style, at the declaration):
+
+* ``KThread.state``, ``cpu``, ``switch_handle``, ``join_waiters`` -- guarded by ``_sched_spinlock``;
+* ``KThread.stack_info.mapped`` -- written by the creating thread before the thread is started, and
+  cleared under ``thread_cleanup_lock`` (``defer_thread_cleanup`` / post-fix ``do_thread_cleanup``);
+* ``KThread.sp`` -- private to the CPU running the thread.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+
+
+class ThreadState(enum.IntFlag):
+    """Zephyr's ``thread_state`` bits (kernel_structs.h)."""
+
+    DUMMY = 1 << 0
+    PENDING = 1 << 1
+    PRESTART = 1 << 2  # _THREAD_SLEEPING in newer trees: created, not started
+    DEAD = 1 << 3
+    SUSPENDED = 1 << 4
+    ABORTING = 1 << 5
+    SUSPENDING = 1 << 6
+    QUEUED = 1 << 7
+    SLEEPING = 1 << 8  # mmusim: waiting on the tick clock (Zephyr keeps this in the timeout)
+
+
+K_USER = 1 << 2  # thread option: user mode
+K_ESSENTIAL = 1 << 0
+K_FOREVER = -1
+K_NO_WAIT = 0
+
+EINVAL = 22
+ENOTSUP = 134
+
+
+@attrs.define(eq=False)
+class StackObject:
+    """A statically defined stack object (``K_THREAD_STACK_DEFINE`` / ``K_KERNEL_STACK_DEFINE``)
+    in the kernel image's ``.noinit`` section: ``addr`` is its (identity-mapped) address."""
+
+    name: str
+    size: int  # the size given to the DEFINE macro
+    user_capable: bool  # K_THREAD_STACK_DEFINE (True) or K_KERNEL_STACK_DEFINE (False)
+    addr: int = 0  # set at boot
+    obj_len: int = 0  # K_*_STACK_LEN(size)
+
+
+@attrs.define
+class MappedInfo:
+    addr: int | None = None  # stack_info.mapped.addr (None == NULL)
+    sz: int = 0  # stack_info.mapped.sz
+
+
+@attrs.define
+class StackInfo:
+    start: int = 0
+    size: int = 0
+    delta: int = 0
+    mapped: MappedInfo = attrs.field(factory=MappedInfo)
+
+
+@attrs.frozen
+class Op:
+    """One step of a thread body. ``kind`` selects the meaning of the other fields:
+
+    ===============  ==========================================================================
+    push             push ``n`` bytes (word by word, as PUSH does)
+    pop              pop ``n`` bytes
+    call             call a function with a frame of ``n`` bytes; ``probe`` touches every page
+                     of the frame from the top first (-fstack-clash-protection); the function
+                     writes its lowest local, then returns
+    touch            write a word at ``where`` + ``offset``; where is start | end | sp | front_guard
+                     | rear_guard | mapped (stack_info.mapped.addr) -- of the running thread
+    write / read     write (read) a word at absolute address ``addr``, or at mapping ``target``
+                     + ``offset`` (a k_mem_map region the body mapped)
+    sleep            k_sleep(``n`` ticks); ``n == K_FOREVER`` sleeps forever
+    yield            k_yield()
+    abort_self       k_thread_abort(k_current_get())
+    abort            k_thread_abort(``target``)
+    return           return from the entry function (the thread exits: a self-abort)
+    create           k_thread_create(``target``, stack ``stack``, body ``body``, ``user``,
+                     ``prio``, delay ``n`` (K_NO_WAIT starts it, K_FOREVER does not))
+    start / join / suspend / resume   on thread ``target``
+    k_mem_map        map ``n`` bytes (``user``: K_MEM_PERM_USER) as mapping ``target``
+    k_mem_unmap      unmap mapping ``target``
+    record           record fact ``target`` (see Kernel.fact) under name ``label``
+    repeat           run ``body`` ``n`` times
+    ===============  ==========================================================================
+    """
+
+    kind: str
+    n: int = 0
+    target: str = ""
+    where: str = ""
+    offset: int = 0
+    addr: int = 0
+    probe: bool = False
+    user: bool = False
+    prio: int = 0
+    stack: str = ""
+    label: str = ""
+    body: tuple[Op, ...] = ()
+    line: int = 0  # where the op came from (scenario file line), for messages
+
+
+@attrs.define(eq=False)
+class KThread:
+    """``struct k_thread``: the fields mmusim models."""
+
+    name: str
+    prio: int = 0
+    options: int = 0
+    state: ThreadState = ThreadState.PRESTART  # guarded by _sched_spinlock
+    stack: StackObject | None = None  # stack_obj: the original object
+    stack_info: StackInfo = attrs.field(factory=StackInfo)
+    body: tuple[Op, ...] = ()
+    cpu: int | None = None  # base.cpu: the CPU it runs (ran) on
+    switch_handle: int | None = None  # published by arch_switch once the context is saved
+    join_waiters: list[KThread] = attrs.field(factory=list)
+    wake_tick: int | None = None
+    queue_seq: int = 0  # FIFO order among equal priorities (ready queue, sleepers)
+    sp: int = 0
+    cpl: int = 0
+    is_idle: bool = False
+    generation: int = 0  # how many times this thread object was created
+    exit_reason: str = ""  # "returned", "aborted", "fatal: <reason>"
+    gen: Any = attrs.field(
+        default=None, repr=False
+    )  # the running generator (its "stack" of frames)
+    pending: Any = attrs.field(default=None, repr=False)  # the Point it is suspended at
+
+    @property
+    def is_user(self) -> bool:
+        return bool(self.options & K_USER)
+
+    @property
+    def dead(self) -> bool:
+        return bool(self.state & ThreadState.DEAD)
+
+    def describe(self) -> str:
+        return f"thread {self.name!r}"

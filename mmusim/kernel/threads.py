@@ -1,0 +1,233 @@
+"""Thread lifecycle: ``k_thread_create`` (``z_setup_new_thread`` / ``setup_thread_stack``), start,
+join, suspend, resume, ``k_thread_stack_space_get``.
+
+``setup_thread_stack`` (reference zephyr-mapped-stacks.md section 1.3), with S the stack size::
+
+    obj = K_THREAD_STACK_LEN(S) (user-capable) or K_KERNEL_STACK_LEN(S); rsv = the reserved part
+    M = k_mem_map_phys_guard(stack, obj, RW | UNINIT, false)   # mapped stacks only; else M = stack
+    stack_info.start = M + rsv; stack_info.size = obj - rsv; initial SP = M + obj - delta
+    stack_info.mapped = {M, obj}
+
+``delta`` (TLS, local data, random offset) is 0 in mmusim: none of those features is modelled.
+The stack object's address is passed as the physical address, which is right only because the
+kernel image is identity-mapped -- the reason ``qemu_x86_atom_virt`` turns mapped stacks off.
+mmusim maps ``stack.addr - virt_offset`` instead, so the alias is correct on every board.
+
+User threads (``K_USER``): the pages of ``[stack_info.start, start + size)`` get U/S=1 when the
+thread is created and lose it when it dies, before the cleanup hook runs (Zephyr applies them
+through the thread's memory domain; mmusim has one page table shared by all threads, so another
+user thread could reach them too -- a documented deviation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from mmusim.hw import PteFlags
+from mmusim.kernel import abort, sched
+from mmusim.kernel.core import KernelAssert, Point
+from mmusim.kernel.geometry import PAGE
+from mmusim.kernel.mm import (
+    K_MEM_MAP_UNINIT,
+    K_MEM_PERM_RW,
+    _kernel_invlpg,
+    k_mem_map_phys_guard,
+    tlb_shootdown,
+)
+from mmusim.kernel.thread import (
+    EINVAL,
+    ENOTSUP,
+    K_FOREVER,
+    K_USER,
+    KThread,
+    MappedInfo,
+    Op,
+    StackInfo,
+    StackObject,
+    ThreadState,
+)
+
+if TYPE_CHECKING:
+    from mmusim.kernel.kernel import Kernel
+
+Routine = Generator[Any, None, None]
+_RW = int(PteFlags.RW)
+_US = int(PteFlags.US)
+_NX = int(PteFlags.NX)
+STACK_FILL = 0xAA  # CONFIG_INIT_STACKS
+
+
+def setup_new_thread(
+    k: Kernel, t: KThread, stack: StackObject, body: tuple[Op, ...], options: int, prio: int
+) -> Routine:
+    """``z_setup_new_thread``: the reuse check, then the stack set-up; leaves the thread PRESTART."""
+    fn = "k_thread_create"
+    if k.cfg.get("THREAD_ABORT_NEED_CLEANUP"):
+        yield from abort.k_thread_abort_cleanup_check_reuse(k, t)
+    if t.generation and not t.dead:
+        raise KernelAssert(f"{fn}: thread object {t.name!r} is still in use (not dead)")
+    if options & K_USER:
+        if not k.cfg.get("USERSPACE"):
+            raise KernelAssert(f"{fn}: K_USER needs CONFIG_USERSPACE")
+        if not stack.user_capable:
+            raise KernelAssert(f"{fn}: K_USER thread {t.name!r} on kernel-only stack {stack.name}")
+    for other in k.threads.values():
+        if other is not t and other.stack is stack and other.generation and not other.dead:
+            raise KernelAssert(f"{fn}: stack {stack.name} is in use by live thread {other.name!r}")
+    t.state = ThreadState.PRESTART
+    t.options, t.prio, t.body, t.stack = options, prio, body, stack
+    t.generation += 1
+    t.exit_reason = ""
+    t.join_waiters = []
+    t.cpl = 0
+    yield from setup_thread_stack(k, t, stack, stack.size)
+    t.switch_handle = t.sp  # a new thread's context is "saved": it may be switched to
+
+
+def setup_thread_stack(k: Kernel, t: KThread, stack: StackObject, size: int) -> Routine:
+    geo = k.geometry
+    user_capable = stack.user_capable and geo.userspace
+    obj = geo.obj_len(size, user_capable)
+    rsv = geo.reserved(user_capable)
+    phys = stack.addr - k.virt_offset
+    if k.mapped_stacks:
+        m = yield from k_mem_map_phys_guard(
+            k, phys, obj, K_MEM_PERM_RW | K_MEM_MAP_UNINIT, False, kind="stack", owner=t.name
+        )
+        if m is None:
+            raise KernelAssert(
+                f"setup_thread_stack: __ASSERT_NO_MSG(stack_mapped != 0) failed for {t.name!r} "
+                "(kernel virtual space exhausted)"
+            )
+        mapped = MappedInfo(m, obj)
+    else:
+        m = stack.addr
+        mapped = MappedInfo(None, 0)
+    t.stack_info = StackInfo(m + rsv, obj - rsv, 0, mapped)
+    if k.cfg.get("INIT_STACKS"):
+        k.mem.write(phys + rsv, bytes([STACK_FILL]) * (obj - rsv))
+    t.sp = m + obj
+    if geo.legacy_guard and not k.mapped_stacks:
+        yield from z_x86_set_stack_guard(k, stack)
+    if t.options & K_USER:
+        yield from set_stack_perms(k, t, user=True)
+
+
+def z_x86_set_stack_guard(k: Kernel, stack: StackObject) -> Routine:
+    """Legacy X86_STACK_PROTECTION: the first page of the object becomes present, read-only.
+    Never reset when the thread exits (Zephyr #29499)."""
+    yield Point("z_x86_set_stack_guard", f"guard page {stack.addr:#x} read-only")
+    nx = _NX if k.mode.has_nx else 0
+    k.pt.set_flags(stack.addr, nx)
+    _kernel_invlpg(k, stack.addr)
+
+
+def set_stack_perms(k: Kernel, t: KThread, user: bool) -> Routine:
+    """Give (or take back) user access to ``[stack_info.start, start + size)``."""
+    nx = _NX if k.mode.has_nx else 0
+    flags = _RW | nx | (_US if user else 0)
+    start, end = t.stack_info.start, t.stack_info.start + t.stack_info.size
+    changed = False
+    for va in range(start - start % PAGE, end, PAGE):
+        if k.pt.lookup(va) is None:
+            continue
+        yield Point("set_stack_perms", f"{va:#x} {'user' if user else 'supervisor'} RW")
+        k.pt.set_flags(va, flags)
+        _kernel_invlpg(k, va)
+        changed = True
+    if changed and not user:  # taking rights away: other CPUs may cache them
+        yield from tlb_shootdown(k)
+
+
+def k_thread_create(
+    k: Kernel,
+    t: KThread,
+    stack: StackObject,
+    body: tuple[Op, ...],
+    *,
+    options: int = 0,
+    prio: int = 0,
+    delay: int = K_FOREVER,
+) -> Routine:
+    from mmusim.kernel import body as kbody
+
+    yield from setup_new_thread(k, t, stack, body, options, prio)
+    t.gen = kbody.thread_main(k, t)
+    t.pending = next(t.gen)
+    if delay == 0:
+        yield from k_thread_start(k, t)
+
+
+def k_thread_start(k: Kernel, t: KThread) -> Routine:
+    fn = "k_thread_start"
+    yield from k.k_spin_lock(k.sched_lock, fn)
+    if not t.state & ThreadState.PRESTART or t.dead:
+        yield from k.k_spin_unlock(k.sched_lock, fn)
+        return
+    t.state &= ~ThreadState.PRESTART
+    sched.ready_thread(k, t)
+    yield from sched.z_reschedule(k, fn)
+
+
+def k_thread_join(k: Kernel, t: KThread) -> Generator[Any, None, int]:
+    """``k_thread_join(t, K_FOREVER)``: 0 once ``t`` is dead (and its context saved)."""
+    fn = "k_thread_join"
+    me = k.current
+    if t is me:
+        raise KernelAssert(f"{fn}: a thread cannot join itself (-EDEADLK)")
+    yield from k.k_spin_lock(k.sched_lock, fn)
+    if t.dead:
+        yield Point(fn, f"z_sched_switch_spin({t.name})", wait=sched._switch_ready(t))
+        yield from k.k_spin_unlock(k.sched_lock, fn)
+        return 0
+    if t.state & ThreadState.PRESTART and not t.generation:
+        yield from k.k_spin_unlock(k.sched_lock, fn)
+        raise KernelAssert(f"{fn}: {t.name!r} was never created")
+    me.state |= ThreadState.PENDING
+    t.join_waiters.append(me)
+    yield from sched.z_swap(k, fn)
+    return 0
+
+
+def k_thread_suspend(k: Kernel, t: KThread) -> Routine:
+    fn = "k_thread_suspend"
+    yield from k.k_spin_lock(k.sched_lock, fn)
+    if any(c.current is t and c.id != k._cpu for c in k.cpus):
+        yield from k.k_spin_unlock(k.sched_lock, fn)
+        raise KernelAssert(f"{fn}: suspending a thread running on another CPU is not modelled")
+    t.state |= ThreadState.SUSPENDED
+    sched.dequeue(k, t)
+    if t is k.current:
+        yield from sched.z_swap(k, fn)
+    else:
+        yield from k.k_spin_unlock(k.sched_lock, fn)
+
+
+def k_thread_resume(k: Kernel, t: KThread) -> Routine:
+    fn = "k_thread_resume"
+    yield from k.k_spin_lock(k.sched_lock, fn)
+    if not t.state & ThreadState.SUSPENDED:
+        yield from k.k_spin_unlock(k.sched_lock, fn)
+        return
+    t.state &= ~ThreadState.SUSPENDED
+    sched.ready_thread(k, t)
+    yield from sched.z_reschedule(k, fn)
+
+
+def k_thread_stack_space_get(k: Kernel, t: KThread) -> int:
+    """Unused stack bytes, or a negative errno: -EINVAL once the stack is no longer mapped
+    (``stack_info.mapped.addr == NULL``), -ENOTSUP without CONFIG_INIT_STACKS."""
+    if k.mapped_stacks and t.stack_info.mapped.addr is None:
+        return -EINVAL
+    if not k.cfg.get("INIT_STACKS"):
+        return -ENOTSUP
+    assert t.stack is not None
+    rsv = t.stack_info.start - (t.stack_info.mapped.addr or t.stack.addr)
+    data = k.mem.read(t.stack.addr - k.virt_offset + rsv, t.stack_info.size)
+    unused = 0
+    for b in data:
+        if b != STACK_FILL:
+            break
+        unused += 1
+    return unused
