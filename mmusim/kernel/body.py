@@ -29,7 +29,7 @@ FILL = 0x5A  # what pushes write: recognisable in a memory dump
 
 _KERNEL_OPS = {
     "sleep", "yield", "abort_self", "abort", "create", "start", "join", "suspend", "resume",
-    "k_mem_map", "k_mem_unmap", "record", "return",
+    "k_mem_map", "k_mem_unmap", "record", "return", "exhaust", "unmap_all",
 }  # fmt: skip
 
 
@@ -196,6 +196,20 @@ def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
         if r is None:
             raise KernelAssert(f"k_mem_unmap: no mapping named {op.target!r}")
         yield from mm.k_mem_unmap(k, r.addr, r.size)
+    elif kind == "exhaust":  # k_mem_map(n) until it returns NULL; record how many succeeded
+        count = 0
+        while True:
+            name = f"{op.target}{count}"
+            addr = yield from mm.k_mem_map(k, op.n, mm.K_MEM_PERM_RW, name)
+            if addr is None:
+                break
+            k.mappings[name] = k.regions[addr]
+            count += 1
+        k.record(op.label or op.target, count)
+    elif kind == "unmap_all":  # k_mem_unmap every mapping whose name starts with target
+        for name in [n for n in k.mappings if n.startswith(op.target)]:
+            r = k.mappings.pop(name)
+            yield from mm.k_mem_unmap(k, r.addr, r.size)
     elif kind == "record":
         yield Point(t.name, f"record {op.target}")
         k.record(op.label or op.target, k.fact(op.target))

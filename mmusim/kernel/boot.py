@@ -110,6 +110,7 @@ def boot(k: Kernel, main_body: tuple[Op, ...]) -> None:
     k.vm = VirtRegionAllocator(
         vm_base, vm_size, k.image_end_virt, reserved_top=PAGE if cfg.get("DEMAND_PAGING") else 0
     )
+    k.vm_reserved_pages = k.vm.allocated_pages
     ctl = ControlState.for_mode(mode.name, cr3=k.pt.root, wp=True, nxe=mode.has_nx)
 
     # CPUs, idle threads, main.

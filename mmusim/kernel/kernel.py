@@ -121,6 +121,9 @@ class Kernel:
     image: dict[str, tuple[int, int]]  # section -> (physical start, end)
     image_end_virt: int  # K_MEM_VM_FREE_START
     boot_stacks: dict[str, StackObject]
+    vm_reserved_pages: (
+        int  # virtual pages reserved at boot (the kernel image, DEMAND_PAGING's page)
+    )
 
     def __init__(
         self,
@@ -318,13 +321,17 @@ class Kernel:
     def fact(self, what: str) -> Any:
         """A named fact of the current state: ``T.mapped_addr``, ``T.mapped_sz``,
         ``T.stack_start``, ``T.stack_size``, ``T.state``, ``T.stack_space``, ``free_mem``,
-        ``vm_free_pages``, ``pending_cleanup``, ``mapping.NAME``."""
+        ``vm_free_pages``, ``vm_free_start``, ``clock``, ``pending_cleanup``, ``mapping.NAME``."""
         from mmusim.kernel import threads as kthreads
 
         if what == "free_mem":
             return self.k_mem_free_get()
         if what == "vm_free_pages":
             return self.vm.free_pages
+        if what == "vm_free_start":
+            return self.image_end_virt  # K_MEM_VM_FREE_START
+        if what == "clock":
+            return self.clock
         if what == "pending_cleanup":
             return self.cleanup.thread.name if self.cleanup.thread else None
         if what.startswith("mapping."):

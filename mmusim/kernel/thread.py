@@ -94,6 +94,8 @@ class Op:
     start / join / suspend / resume   on thread ``target``
     k_mem_map        map ``n`` bytes (``user``: K_MEM_PERM_USER) as mapping ``target``
     k_mem_unmap      unmap mapping ``target``
+    exhaust          k_mem_map(``n``) as mappings ``target``0, 1, ... until NULL; record the count
+    unmap_all        k_mem_unmap every mapping whose name starts with ``target``
     record           record fact ``target`` (see Kernel.fact) under name ``label``
     repeat           run ``body`` ``n`` times
     ===============  ==========================================================================

@@ -1,0 +1,226 @@
+"""Kernel-wide invariants (reference zephyr-mapped-stacks.md section 7) as plain functions.
+
+Each ``check_*`` returns a list of violations (strings, empty when the invariant holds), so callers
+can report all of them at once; ``check_all`` runs every check and ``assert_invariants`` raises
+``InvariantViolation`` listing them. Unit tests, the scenario runner (after every step) and the
+explorer all call these same functions.
+
+Some invariants only hold between kernel operations, not in the middle of one (a mapping's PTEs are
+written one by one inside ``z_mm_lock``); those checks skip a mapping while ``z_mm_lock`` is held,
+and say so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mmusim.kernel.geometry import PAGE
+
+if TYPE_CHECKING:
+    from mmusim.kernel.kernel import Kernel
+
+
+class InvariantViolation(AssertionError):
+    """One or more kernel invariants do not hold."""
+
+
+def check_geometry(k: Kernel) -> list[str]:
+    """(1) Every live mapped stack: page-aligned, ``K_*_STACK_LEN`` long, ``start``/``size`` inside."""
+    out = []
+    for t in k.threads.values():
+        m = t.stack_info.mapped
+        if m.addr is None or t.stack is None:
+            continue
+        info = t.stack_info
+        user_capable = t.stack.user_capable and k.geometry.userspace
+        if m.addr % PAGE or m.sz % PAGE:
+            out.append(f"geometry: {t.name}: mapped {m.addr:#x}+{m.sz:#x} not page-aligned")
+        if m.sz != k.geometry.obj_len(t.stack.size, user_capable):
+            out.append(f"geometry: {t.name}: mapped.sz {m.sz:#x} != K_*_STACK_LEN")
+        if info.start != m.addr + k.geometry.reserved(user_capable):
+            out.append(f"geometry: {t.name}: stack_info.start {info.start:#x} != mapped + reserved")
+        if info.start + info.size != m.addr + m.sz:
+            out.append(f"geometry: {t.name}: start + size != mapped.addr + mapped.sz")
+        if info.delta % k.geometry.ptr_align:
+            out.append(f"geometry: {t.name}: delta {info.delta} not pointer-aligned")
+    return out
+
+
+def check_guards(k: Kernel) -> list[str]:
+    """(2) The guard pages of every guarded mapping are not present, and guards are not shared."""
+    out = []
+    seen: dict[int, str] = {}
+    for r in k.regions.values():
+        if not r.guards:
+            continue
+        for g in (r.addr - PAGE, r.addr + r.size):
+            if k.pt.lookup(g) is not None:
+                out.append(f"guards: {r.owner}: guard page {g:#x} is present")
+            if g in seen:
+                out.append(f"guards: guard page {g:#x} shared by {seen[g]} and {r.owner}")
+            seen[g] = r.owner
+    return out
+
+
+def check_alias(k: Kernel) -> list[str]:
+    """(3) Every page of a mapped stack translates to the stack object's memory (phys == the
+    object's physical address + offset); the object's own mapping stays present."""
+    out = []
+    if k.mm_lock.holder is not None:
+        return out  # a mapping may be half written inside z_mm_lock
+    for r in k.regions.values():
+        if r.kind != "stack" or r.phys is None:
+            continue
+        for off in range(0, r.size, PAGE):
+            hit = k.pt.lookup(r.addr + off)
+            if hit is None:
+                out.append(f"alias: {r.owner}: stack page {r.addr + off:#x} not mapped")
+            elif hit[2] & k.pt_frame_mask != r.phys + off:
+                out.append(
+                    f"alias: {r.owner}: {r.addr + off:#x} maps {hit[2] & k.pt_frame_mask:#x}"
+                )
+        if k.pt.lookup(r.phys + k.virt_offset) is None:
+            out.append(f"alias: {r.owner}: the object's own mapping {r.phys:#x} is gone")
+    return out
+
+
+def check_vm_conservation(k: Kernel) -> list[str]:
+    """(4) Allocated virtual pages == boot reservation + every live mapping (guards included)."""
+    if k.mm_lock.holder is not None:
+        return []  # between virt_region_alloc and the bookkeeping
+    expected = k.vm_reserved_pages + sum(
+        r.size // PAGE + (2 if r.guards else 0) for r in k.regions.values()
+    )
+    if k.vm.allocated_pages != expected:
+        return [f"vm: {k.vm.allocated_pages} virtual pages allocated, expected {expected}"]
+    return []
+
+
+def check_cleanup_slot(k: Kernel) -> list[str]:
+    """(5) At most one pending stack; a pending thread is dead with its mapping stashed."""
+    out = []
+    slot = k.cleanup
+    if slot.thread is not None:
+        if k.cleanup_lock.holder is None and not (
+            slot.thread.dead or slot.thread.state & slot.thread.state.ABORTING
+        ):
+            out.append(f"cleanup: pending thread {slot.thread.name} is not dead")
+        if slot.thread.stack_info.mapped.addr is not None and k.cleanup_lock.holder is None:
+            out.append(f"cleanup: pending thread {slot.thread.name} still has mapped.addr")
+    if (
+        slot.stack_addr is not None
+        and k.cleanup_lock.holder is None
+        and slot.stack_addr not in k.regions
+    ):
+        out.append(f"cleanup: stashed stack {slot.stack_addr:#x} is not a live mapping")
+    return out
+
+
+def check_no_self_unmap(k: Kernel) -> list[str]:
+    """(6) No CPU executes on a stack whose pages are unmapped (its SP's page must be present)."""
+    out = []
+    for c in k.cpus:
+        t = c.running_on
+        if t is None or c.irq is not None:
+            continue
+        page = (c.hw.sp - 1) & ~(PAGE - 1)
+        if k.pt.lookup(page) is None:
+            out.append(
+                f"self-unmap: CPU {c.id} runs {t.name} on its stack at {c.hw.sp:#x}, "
+                f"but page {page:#x} is not mapped"
+            )
+    return out
+
+
+def check_space_query(k: Kernel) -> list[str]:
+    """(9) ``k_thread_stack_space_get`` is -EINVAL exactly when ``mapped.addr`` is NULL."""
+    from mmusim.kernel.thread import EINVAL
+    from mmusim.kernel.threads import k_thread_stack_space_get
+
+    out = []
+    if not k.mapped_stacks:
+        return out
+    for t in k.threads.values():
+        if not t.generation:
+            continue
+        res = k_thread_stack_space_get(k, t)
+        if (res == -EINVAL) != (t.stack_info.mapped.addr is None):
+            out.append(
+                f"space: {t.name}: stack_space_get {res} vs mapped.addr {t.stack_info.mapped.addr}"
+            )
+    return out
+
+
+def check_locks(k: Kernel) -> list[str]:
+    """Every spinlock has at most one holder, and each CPU's held list matches the holders."""
+    out = []
+    for lock in (k.sched_lock, k.cleanup_lock, k.mm_lock):
+        holders = [c.id for c in k.cpus if lock in c.held]
+        if len(holders) > 1:
+            out.append(f"locks: {lock.name} held by CPUs {holders}")
+        if (holders[0] if holders else None) != lock.holder:
+            out.append(f"locks: {lock.name}.holder={lock.holder} but held by {holders}")
+    return out
+
+
+def check_user_perms(k: Kernel) -> list[str]:
+    """(11) Guards and privilege stacks are never user-accessible; a dead thread's stack is not."""
+    out = []
+    us = 1 << 2
+    for t in k.threads.values():
+        m = t.stack_info.mapped
+        if m.addr is None or not t.generation:
+            continue
+        lo, hi = t.stack_info.start, t.stack_info.start + t.stack_info.size
+        for va in range(m.addr, m.addr + m.sz, PAGE):
+            hit = k.pt.lookup(va)
+            if hit is None or not hit[2] & us:
+                continue
+            dead = t.dead and k.sched_lock.holder is None  # halt_thread resets them under the lock
+            if not (t.is_user and not dead and lo <= va < hi):
+                out.append(f"user: {t.name}: page {va:#x} is user-accessible")
+    return out
+
+
+def check_frames(k: Kernel) -> list[str]:
+    """No present PTE of an anonymous mapping maps a free page frame."""
+    out = []
+    if k.mm_lock.holder is not None:
+        return out
+    for r in k.regions.values():
+        if r.kind != "anon":
+            continue
+        for off in range(0, r.size, PAGE):
+            hit = k.pt.lookup(r.addr + off)
+            if hit is not None and k.frames.is_free(hit[2] & k.pt_frame_mask):
+                out.append(f"frames: {r.owner}: {r.addr + off:#x} maps a free frame")
+    return out
+
+
+CHECKS: tuple[Callable[[Kernel], list[str]], ...] = (
+    check_geometry,
+    check_guards,
+    check_alias,
+    check_vm_conservation,
+    check_cleanup_slot,
+    check_no_self_unmap,
+    check_space_query,
+    check_locks,
+    check_user_perms,
+    check_frames,
+)
+
+
+def check_all(k: Kernel) -> list[str]:
+    out: list[str] = []
+    for check in CHECKS:
+        out.extend(check(k))
+    return out
+
+
+def assert_invariants(k: Kernel) -> None:
+    """Raise ``InvariantViolation`` listing every violated invariant (use as ``Kernel(check=...)``)."""
+    problems = check_all(k)
+    if problems:
+        raise InvariantViolation(f"after step {k.steps}:\n  " + "\n  ".join(problems))
