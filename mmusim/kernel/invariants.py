@@ -27,7 +27,7 @@ class InvariantViolation(AssertionError):
 
 def check_geometry(k: Kernel) -> list[str]:
     """(1) Every live mapped stack: page-aligned, ``K_*_STACK_LEN`` long, ``start``/``size`` inside."""
-    out = []
+    out: list[str] = []
     for t in k.threads.values():
         m = t.stack_info.mapped
         if m.addr is None or t.stack is None:
@@ -49,7 +49,7 @@ def check_geometry(k: Kernel) -> list[str]:
 
 def check_guards(k: Kernel) -> list[str]:
     """(2) The guard pages of every guarded mapping are not present, and guards are not shared."""
-    out = []
+    out: list[str] = []
     seen: dict[int, str] = {}
     for r in k.regions.values():
         if not r.guards:
@@ -66,7 +66,7 @@ def check_guards(k: Kernel) -> list[str]:
 def check_alias(k: Kernel) -> list[str]:
     """(3) Every page of a mapped stack translates to the stack object's memory (phys == the
     object's physical address + offset); the object's own mapping stays present."""
-    out = []
+    out: list[str] = []
     if k.mm_lock.holder is not None:
         return out  # a mapping may be half written inside z_mm_lock
     for r in k.regions.values():
@@ -99,7 +99,7 @@ def check_vm_conservation(k: Kernel) -> list[str]:
 
 def check_cleanup_slot(k: Kernel) -> list[str]:
     """(5) At most one pending stack; a pending thread is dead with its mapping stashed."""
-    out = []
+    out: list[str] = []
     slot = k.cleanup
     if slot.thread is not None:
         if k.cleanup_lock.holder is None and not (
@@ -119,7 +119,7 @@ def check_cleanup_slot(k: Kernel) -> list[str]:
 
 def check_no_self_unmap(k: Kernel) -> list[str]:
     """(6) No CPU executes on a stack whose pages are unmapped (its SP's page must be present)."""
-    out = []
+    out: list[str] = []
     for c in k.cpus:
         t = c.running_on
         if t is None or c.irq is not None:
@@ -138,7 +138,7 @@ def check_space_query(k: Kernel) -> list[str]:
     from mmusim.kernel.thread import EINVAL
     from mmusim.kernel.threads import k_thread_stack_space_get
 
-    out = []
+    out: list[str] = []
     if not k.mapped_stacks:
         return out
     for t in k.threads.values():
@@ -154,7 +154,7 @@ def check_space_query(k: Kernel) -> list[str]:
 
 def check_locks(k: Kernel) -> list[str]:
     """Every spinlock has at most one holder, and each CPU's held list matches the holders."""
-    out = []
+    out: list[str] = []
     for lock in (k.sched_lock, k.cleanup_lock, k.mm_lock):
         holders = [c.id for c in k.cpus if lock in c.held]
         if len(holders) > 1:
@@ -166,7 +166,7 @@ def check_locks(k: Kernel) -> list[str]:
 
 def check_user_perms(k: Kernel) -> list[str]:
     """(11) Guards and privilege stacks are never user-accessible; a dead thread's stack is not."""
-    out = []
+    out: list[str] = []
     us = 1 << 2
     for t in k.threads.values():
         m = t.stack_info.mapped
@@ -185,7 +185,7 @@ def check_user_perms(k: Kernel) -> list[str]:
 
 def check_frames(k: Kernel) -> list[str]:
     """No present PTE of an anonymous mapping maps a free page frame."""
-    out = []
+    out: list[str] = []
     if k.mm_lock.holder is not None:
         return out
     for r in k.regions.values():
