@@ -58,6 +58,7 @@ def k_thread_abort(k: Kernel, t: KThread) -> Routine:
         me = k.current
         me.state |= ThreadState.PENDING
         t.join_waiters.append(me)
+        me.pended_on = t
         yield from sched.z_swap(k, fn)  # back once t has been halted over there
         return
     yield from halt_thread(k, t, ThreadState.DEAD)
@@ -83,12 +84,14 @@ def halt_thread(k: Kernel, t: KThread, new_state: ThreadState) -> Routine:
     sched.dequeue(k, t)
     if t.state & ThreadState.SLEEPING and t in k.sleepers:
         k.sleepers.remove(t)
-    for other in k.threads.values():  # unpend: t may wait on someone's join queue
-        if t in other.join_waiters:
-            other.join_waiters.remove(t)
+    if t.pended_on is not None:  # unpend: t may wait on someone's join queue
+        if t in t.pended_on.join_waiters:
+            t.pended_on.join_waiters.remove(t)
+        t.pended_on = None
     yield Point(fn, f"{t.name}: wake the join queue")
     for w in t.join_waiters:
         w.state &= ~ThreadState.PENDING
+        w.pended_on = None
         sched.ready_thread(k, w)
     t.join_waiters = []
     if not t.exit_reason:

@@ -167,7 +167,7 @@ def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
         if target is None:
             from mmusim.kernel.thread import KThread as _K
 
-            target = k.threads[op.target] = _K(op.target)
+            target = k.add_thread(_K(op.target))
         stack = k.stacks.get(op.stack)
         if stack is None:
             raise KernelAssert(f"k_thread_create: no stack object named {op.stack!r}")

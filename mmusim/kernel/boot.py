@@ -120,7 +120,7 @@ def boot(k: Kernel, main_body: tuple[Op, ...]) -> None:
     k.cpus = []
     for i in range(k.ncpus):
         idle = KThread(f"idle {i:02d}", prio=IDLE_PRIO, is_idle=True)
-        k.threads[idle.name] = idle
+        k.add_thread(idle)
         c = PerCpu(i, Cpu(k.mem, ctl, cpu_id=i), idle, idle, idle)
         c.isr_stack = isr_stacks[i].addr + isr_stacks[i].obj_len
         k.cpus.append(c)
@@ -132,7 +132,7 @@ def boot(k: Kernel, main_body: tuple[Op, ...]) -> None:
         c.idle.pending = next(c.idle.gen)
         c.idle.cpu = i
     main = KThread("main", prio=MAIN_PRIO)
-    k.threads["main"] = main
+    k.add_thread(main)
     run(threads.setup_new_thread(k, main, main_stack, main_body, 0, MAIN_PRIO))
     from mmusim.kernel import body
 

@@ -131,13 +131,7 @@ def page_fault(k: Kernel, t: KThread, trap: Trap, sp: int) -> Generator[Any, Non
 
 def z_fatal_error(k: Kernel, t: KThread, reason: int) -> None:
     k.printk(f"E: >>> ZEPHYR FATAL ERROR {reason}: {REASONS[reason]} on CPU {k._cpu}")
-    k.printk(f"E: Current thread: {id_of(k, t):#x} ({t.name})")
-
-
-def id_of(k: Kernel, t: KThread) -> int:
-    """A stable, deterministic stand-in for the thread object's address."""
-    names = list(k.threads)
-    return 0x0010_8000 + 0x100 * names.index(t.name)
+    k.printk(f"E: Current thread: {k.thread_id(t):#x} ({t.name})")
 
 
 def kernel_bug(k: Kernel, what: str, exc: BaseException) -> None:

@@ -146,6 +146,7 @@ class Kernel:
         self.cleanup = CleanupSlot()
         self.threads: dict[str, KThread] = {}
         self.stacks: dict[str, StackObject] = {s.name: s for s in stacks}
+        self.stack_users: dict[str, KThread] = {}  # stack object -> the thread created on it last
         self.bodies: dict[str, tuple[Op, ...]] = dict(bodies or {})
         self.regions: dict[int, Region] = {}  # by usable address
         self.mappings: dict[str, Region] = {}  # k_mem_map regions by name
@@ -308,6 +309,18 @@ class Kernel:
         return not self.actions() and not self.sleepers
 
     # -- facts ------------------------------------------------------------------------------
+
+    def add_thread(self, t: KThread) -> KThread:
+        """Define a thread object (a static ``struct k_thread``)."""
+        if t.name in self.threads:
+            raise KernelAssert(f"Kernel.add_thread: a thread named {t.name!r} exists")
+        t.serial = len(self.threads)
+        self.threads[t.name] = t
+        return t
+
+    def thread_id(self, t: KThread) -> int:
+        """A stable, deterministic stand-in for the address of thread object ``t``."""
+        return 0x0010_8000 + 0x100 * t.serial
 
     def thread(self, name: str) -> KThread:
         try:

@@ -130,6 +130,8 @@ class KThread:
     cpu: int | None = None  # base.cpu: the CPU it runs (ran) on
     switch_handle: int | None = None  # published by arch_switch once the context is saved
     join_waiters: list[KThread] = attrs.field(factory=list)
+    pended_on: KThread | None = None  # whose join queue this thread waits on
+    serial: int = 0  # order of definition (for a deterministic stand-in object address)
     wake_tick: int | None = None
     queue_seq: int = 0  # FIFO order among equal priorities (ready queue, sleepers)
     sp: int = 0

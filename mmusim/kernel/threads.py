@@ -72,9 +72,10 @@ def setup_new_thread(
             raise KernelAssert(f"{fn}: K_USER needs CONFIG_USERSPACE")
         if not stack.user_capable:
             raise KernelAssert(f"{fn}: K_USER thread {t.name!r} on kernel-only stack {stack.name}")
-    for other in k.threads.values():
-        if other is not t and other.stack is stack and other.generation and not other.dead:
-            raise KernelAssert(f"{fn}: stack {stack.name} is in use by live thread {other.name!r}")
+    user_of = k.stack_users.get(stack.name)
+    if user_of is not None and user_of is not t and not user_of.dead:
+        raise KernelAssert(f"{fn}: stack {stack.name} is in use by live thread {user_of.name!r}")
+    k.stack_users[stack.name] = t
     t.state = ThreadState.PRESTART
     t.options, t.prio, t.body, t.stack = options, prio, body, stack
     t.generation += 1
@@ -186,6 +187,7 @@ def k_thread_join(k: Kernel, t: KThread) -> Generator[Any, None, int]:
         raise KernelAssert(f"{fn}: {t.name!r} was never created")
     me.state |= ThreadState.PENDING
     t.join_waiters.append(me)
+    me.pended_on = t
     yield from sched.z_swap(k, fn)
     return 0
 
