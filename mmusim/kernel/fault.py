@@ -125,7 +125,12 @@ def page_fault(k: Kernel, t: KThread, trap: Trap, sp: int) -> Generator[Any, Non
     )
     z_fatal_error(k, t, reason)
     t.exit_reason = f"fatal: {REASONS[reason]}"
+    # The handler runs in exception context, never on the faulting stack: x86_64 on its IST
+    # exception stack, ia32 (#DF) on the double-fault task's stack. mmusim uses the CPU's interrupt
+    # stack for both (docs/kernel.md), and aborts the thread from there.
     c.hw.cpl = 0
+    c.hw.sp = c.isr_stack
+    c.running_on = None
     yield from abort.k_thread_abort(k, t)
 
 

@@ -159,6 +159,7 @@ class Kernel:
         self.facts: dict[str, list[Any]] = {}
         self.steps = 0
         self.pending_shootdowns = 0
+        self.ipis: dict[str, int] = {"sched": 0, "tlb": 0}  # IPIs sent, by kind
         self.check = check
         self._cpu = 0
         from mmusim.kernel import boot
@@ -205,7 +206,9 @@ class Kernel:
         """Enabled actions: (cpu, "irq") to take a pending interrupt, (cpu, "step") to go on."""
         out = []
         for c in self.cpus:
-            if c.pending_ipis and not c.held and c.irq is None:
+            # Interrupts are masked while a spinlock is held and through do_swap until the switch
+            # completes (ctx != current in between): only then can a pending IPI be taken.
+            if c.pending_ipis and not c.held and c.irq is None and c.ctx is c.current:
                 out.append((c.id, "irq"))
             point = c.irq_pending if c.irq is not None else c.ctx.pending
             if point is not None and point.enabled():
@@ -361,10 +364,17 @@ class Kernel:
         if field == "stack_size":
             return t.stack_info.size
         if field == "state":
-            return str(t.state)
+            return thread_state_name(self, t)
         if field == "stack_space":
             return kthreads.k_thread_stack_space_get(self, t)
         raise KernelAssert(f"Kernel.fact: unknown fact {what!r}")
+
+
+def thread_state_name(k: Kernel, t: KThread) -> str:
+    """``dead``, ``prestart|suspended``, ... or ``running`` / ``ready`` for a state of 0."""
+    if t.state:
+        return "|".join(f.name.lower() for f in type(t.state) if f in t.state and f.name)
+    return "running" if any(c.current is t for c in k.cpus) else "ready"
 
 
 def kernel_page_flags(text: bool = False) -> int:

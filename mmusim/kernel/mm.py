@@ -129,10 +129,11 @@ def tlb_shootdown(k: Kernel) -> Routine:
     if k.ncpus == 1 or not k.shootdown:
         return
     yield Point("tlb_shootdown", "send TLB IPI to the other CPUs")
+    from mmusim.kernel.sched import send_ipi
+
     for c in k.cpus:
         if c.id != k._cpu:
-            c.pending_ipis.append("tlb")
-            k.pending_shootdowns += 1
+            send_ipi(k, c.id, "tlb")
 
 
 def arch_page_phys_get(k: Kernel, va: int) -> int | None:

@@ -86,6 +86,7 @@ def z_swap(k: Kernel, routine: str) -> Routine:
     old = c.current
     new = next_up(k, c)
     if new is old:
+        dequeue(k, old)  # k_yield queued it, and it picked itself: it runs on
         yield from k.k_spin_unlock(k.sched_lock, "do_swap")
         return
     yield Point("do_swap", f"z_sched_switch_spin({new.name})", wait=_switch_ready(new))
@@ -209,6 +210,7 @@ def z_reschedule(k: Kernel, routine: str) -> Routine:
 
 def send_ipi(k: Kernel, cpu_id: int, kind: str) -> None:
     k.cpus[cpu_id].pending_ipis.append(kind)
+    k.ipis[kind] += 1
     if kind == "tlb":
         k.pending_shootdowns += 1
 
