@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from mmusim.config_cli import add_config_commands
 from mmusim.examples import EXAMPLES
 from mmusim.hw import MODE_IA32E, MODES, Access, ControlState, PhysMem, translate
 from mmusim.render.walk import render_walk, result_json, result_line
@@ -222,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_machine_options(p)
     p.add_argument("vaddr", metavar="VADDR", nargs="?", type=parse_int, help="linear address")
     p.set_defaults(func=cmd_walk)
+    add_config_commands(sub)
     return parser
 
 
