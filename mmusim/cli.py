@@ -18,7 +18,9 @@ from typing import NoReturn
 from mmusim.config_cli import add_config_commands
 from mmusim.examples import EXAMPLES
 from mmusim.hw import MODE_IA32E, MODES, Access, ControlState, PhysMem, translate
+from mmusim.map_cli import add_map_command, scenario_kernel
 from mmusim.render.walk import render_walk, result_json, result_line
+from mmusim.scenario_cli import add_scenario_commands
 
 _ACCESS = {"r": Access.READ, "w": Access.WRITE, "x": Access.EXEC}
 
@@ -224,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("vaddr", metavar="VADDR", nargs="?", type=parse_int, help="linear address")
     p.set_defaults(func=cmd_walk)
     add_config_commands(sub)
+    add_scenario_commands(sub)
+    add_map_command(sub, scenario_kernel)
     return parser
 
 

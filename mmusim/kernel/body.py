@@ -30,6 +30,7 @@ FILL = 0x5A  # what pushes write: recognisable in a memory dump
 _KERNEL_OPS = {
     "sleep", "yield", "abort_self", "abort", "create", "start", "join", "suspend", "resume",
     "k_mem_map", "k_mem_unmap", "record", "return", "exhaust", "unmap_all",
+    "k_mem_map_phys_bare", "k_mem_unmap_phys_bare",
 }  # fmt: skip
 
 
@@ -136,6 +137,11 @@ def address(k: Kernel, t: KThread, op: Op) -> int:
             if r is None:
                 raise KernelAssert(f"{t.name}: no mapping named {op.target!r} (line {op.line})")
             return r.addr + op.offset
+        if op.label:  # at a recorded fact: its last value (e.g. a mapping's address, now unmapped)
+            values = k.facts.get(op.label)
+            if not values or not isinstance(values[-1], int):
+                raise KernelAssert(f"{t.name}: fact {op.label!r} holds no address (line {op.line})")
+            return int(values[-1]) + op.offset
         return op.addr
     where = op.where or "start"
     bases = {
@@ -210,6 +216,20 @@ def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
         for name in [n for n in k.mappings if n.startswith(op.target)]:
             r = k.mappings.pop(name)
             yield from mm.k_mem_unmap(k, r.addr, r.size)
+    elif kind == "k_mem_map_phys_bare":  # map n bytes of stack object op.stack, no guards
+        obj = k.stacks.get(op.stack)
+        if obj is None:
+            raise KernelAssert(f"k_mem_map_phys_bare: no stack object named {op.stack!r}")
+        addr = yield from mm.k_mem_map_phys_bare(
+            k, obj.addr - k.virt_offset, op.n, mm.K_MEM_PERM_RW, op.target
+        )
+        if addr is not None:
+            k.mappings[op.target] = k.regions[addr]
+    elif kind == "k_mem_unmap_phys_bare":
+        r = k.mappings.pop(op.target, None)
+        if r is None:
+            raise KernelAssert(f"k_mem_unmap_phys_bare: no mapping named {op.target!r}")
+        yield from mm.k_mem_unmap_phys_bare(k, r.addr, r.size)
     elif kind == "record":
         yield Point(t.name, f"record {op.target}")
         k.record(op.label or op.target, k.fact(op.target))

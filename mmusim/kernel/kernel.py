@@ -331,13 +331,25 @@ class Kernel:
         except KeyError:
             raise KernelAssert(f"no thread named {name!r}") from None
 
+    def _nonzero_bytes(self, va: int, size: int) -> int:
+        """Non-zero bytes of ``[va, va+size)``, read through the page tables (no TLB, no A bits)."""
+        count = 0
+        for off in range(0, size, PAGE):
+            hit = self.pt.lookup(va + off)
+            if hit is not None:
+                page = hit[3]
+                pa = (hit[2] & self.pt_frame_mask & ~(page - 1)) + (va + off) % page
+                count += sum(1 for b in self.mem.read(pa, min(PAGE, size - off)) if b)
+        return count
+
     def k_mem_free_get(self) -> int:
         return self.frames.free_count() * PAGE
 
     def fact(self, what: str) -> Any:
         """A named fact of the current state: ``T.mapped_addr``, ``T.mapped_sz``,
         ``T.stack_start``, ``T.stack_size``, ``T.state``, ``T.stack_space``, ``free_mem``,
-        ``vm_free_pages``, ``vm_free_start``, ``clock``, ``pending_cleanup``, ``mapping.NAME``."""
+        ``vm_free_pages``, ``vm_free_start``, ``clock``, ``pending_cleanup``, ``mapping.NAME``,
+        ``mapping.NAME.nonzero_bytes``, ``stack.NAME.addr`` / ``.obj_len`` / ``.nonzero_bytes``."""
         from mmusim.kernel import threads as kthreads
 
         if what == "free_mem":
@@ -350,9 +362,21 @@ class Kernel:
             return self.clock
         if what == "pending_cleanup":
             return self.cleanup.thread.name if self.cleanup.thread else None
-        if what.startswith("mapping."):
-            r = self.mappings.get(what.split(".", 1)[1])
+        if what.startswith("mapping."):  # mapping.NAME: its address; .nonzero_bytes: contents
+            name, _, field = what.split(".", 1)[1].partition(".")
+            r = self.mappings.get(name)
+            if field == "nonzero_bytes":
+                return None if r is None else self._nonzero_bytes(r.addr, r.size)
             return r.addr if r else None
+        if what.startswith("stack."):  # stack.NAME.addr / .obj_len / .nonzero_bytes (the object)
+            name, _, field = what.split(".", 1)[1].rpartition(".")
+            obj = self.stacks.get(name) or self.boot_stacks.get(name)
+            if obj is None or field not in ("addr", "obj_len", "nonzero_bytes"):
+                raise KernelAssert(f"Kernel.fact: unknown fact {what!r}")
+            if field == "nonzero_bytes":
+                pa = obj.addr - self.virt_offset
+                return sum(1 for b in self.mem.read(pa, obj.obj_len) if b)
+            return obj.addr if field == "addr" else obj.obj_len
         name, _, field = what.rpartition(".")
         t = self.thread(name)
         if field == "mapped_addr":

@@ -171,6 +171,10 @@ def k_sleep(k: Kernel, ticks: int) -> Routine:
         return
     me = k.current
     yield from k.k_spin_lock(k.sched_lock, "k_sleep")
+    if ticks < 0:  # k_sleep(K_FOREVER) is k_thread_suspend(_current) in Zephyr
+        me.state |= ThreadState.SUSPENDED
+        yield from z_swap(k, "k_sleep")
+        return
     me.state |= ThreadState.SLEEPING
     if ticks > 0:
         me.wake_tick = k.clock + ticks

@@ -1,0 +1,204 @@
+"""``mmusim map SCENARIO [--step N] [--svg FILE] [--json]``: the kernel address space of a scenario.
+
+Prints ``memory_map`` as a ``/proc/self/maps``-like table (or JSON rows with ``--json``), after the
+whole run or after ``--step N`` engine steps, and with ``--svg FILE`` also draws it.
+
+How a scenario file becomes a kernel is not the command's business: ``add_map_command`` takes a
+``load_kernel(path, step)`` callable. ``scenario_kernel`` is the one for scenario files
+(``mmusim.scenario``); ``scenario_loader(build)`` makes one from any function that boots a kernel.
+Both run with ``Kernel.run``'s schedule (round robin, or the scenario's seed), so ``--step N``
+stops exactly where the full run passes after N steps.
+
+``map`` shows, it does not judge: the kernel runs without the invariant checks (``mmusim run``
+applies them), so a scenario that reproduces a bug -- a leaked stack mapping, say -- can be mapped
+after the bug happened. The checks do not change the run, only stop it.
+
+Errors are one line and exit code 2, as everywhere in the ``mmusim`` command:
+``mmusim map: error: argument --step: 'x' is not a number``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mmusim.kernel import Kernel, KernelAssert
+from mmusim.kernel.invariants import InvariantViolation
+from mmusim.render.memmap import memory_map, render_svg, render_text, rows_json
+
+__all__ = [
+    "LoadKernel",
+    "MapInputError",
+    "add_map_command",
+    "run_steps",
+    "scenario_kernel",
+    "scenario_loader",
+]
+
+LoadKernel = Callable[[str, int | None], Kernel]
+"""``load_kernel(path, step)``: the kernel of scenario ``path`` after ``step`` engine steps (None:
+after the whole run). For bad input it raises ``MapInputError`` or one of the ``errors`` given to
+``add_map_command`` (printed as they are), or ``OSError``, ``ValueError``, ``KernelAssert`` (printed
+after the scenario's path); the command reports each in one line."""
+
+
+class MapInputError(Exception):
+    """Bad input found by a ``load_kernel``; its message is complete (names file and line)."""
+
+
+def add_map_command(
+    subparsers: argparse._SubParsersAction[Any],
+    load_kernel: LoadKernel,
+    *,
+    errors: tuple[type[Exception], ...] = (),
+) -> None:
+    """Add the ``map`` subcommand. ``errors`` lists further exception types ``load_kernel`` raises
+    for bad input (e.g. the scenario loader's own error class). Sets ``func``, which handles its
+    own errors, so ``main`` needs nothing more than ``args.func(args)``."""
+    p = subparsers.add_parser(
+        "map",
+        help="show the kernel address space of a scenario (guards, stacks, free space)",
+        description="Run the scenario (all of it, or --step N engine steps with the default "
+        "round-robin schedule) and list the kernel virtual address space like /proc/self/maps: "
+        "range, size, rights from the page tables (r/w/x, u = user-accessible, --- = not "
+        "present), and whose it is -- kernel image, stack objects, thread stacks split into "
+        "front guard, privilege stack or reserved area, buffer and rear guard, k_mem_map "
+        "regions, free space.",
+    )
+    p.add_argument("scenario", metavar="SCENARIO", help="scenario file")
+    p.add_argument(
+        "--step",
+        type=_step_count,
+        metavar="N",
+        help="stop after N engine steps instead of running to the end",
+    )
+    p.add_argument("--svg", type=Path, metavar="FILE", help="also draw the map as SVG to FILE")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead")
+
+    def func(args: argparse.Namespace) -> int:
+        return cmd_map(args, load_kernel, errors)
+
+    p.set_defaults(func=func)
+
+
+def _step_count(text: str) -> int:
+    try:
+        n = int(text.replace("_", ""), 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return n
+
+
+def _fail(message: str) -> int:
+    print(f"mmusim map: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
+def cmd_map(
+    args: argparse.Namespace, load_kernel: LoadKernel, errors: tuple[type[Exception], ...] = ()
+) -> int:
+    """Load and run the scenario, print its map, write the SVG if asked. Exit 0, or 2 with one
+    line on bad input."""
+    as_is: tuple[type[Exception], ...] = (MapInputError, *errors)
+    try:
+        k = load_kernel(args.scenario, args.step)
+    except as_is as exc:
+        return _fail(_one_line(exc))
+    except OSError as exc:
+        return _fail(f"{args.scenario}: {exc.strerror or exc}")
+    except InvariantViolation as exc:
+        return _fail(f"{args.scenario}: kernel invariant violated: {_one_line(exc)}")
+    except (ValueError, KernelAssert) as exc:
+        return _fail(f"{args.scenario}: {_one_line(exc)}")
+    rows = memory_map(k)
+    if args.svg is not None:
+        when = "after the run" if args.step is None else f"after step {k.steps}"
+        title = f"{Path(args.scenario).name}: kernel address space {when}"
+        try:
+            args.svg.write_text(render_svg(rows, title))
+        except OSError as exc:
+            return _fail(f"--svg: cannot write {str(args.svg)!r}: {exc.strerror}")
+    if args.json:
+        print(json.dumps({"steps": k.steps, "rows": rows_json(rows)}, indent=2))
+    else:
+        print(render_text(rows), end="")
+    return 0
+
+
+# -- running a kernel to a step --------------------------------------------------------------
+
+
+def run_steps(k: Kernel, n: int, *, seed: int | None = None) -> int:
+    """Perform up to ``n`` engine steps (``k.do``) choosing actions as ``Kernel.run(seed=seed)``
+    does -- round robin over the CPUs with an interrupt before a step on the same CPU, or the
+    seeded random choice; sleepers woken by a clock jump when nothing can run -- and stop early if
+    the system goes quiescent. Returns the steps taken. On a fresh kernel these are exactly the
+    first ``n`` steps ``k.run(seed=seed)`` takes."""
+    rng = random.Random(seed) if seed is not None else None
+    turn = 0
+    done = 0
+    while done < n:
+        actions = k.actions()
+        if not actions:
+            if k._wake_sleepers():  # as Kernel.run does; the engine has no public step-to-N yet
+                continue
+            break
+        if rng is not None:
+            action = rng.choice(actions)
+        else:
+            action = min(actions, key=lambda a: ((a[0] - turn) % k.ncpus, a[1] != "irq"))
+            turn = action[0] + 1
+        k.do(action)
+        done += 1
+    return done
+
+
+def _run(k: Kernel, step: int | None, seed: int | None, max_steps: int | None = None) -> None:
+    """Run ``k`` to the end or to ``step``; a kernel assertion says which step to map instead."""
+    try:
+        if step is not None:
+            run_steps(k, step, seed=seed)
+        elif max_steps is None:
+            k.run(seed=seed)
+        else:
+            k.run(seed=seed, max_steps=max_steps)
+    except KernelAssert as exc:
+        before = f"--step {k.steps - 1} maps the state just before it"
+        raise KernelAssert(f"{_one_line(exc)} (in step {k.steps}; {before})") from exc
+
+
+def scenario_kernel(path: str, step: int | None) -> Kernel:
+    """The ``load_kernel`` for scenario files: load with ``mmusim.scenario.load_scenario``, boot,
+    run with the scenario's seed and step limit, without invariant checks."""
+    from mmusim.scenario import ScenarioError, load_scenario
+
+    try:
+        scn = load_scenario(path)
+    except ScenarioError as exc:
+        raise MapInputError(str(exc)) from None
+    k = Kernel(scn.config.values, stacks=scn.stack_objects(), main_body=scn.main, bodies=scn.bodies)
+    _run(k, step, scn.seed, scn.max_steps)
+    return k
+
+
+def scenario_loader(build: Callable[[str], Kernel], *, seed: int | None = None) -> LoadKernel:
+    """A ``load_kernel`` from ``build(path)``, which returns a booted, not yet run, kernel:
+    ``step`` None runs it to the end (``k.run(seed=seed)``), else ``run_steps(k, step, seed)``."""
+
+    def load_kernel(path: str, step: int | None) -> Kernel:
+        k = build(path)
+        _run(k, step, seed)
+        return k
+
+    return load_kernel

@@ -1,0 +1,158 @@
+"""``mmusim run``: run scenario files and report a verdict for each.
+
+``run [SCENARIO|DIR ...] [--json] [--seed N]`` loads every scenario first (a directory means
+every ``*.toml`` in it; no argument means the bundled scenarios), so a bad file stops the command
+before anything runs: one line ``mmusim run: error: FILE:LINE: key: problem`` and exit code 2.
+Then it runs them and prints a table -- scenario, verdict, faults, steps, time -- with the reasons
+under each scenario that did not pass, and a summary line ``N passed, M failed``; with ``--json``
+one JSON object per scenario instead. Exit code 0 if every scenario passed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from mmusim.scenario import (
+    SCENARIO_SEED,
+    ScenarioError,
+    ScenarioResult,
+    bundled_scenarios,
+    fault_summary,
+    load_scenario,
+    run_scenario,
+)
+
+__all__ = ["add_scenario_commands", "cmd_run", "collect_paths", "render_table", "run_paths"]
+
+
+def add_scenario_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``run`` subcommand to the ``mmusim`` argparse subparsers.
+
+    It sets ``func`` (called with the parsed args, returns the exit code) and handles its own
+    errors, so ``main`` needs nothing more than ``args.func(args)``.
+    """
+    p = subparsers.add_parser(
+        "run",
+        help="run scenario files (default: the bundled Zephyr test ports) and report verdicts",
+        description="Load each scenario (TOML, docs/scenarios.md), boot the kernel it "
+        "configures, run it with the kernel invariants checked after every step, and check its "
+        "expectations. A directory means every *.toml in it; no argument runs the bundled "
+        "scenarios. Exit code 0 if all pass, 1 if any fails, 2 for a bad scenario file.",
+    )
+    p.add_argument(
+        "scenarios",
+        metavar="SCENARIO|DIR",
+        nargs="*",
+        type=Path,
+        help="scenario files or directories of them",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per scenario")
+    p.add_argument(
+        "--seed",
+        type=_seed,
+        default=None,
+        help="run with this seeded random schedule instead of each scenario's own seed",
+    )
+    p.set_defaults(func=cmd_run)
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"malformed seed {text!r} (an integer >= 0)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seed {value} is negative (an integer >= 0)")
+    return value
+
+
+class _BadInput(Exception):
+    pass
+
+
+def collect_paths(paths: Sequence[Path]) -> list[Path]:
+    """The scenario files ``paths`` name (directories expanded, sorted); the bundled ones if none."""
+    if not paths:
+        return bundled_scenarios()
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(p.glob("*.toml"))
+            if not found:
+                raise _BadInput(f"{p}: no *.toml scenario files in this directory")
+            out += found
+        elif p.exists():
+            out.append(p)
+        else:
+            raise _BadInput(f"{p}: no such file or directory")
+    return out
+
+
+def render_table(results: Sequence[ScenarioResult]) -> str:
+    """The report: a row per scenario, the reasons under each one that did not pass, a summary."""
+    head = ("scenario", "verdict", "faults", "steps", "time")
+    rows = [
+        (r.name, r.verdict, fault_summary(r.faults), str(r.steps), f"{r.time_ms:.0f} ms")
+        for r in results
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    right = (False, False, False, True, True)
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = [line(head), line(["-" * w for w in widths])]
+    for r, row in zip(results, rows, strict=True):
+        out.append(line(row))
+        for failure in r.failures:
+            out.append(f"    {failure}")
+    passed = sum(r.verdict == "pass" for r in results)
+    failed = sum(r.verdict == "fail" for r in results)
+    errors = sum(r.verdict == "error" for r in results)
+    summary = f"{passed} passed, {failed} failed"
+    if errors:
+        summary += f", {errors} error{'s' if errors != 1 else ''}"
+    out.append(summary)
+    return "\n".join(out) + "\n"
+
+
+def run_paths(
+    paths: Sequence[Path],
+    *,
+    as_json: bool = False,
+    seed: int | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """What ``mmusim run`` does; returns the exit code (0 all passed, 1 some did not, 2 bad input)."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    try:
+        scenarios = [load_scenario(p) for p in collect_paths(paths)]
+    except (ScenarioError, _BadInput) as e:
+        print(f"mmusim run: error: {e}", file=err)
+        return 2
+    if not scenarios:
+        print("mmusim run: error: no scenarios to run", file=err)
+        return 2
+    results = []
+    for scn in scenarios:
+        r = run_scenario(scn, seed=SCENARIO_SEED if seed is None else seed)
+        results.append(r)
+        if as_json:
+            print(json.dumps(r.to_json()), file=out, flush=True)
+    if not as_json:
+        out.write(render_table(results))
+    return 0 if all(r.passed for r in results) else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return run_paths(args.scenarios, as_json=args.json, seed=args.seed)
