@@ -53,6 +53,16 @@ def add_scenario_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--json", action="store_true", help="one JSON object per scenario")
     p.add_argument(
+        "--log",
+        action="store_true",
+        help="print each scenario's console (Zephyr's fatal error log) under its row",
+    )
+    p.add_argument(
+        "--no-time",
+        action="store_true",
+        help="leave out the time column, so the same run prints the same bytes",
+    )
+    p.add_argument(
         "--seed",
         type=_seed,
         default=None,
@@ -93,15 +103,22 @@ def collect_paths(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
-def render_table(results: Sequence[ScenarioResult]) -> str:
-    """The report: a row per scenario, the reasons under each one that did not pass, a summary."""
-    head = ("scenario", "verdict", "faults", "steps", "time")
-    rows = [
+def render_table(
+    results: Sequence[ScenarioResult], *, show_log: bool = False, show_time: bool = True
+) -> str:
+    """The report: a row per scenario, the reasons under each one that did not pass (and its
+    console with ``show_log``), a summary. ``show_time=False`` leaves out the only column that
+    changes from run to run."""
+    head: tuple[str, ...] = ("scenario", "verdict", "faults", "steps", "time")
+    rows: list[tuple[str, ...]] = [
         (r.name, r.verdict, fault_summary(r.faults), str(r.steps), f"{r.time_ms:.0f} ms")
         for r in results
     ]
+    right: tuple[bool, ...] = (False, False, False, True, True)
+    if not show_time:
+        head, right = head[:-1], right[:-1]
+        rows = [row[:-1] for row in rows]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    right = (False, False, False, True, True)
 
     def line(cells: Sequence[str]) -> str:
         parts = [
@@ -114,6 +131,8 @@ def render_table(results: Sequence[ScenarioResult]) -> str:
         out.append(line(row))
         for failure in r.failures:
             out.append(f"    {failure}")
+        if show_log:
+            out.extend(f"    | {line}" for line in r.log)
     passed = sum(r.verdict == "pass" for r in results)
     failed = sum(r.verdict == "fail" for r in results)
     errors = sum(r.verdict == "error" for r in results)
@@ -129,6 +148,8 @@ def run_paths(
     *,
     as_json: bool = False,
     seed: int | None = None,
+    show_log: bool = False,
+    show_time: bool = True,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
@@ -150,9 +171,15 @@ def run_paths(
         if as_json:
             print(json.dumps(r.to_json()), file=out, flush=True)
     if not as_json:
-        out.write(render_table(results))
+        out.write(render_table(results, show_log=show_log, show_time=show_time))
     return 0 if all(r.passed for r in results) else 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return run_paths(args.scenarios, as_json=args.json, seed=args.seed)
+    return run_paths(
+        args.scenarios,
+        as_json=args.json,
+        seed=args.seed,
+        show_log=args.log,
+        show_time=not args.no_time,
+    )
