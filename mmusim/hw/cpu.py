@@ -23,6 +23,8 @@ hardware and QEMU do.
 
 from __future__ import annotations
 
+import functools
+
 import attrs
 
 from mmusim.hw.paging import (
@@ -74,6 +76,7 @@ class Trap(Exception):
 _Allowed = tuple[tuple[tuple[bool, ...], ...], ...]
 
 
+@functools.lru_cache(maxsize=64)
 def _allowed_table(ctl: ControlState) -> _Allowed:
     """For CPL < 3 and CPL 3, each rights code and each access: does a cached entry allow it?"""
     return tuple(

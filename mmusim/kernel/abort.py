@@ -32,7 +32,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from mmusim.kernel import sched
-from mmusim.kernel.core import KernelAssert, Point
+from mmusim.kernel.core import LOCAL, KernelAssert, Point, writes
 from mmusim.kernel.mm import k_mem_unmap_phys_guard
 from mmusim.kernel.thread import K_ESSENTIAL, KThread, MappedInfo, ThreadState
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from mmusim.kernel.kernel import Kernel
 
 Routine = Generator[Any, None, None]
+SLOT = writes(("slot",))  # the deferred-cleanup slot (normally guarded by thread_cleanup_lock)
 
 
 def k_thread_abort(k: Kernel, t: KThread) -> Routine:
@@ -53,7 +54,7 @@ def k_thread_abort(k: Kernel, t: KThread) -> Routine:
     elsewhere = thread_active_elsewhere(k, t)
     if elsewhere is not None:
         t.state |= ThreadState.ABORTING
-        yield Point(fn, f"send scheduler IPI to CPU {elsewhere}")
+        yield Point(fn, f"send scheduler IPI to CPU {elsewhere}", res=writes(("ipi", elsewhere)))
         sched.send_ipi(k, elsewhere, "sched")
         me = k.current
         me.state |= ThreadState.PENDING
@@ -78,7 +79,7 @@ def thread_active_elsewhere(k: Kernel, t: KThread) -> int | None:
 def halt_thread(k: Kernel, t: KThread, new_state: ThreadState) -> Routine:
     """``halt_thread(t, _THREAD_DEAD)``, with ``_sched_spinlock`` held."""
     fn = "halt_thread"
-    yield Point(fn, f"{t.name}: set _THREAD_DEAD")
+    yield Point(fn, f"{t.name}: set _THREAD_DEAD", res=LOCAL)  # under _sched_spinlock
     t.state |= new_state
     t.state &= ~ThreadState.ABORTING
     sched.dequeue(k, t)
@@ -88,7 +89,7 @@ def halt_thread(k: Kernel, t: KThread, new_state: ThreadState) -> Routine:
         if t in t.pended_on.join_waiters:
             t.pended_on.join_waiters.remove(t)
         t.pended_on = None
-    yield Point(fn, f"{t.name}: wake the join queue")
+    yield Point(fn, f"{t.name}: wake the join queue", res=LOCAL)  # under _sched_spinlock
     for w in t.join_waiters:
         w.state &= ~ThreadState.PENDING
         w.pended_on = None
@@ -107,10 +108,10 @@ def halt_thread(k: Kernel, t: KThread, new_state: ThreadState) -> Routine:
 def k_thread_abort_cleanup(k: Kernel, t: KThread) -> Routine:
     fn = "k_thread_abort_cleanup"
     yield from k.k_spin_lock(k.cleanup_lock, fn)
-    yield Point(fn, "read thread_to_cleanup")
+    yield Point(fn, "read thread_to_cleanup", res=SLOT)
     if k.cleanup.thread is not None:
         yield from do_deferred_thread_cleanup(k)  # "Finish the pending one first"
-        yield Point(fn, "thread_to_cleanup = NULL")
+        yield Point(fn, "thread_to_cleanup = NULL", res=SLOT)
         k.cleanup.thread = None
     if t is k.current:
         yield from defer_thread_cleanup(k, t)
@@ -121,11 +122,11 @@ def k_thread_abort_cleanup(k: Kernel, t: KThread) -> Routine:
 
 def defer_thread_cleanup(k: Kernel, t: KThread) -> Routine:
     fn = "defer_thread_cleanup"
-    yield Point(fn, f"thread_to_cleanup = {t.name}; stash its mapping")
+    yield Point(fn, f"thread_to_cleanup = {t.name}; stash its mapping", res=SLOT)
     k.cleanup.thread = t
     k.cleanup.stack_addr = t.stack_info.mapped.addr
     k.cleanup.stack_sz = t.stack_info.mapped.sz
-    yield Point(fn, f"{t.name}: stack_info.mapped.addr = NULL")
+    yield Point(fn, f"{t.name}: stack_info.mapped.addr = NULL", res=SLOT)
     t.stack_info.mapped = MappedInfo(None, 0)
 
 
@@ -134,7 +135,7 @@ def do_deferred_thread_cleanup(k: Kernel) -> Routine:
     if k.cleanup.stack_addr is not None:
         addr, sz = k.cleanup.stack_addr, k.cleanup.stack_sz
         yield from k_mem_unmap_phys_guard(k, addr, sz, False)
-        yield Point("do_deferred_thread_cleanup", "clear the stash")
+        yield Point("do_deferred_thread_cleanup", "clear the stash", res=SLOT)
         k.cleanup.stack_addr = None
         k.cleanup.stack_sz = 0
 
@@ -146,14 +147,14 @@ def do_thread_cleanup(k: Kernel, t: KThread) -> Routine:
     addr = t.stack_info.mapped.addr
     if addr is not None:
         yield from k_mem_unmap_phys_guard(k, addr, t.stack_info.mapped.sz, False)
-        yield Point("do_thread_cleanup", f"{t.name}: stack_info.mapped.addr = NULL")
+        yield Point("do_thread_cleanup", f"{t.name}: stack_info.mapped.addr = NULL", res=SLOT)
         t.stack_info.mapped = MappedInfo(None, 0)
 
 
 def k_thread_abort_cleanup_check_reuse(k: Kernel, t: KThread) -> Routine:
     fn = "k_thread_abort_cleanup_check_reuse"
     yield from k.k_spin_lock(k.cleanup_lock, fn)
-    yield Point(fn, "read thread_to_cleanup")
+    yield Point(fn, "read thread_to_cleanup", res=SLOT)
     if k.cleanup.thread is t:
         yield from do_deferred_thread_cleanup(k)
         k.cleanup.thread = None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmusim.hw import Trap
 from mmusim.kernel import abort, fault, mm, sched, threads
-from mmusim.kernel.core import KernelAssert, Point
+from mmusim.kernel.core import LOCAL, KernelAssert, Point, pages_of, touches_pages
 from mmusim.kernel.geometry import PAGE
 from mmusim.kernel.thread import K_USER, KThread, Op
 
@@ -35,7 +35,7 @@ _KERNEL_OPS = {
 
 
 def thread_main(k: Kernel, t: KThread) -> Routine:
-    yield Point(t.name, "thread entry")
+    yield Point(t.name, "thread entry", res=LOCAL)
     c = k.cpu
     c.running_on = t
     if t.options & K_USER:  # k_thread_user_mode_enter: drop to ring 3 on the thread stack
@@ -51,9 +51,12 @@ def thread_main(k: Kernel, t: KThread) -> Routine:
 
 
 def run_ops(k: Kernel, t: KThread, ops: tuple[Op, ...]) -> Routine:
-    for op in ops:
+    # Index loops, not iterators: the position then lives in a local (``i``, ``rep``), which the
+    # explorer's fingerprint reads; an iterator's position is invisible to it.
+    for i in range(len(ops)):
+        op = ops[i]
         if op.kind == "repeat":
-            for _ in range(op.n):
+            for _rep in range(op.n):
                 yield from run_ops(k, t, op.body)
             continue
         if op.kind == "return":
@@ -74,17 +77,27 @@ def memory_op(k: Kernel, t: KThread, op: Op) -> Routine:
         if op.kind == "push":
             yield from push(k, t, op.n)
         elif op.kind == "pop":
-            yield Point(t.name, f"pop {op.n} bytes")
+            yield Point(
+                t.name, f"pop {op.n} bytes", res=touches_pages(pages_of(hw.sp, hw.sp + op.n))
+            )
             hw.pop(op.n)
         elif op.kind == "call":
             yield from call(k, t, op.n, op.probe)
         elif op.kind in ("touch", "write"):
             addr = address(k, t, op)
-            yield Point(t.name, f"write a word at {addr:#x}")
+            yield Point(
+                t.name,
+                f"write a word at {addr:#x}",
+                res=touches_pages(pages_of(addr, addr + k.word)),
+            )
             k.cpu.hw.write(addr, bytes([FILL]) * k.word)
         elif op.kind == "read":
             addr = address(k, t, op)
-            yield Point(t.name, f"read a word at {addr:#x}")
+            yield Point(
+                t.name,
+                f"read a word at {addr:#x}",
+                res=touches_pages(pages_of(addr, addr + k.word)),
+            )
             k.cpu.hw.read(addr, k.word)
         else:
             raise KernelAssert(f"run_ops: unknown op {op.kind!r} (line {op.line})")
@@ -102,7 +115,11 @@ def push(k: Kernel, t: KThread, n: int) -> Routine:
     while left > 0:
         room = (hw.sp - 1) % PAGE + 1  # bytes left in the page below SP
         chunk = min(left, room)
-        yield Point(t.name, f"push {chunk} bytes below {hw.sp:#x}")
+        yield Point(
+            t.name,
+            f"push {chunk} bytes below {hw.sp:#x}",
+            res=touches_pages(pages_of(hw.sp - chunk, hw.sp)),
+        )
         hw.push(bytes([FILL]) * word)  # the first word decides this page (CR2 = SP - word)
         if chunk > word:
             hw.push(bytes([FILL]) * (chunk - word))
@@ -120,10 +137,14 @@ def call(k: Kernel, t: KThread, frame: int, probe: bool) -> Routine:
     if probe:
         while hw.sp - PAGE > top - frame:
             hw.sp -= PAGE
-            yield Point(t.name, f"probe {hw.sp:#x}")
+            yield Point(t.name, f"probe {hw.sp:#x}", res=touches_pages(pages_of(hw.sp, hw.sp + 8)))
             hw.write(hw.sp, bytes(k.word))
     hw.sp = top - frame
-    yield Point(t.name, f"write the lowest local at {hw.sp:#x}")
+    yield Point(
+        t.name,
+        f"write the lowest local at {hw.sp:#x}",
+        res=touches_pages(pages_of(hw.sp, hw.sp + k.word)),
+    )
     hw.write(hw.sp, bytes([FILL]) * k.word)
     hw.sp = entry_sp  # leave; ret
 

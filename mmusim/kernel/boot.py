@@ -144,3 +144,4 @@ def boot(k: Kernel, main_body: tuple[Op, ...]) -> None:
     for c in k.cpus:
         c.running_on = c.current
         c.hw.sp = c.current.sp
+        c.current.switch_handle = None  # "Active threads must have a null here" (kswap.h)

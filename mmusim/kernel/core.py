@@ -43,13 +43,54 @@ class Waitable(Protocol):
     def describe(self) -> str: ...
 
 
+# A footprint: what the step that resumes from a Point reads and writes, as resource ids such as
+# ("lock", name), ("pte", page), ("pt", va >> 21), ("mem", page), ("ipi", cpu), ("sh", thread).
+Footprint = tuple[frozenset[tuple[object, ...]], frozenset[tuple[object, ...]]]
+LOCAL: Footprint = (frozenset(), frozenset())  # touches nothing another CPU can see
+
+
+def writes(*res: tuple[object, ...]) -> Footprint:
+    return (frozenset(), frozenset(res))
+
+
+def reads(*res: tuple[object, ...]) -> Footprint:
+    return (frozenset(res), frozenset())
+
+
+def touches_pages(pages: object) -> Footprint:
+    """A memory access to these linear pages: it reads their PTEs (and the page-table pages that
+    hold them), and writes their data and A/D bits."""
+    ps = list(pages)  # type: ignore[call-overload]
+    return (
+        frozenset([("pte", p) for p in ps] + [("pt", p >> 21) for p in ps]),
+        frozenset(("mem", p) for p in ps),
+    )
+
+
+def pages_of(lo: int, hi: int) -> range:
+    """Linear page bases of the bytes [lo, hi)."""
+    return range(lo & ~0xFFF, hi, 0x1000) if hi > lo else range(0)
+
+
+def pte_write(va: int) -> Footprint:
+    """Writing (or clearing) the PTE of ``va``: conflicts with every walk through that page table."""
+    page = va & ~0xFFF
+    return (frozenset(), frozenset({("pte", page), ("pt", page >> 21)}))
+
+
 @attrs.frozen(slots=True)
 class Point:
-    """An interleaving point: ``routine`` is about to perform the shared access ``label``."""
+    """An interleaving point: ``routine`` is about to perform the shared access ``label``.
+
+    ``res`` declares the (reads, writes) of the step that resumes from here, for the explorer's
+    partial-order reduction; None (the default) means "may touch anything", which is always sound.
+    Locks the CPU holds are added by the explorer: what a lock guards is represented by the lock.
+    """
 
     routine: str
     label: str
     wait: Waitable | None = None
+    res: Footprint | None = attrs.field(default=None, eq=False, repr=False)
 
     def enabled(self) -> bool:
         return self.wait is None or self.wait.ready()

@@ -31,7 +31,7 @@ import attrs
 from sortedcontainers import SortedKeyList
 
 from mmusim.hw import MODES, ControlState, Cpu, PageTables, PagingMode, PhysMem, PteFlags
-from mmusim.kernel.core import KernelAssert, KSpinlock, Point
+from mmusim.kernel.core import KernelAssert, KSpinlock, Point, writes
 from mmusim.kernel.geometry import PAGE, StackGeometry, round_up
 from mmusim.kernel.mm import FrameAllocator
 from mmusim.kernel.thread import KThread, Op, StackObject
@@ -185,11 +185,13 @@ class Kernel:
     # -- spinlocks ------------------------------------------------------------------------
 
     def k_spin_lock(self, lock: KSpinlock, routine: str) -> Generator[Point, None, None]:
-        yield Point(routine, f"k_spin_lock({lock.name})", wait=lock)
+        yield Point(
+            routine, f"k_spin_lock({lock.name})", wait=lock, res=writes(("lock", lock.name))
+        )
         lock.acquire(self._cpu, self.cpu.held)
 
     def k_spin_unlock(self, lock: KSpinlock, routine: str) -> Generator[Point, None, None]:
-        yield Point(routine, f"k_spin_unlock({lock.name})")
+        yield Point(routine, f"k_spin_unlock({lock.name})", res=writes(("lock", lock.name)))
         lock.release(self._cpu, self.cpu.held)
 
     # -- logging --------------------------------------------------------------------------

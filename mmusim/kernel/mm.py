@@ -26,7 +26,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 from mmusim.hw import PteFlags
-from mmusim.kernel.core import KernelAssert, Point
+from mmusim.kernel.core import LOCAL, KernelAssert, Point, pte_write, writes
 from mmusim.kernel.geometry import PAGE
 
 if TYPE_CHECKING:
@@ -104,7 +104,9 @@ def _kernel_invlpg(k: Kernel, va: int) -> None:
 
 def arch_mem_map(k: Kernel, va: int, pa: int, size: int, pte: int) -> Routine:
     for off in range(0, size, PAGE):
-        yield Point("arch_mem_map", f"write PTE {va + off:#x} -> {pa + off:#x}")
+        yield Point(
+            "arch_mem_map", f"write PTE {va + off:#x} -> {pa + off:#x}", res=pte_write(va + off)
+        )
         if k.pt.lookup(va + off) is not None:
             k.pt.unmap(va + off)
         k.pt.map(va + off, pa + off, pte)
@@ -116,9 +118,9 @@ def arch_mem_unmap(k: Kernel, va: int, size: int) -> Routine:
     for off in range(0, size, PAGE):
         if k.pt.lookup(va + off) is None:
             continue  # already non-present (e.g. a guard page)
-        yield Point("arch_mem_unmap", f"clear PTE {va + off:#x}")
+        yield Point("arch_mem_unmap", f"clear PTE {va + off:#x}", res=pte_write(va + off))
         k.pt.unmap(va + off)
-        yield Point("arch_mem_unmap", f"invlpg {va + off:#x}")
+        yield Point("arch_mem_unmap", f"invlpg {va + off:#x}", res=LOCAL)
         _kernel_invlpg(k, va + off)
         cleared = True
     if cleared:
@@ -128,7 +130,10 @@ def arch_mem_unmap(k: Kernel, va: int, size: int) -> Routine:
 def tlb_shootdown(k: Kernel) -> Routine:
     if k.ncpus == 1 or not k.shootdown:
         return
-    yield Point("tlb_shootdown", "send TLB IPI to the other CPUs")
+    others = [c.id for c in k.cpus if c.id != k._cpu]
+    yield Point(
+        "tlb_shootdown", "send TLB IPI to the other CPUs", res=writes(*[("ipi", i) for i in others])
+    )
     from mmusim.kernel.sched import send_ipi
 
     for c in k.cpus:
@@ -156,7 +161,7 @@ def k_mem_map_phys_guard(
         k.printk(f"E: {fn}: unaligned size {size}" if size else f"E: {fn}: size 0")
         return None
     yield from k.k_spin_lock(k.mm_lock, fn)
-    yield Point(fn, f"virt_region_alloc({size + 2 * PAGE:#x})")
+    yield Point(fn, f"virt_region_alloc({size + 2 * PAGE:#x})", res=LOCAL)  # under z_mm_lock
     region: int | None = k.vm.alloc(size + 2 * PAGE, PAGE)
     if region is None:
         yield from k.k_spin_unlock(k.mm_lock, fn)
@@ -168,7 +173,7 @@ def k_mem_map_phys_guard(
     frames: list[int] = []
     if is_anon:
         for off in range(0, size, PAGE):
-            yield Point(fn, "allocate a page frame")
+            yield Point(fn, "allocate a page frame", res=LOCAL)
             pa = k.frames.alloc()
             if pa is None:  # out of memory: undo (Zephyr leaked here until PR #115581)
                 yield from arch_mem_unmap(k, dst, off)
@@ -200,7 +205,7 @@ def k_mem_unmap_phys_guard(k: Kernel, addr: int, size: int, is_anon: bool) -> Ro
     if not (k.vm_base <= addr - PAGE and addr + size + PAGE <= k.vm_base + k.vm_size):
         raise KernelAssert(f"{fn}: [{addr:#x}, +{size:#x}) is not a kernel virtual region")
     yield from k.k_spin_lock(k.mm_lock, fn)
-    yield Point(fn, "check the guard pages are unmapped")
+    yield Point(fn, "check the guard pages are unmapped", res=LOCAL)
     if (
         arch_page_phys_get(k, addr - PAGE) is not None
         or arch_page_phys_get(k, addr + size) is not None
@@ -217,9 +222,9 @@ def k_mem_unmap_phys_guard(k: Kernel, addr: int, size: int, is_anon: bool) -> Ro
                 frames.append(pa)
     yield from arch_mem_unmap(k, addr, size)
     for pa in frames:
-        yield Point(fn, f"free page frame {pa:#x}")
+        yield Point(fn, f"free page frame {pa:#x}", res=LOCAL)
         k.frames.free(pa)
-    yield Point(fn, f"virt_region_free({addr - PAGE:#x}, {size + 2 * PAGE:#x})")
+    yield Point(fn, f"virt_region_free({addr - PAGE:#x}, {size + 2 * PAGE:#x})", res=LOCAL)
     k.vm.free(addr - PAGE, size + 2 * PAGE)
     k.regions.pop(addr, None)
     yield from k.k_spin_unlock(k.mm_lock, fn)
@@ -245,7 +250,7 @@ def k_mem_map_phys_bare(
     if size % PAGE or size == 0 or phys % PAGE:
         raise KernelAssert(f"{fn}: unaligned address or size ({phys:#x}, {size:#x})")
     yield from k.k_spin_lock(k.mm_lock, fn)
-    yield Point(fn, f"virt_region_alloc({size:#x})")
+    yield Point(fn, f"virt_region_alloc({size:#x})", res=LOCAL)
     dst: int | None = k.vm.alloc(size, PAGE)
     if dst is not None:
         yield from arch_mem_map(k, dst, phys, size, pte_flags(k, flags))
@@ -260,7 +265,7 @@ def k_mem_unmap_phys_bare(k: Kernel, addr: int, size: int) -> Routine:
     fn = "k_mem_unmap_phys_bare"
     yield from k.k_spin_lock(k.mm_lock, fn)
     yield from arch_mem_unmap(k, addr, size)
-    yield Point(fn, f"virt_region_free({addr:#x}, {size:#x})")
+    yield Point(fn, f"virt_region_free({addr:#x}, {size:#x})", res=LOCAL)
     k.vm.free(addr, size)
     k.regions.pop(addr, None)
     yield from k.k_spin_unlock(k.mm_lock, fn)

@@ -27,7 +27,16 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from mmusim.kernel.core import Condition, KernelAssert, Point
+from mmusim.kernel.core import (
+    LOCAL,
+    Condition,
+    KernelAssert,
+    Point,
+    pages_of,
+    reads,
+    touches_pages,
+    writes,
+)
 from mmusim.kernel.thread import KThread, ThreadState
 
 if TYPE_CHECKING:
@@ -89,7 +98,12 @@ def z_swap(k: Kernel, routine: str) -> Routine:
         dequeue(k, old)  # k_yield queued it, and it picked itself: it runs on
         yield from k.k_spin_unlock(k.sched_lock, "do_swap")
         return
-    yield Point("do_swap", f"z_sched_switch_spin({new.name})", wait=_switch_ready(new))
+    yield Point(
+        "do_swap",
+        f"z_sched_switch_spin({new.name})",
+        wait=_switch_ready(new),
+        res=reads(("sh", new.name)),
+    )
     dequeue(k, new)
     new.cpu = c.id
     c.current = new
@@ -109,7 +123,12 @@ def arch_switch(k: Kernel, old: KThread, new: KThread) -> Routine:
     from mmusim.kernel import fault
 
     c = k.cpu
-    yield Point("arch_switch", f"save {old.name} context on its stack")
+    sp = c.hw.sp
+    yield Point(
+        "arch_switch",
+        f"save {old.name} context on its stack",
+        res=touches_pages(pages_of(sp - CONTEXT_WORDS * k.word, sp)),
+    )
     try:
         c.hw.cpl = 0
         for _ in range(CONTEXT_WORDS):
@@ -117,7 +136,7 @@ def arch_switch(k: Kernel, old: KThread, new: KThread) -> Routine:
     except Exception as trap:  # a fault while switching: the kernel is broken
         fault.kernel_bug(k, f"arch_switch: {trap} saving {old.name}'s context", trap)
     old.sp = c.hw.sp
-    yield Point("arch_switch", f"publish {old.name} switch_handle")
+    yield Point("arch_switch", f"publish {old.name} switch_handle", res=writes(("sh", old.name)))
     old.switch_handle = old.sp
     c.running_on = None
     yield from _switch_to(k, old, new)
@@ -128,7 +147,11 @@ def _switch_to(k: Kernel, old: KThread, new: KThread) -> Routine:
 
     yield SwitchOut(new)  # the engine sets old.pending = SWITCHED_OUT
     # -- ``old`` runs again, on whichever CPU switched to it.
-    yield Point("arch_switch", f"restore {old.name} context")
+    yield Point(
+        "arch_switch",
+        f"restore {old.name} context",
+        res=touches_pages(pages_of(old.sp, old.sp + CONTEXT_WORDS * k.word)),
+    )
     c = k.cpu
     c.running_on = old
     c.hw.sp = old.sp
@@ -151,7 +174,12 @@ def resume_switched_in(k: Kernel, c: PerCpu, new: KThread) -> Any:
 def idle_main(k: Kernel, me: KThread) -> Routine:
     """The idle thread: wait until there is work, then reschedule."""
     while True:
-        yield Point("idle", "wait for work", wait=Condition("ready work", lambda: bool(k.ready)))
+        yield Point(
+            "idle",
+            "wait for work",
+            wait=Condition("ready work", lambda: bool(k.ready)),
+            res=reads(("lock", k.sched_lock.name)),
+        )
         yield from k.k_spin_lock(k.sched_lock, "idle")
         yield from z_swap(k, "idle")
 
@@ -232,11 +260,11 @@ def _ipi_handler(k: Kernel, c: PerCpu, kinds: list[str]) -> Generator[Any, None,
     from mmusim.kernel import abort
     from mmusim.kernel.kernel import IrqExit
 
-    yield Point("z_x86_ipi", f"interrupt entry ({', '.join(kinds)})")
+    yield Point("z_x86_ipi", f"interrupt entry ({', '.join(kinds)})", res=writes(("ipi", c.id)))
     saved_cpl, c.hw.cpl = c.hw.cpl, 0
-    for kind in kinds:
-        if kind == "tlb":
-            yield Point("z_x86_tlb_ipi", "flush the TLB")
+    for i in range(len(kinds)):  # an index loop: the explorer's fingerprint sees `i`
+        if kinds[i] == "tlb":
+            yield Point("z_x86_tlb_ipi", "flush the TLB", res=LOCAL)
             c.hw.flush_tlb()
             k.pending_shootdowns -= 1
     new: KThread | None = None
@@ -246,7 +274,12 @@ def _ipi_handler(k: Kernel, c: PerCpu, kinds: list[str]) -> Generator[Any, None,
         if cur.state & ThreadState.ABORTING and not cur.dead:
             yield from abort.halt_thread(k, cur, ThreadState.DEAD)
             new = next_up(k, c)
-            yield Point("z_sched_ipi", f"z_sched_switch_spin({new.name})", wait=_switch_ready(new))
+            yield Point(
+                "z_sched_ipi",
+                f"z_sched_switch_spin({new.name})",
+                wait=_switch_ready(new),
+                res=reads(("sh", new.name)),
+            )
             dequeue(k, new)
             new.cpu = c.id
             c.current = new

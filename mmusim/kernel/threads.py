@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmusim.hw import PteFlags
 from mmusim.kernel import abort, sched
-from mmusim.kernel.core import KernelAssert, Point
+from mmusim.kernel.core import KernelAssert, Point, pte_write, reads
 from mmusim.kernel.geometry import PAGE
 from mmusim.kernel.mm import (
     K_MEM_MAP_UNINIT,
@@ -118,7 +118,9 @@ def setup_thread_stack(k: Kernel, t: KThread, stack: StackObject, size: int) -> 
 def z_x86_set_stack_guard(k: Kernel, stack: StackObject) -> Routine:
     """Legacy X86_STACK_PROTECTION: the first page of the object becomes present, read-only.
     Never reset when the thread exits (Zephyr #29499)."""
-    yield Point("z_x86_set_stack_guard", f"guard page {stack.addr:#x} read-only")
+    yield Point(
+        "z_x86_set_stack_guard", f"guard page {stack.addr:#x} read-only", res=pte_write(stack.addr)
+    )
     nx = _NX if k.mode.has_nx else 0
     k.pt.set_flags(stack.addr, nx)
     _kernel_invlpg(k, stack.addr)
@@ -133,7 +135,9 @@ def set_stack_perms(k: Kernel, t: KThread, user: bool) -> Routine:
     for va in range(start - start % PAGE, end, PAGE):
         if k.pt.lookup(va) is None:
             continue
-        yield Point("set_stack_perms", f"{va:#x} {'user' if user else 'supervisor'} RW")
+        yield Point(
+            "set_stack_perms", f"{va:#x} {'user' if user else 'supervisor'} RW", res=pte_write(va)
+        )
         k.pt.set_flags(va, flags)
         _kernel_invlpg(k, va)
         changed = True
@@ -179,7 +183,12 @@ def k_thread_join(k: Kernel, t: KThread) -> Generator[Any, None, int]:
         raise KernelAssert(f"{fn}: a thread cannot join itself (-EDEADLK)")
     yield from k.k_spin_lock(k.sched_lock, fn)
     if t.dead:
-        yield Point(fn, f"z_sched_switch_spin({t.name})", wait=sched._switch_ready(t))
+        yield Point(
+            fn,
+            f"z_sched_switch_spin({t.name})",
+            wait=sched._switch_ready(t),
+            res=reads(("sh", t.name)),
+        )
         yield from k.k_spin_unlock(k.sched_lock, fn)
         return 0
     if t.state & ThreadState.PRESTART and not t.generation:

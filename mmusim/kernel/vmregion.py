@@ -59,6 +59,8 @@ fit from bit 0 is a single root-to-leaf descent; assigning a range touches O(log
 
 from __future__ import annotations
 
+import functools
+
 from mmusim.kernel.core import KernelAssert
 
 __all__ = ["VirtRegionAllocator"]
@@ -146,26 +148,16 @@ class VirtRegionAllocator:
 
         n = size // page
         self._n = n
-        cap = 1
-        log = 0
-        while cap < n:
-            cap <<= 1
-            log += 1
+        cap, log, lens, best, pre, suf = _empty_tree(n)
         self._cap = cap
         self._log = log
-        # Leaves [cap, cap + n) are the window's bits, all free; padding leaves are allocated.
-        self._len = [0] * (2 * cap)
-        self._best = [0] * (2 * cap)
+        # Copies of a cached all-free tree: every kernel boot of a configuration builds the same
+        # one, and the explorer boots thousands of kernels.
+        self._len = list(lens)
+        self._best = list(best)
+        self._pre = list(pre)
+        self._suf = list(suf)
         self._tag = [_NO_TAG] * (2 * cap)
-        for leaf in range(cap, 2 * cap):
-            self._len[leaf] = 1
-        for leaf in range(cap, cap + n):
-            self._best[leaf] = 1
-        self._pre = list(self._best)
-        self._suf = list(self._best)
-        for node in range(cap - 1, 0, -1):
-            self._len[node] = self._len[2 * node] + self._len[2 * node + 1]
-            self._pull(node)
         self._allocated = 0
 
         # virt_region_init(): the same bit ranges Zephyr's integer arithmetic computes.
@@ -721,3 +713,32 @@ def _union_length(intervals: list[tuple[int, int]]) -> int:
             total += hi - reach
             reach = hi
     return total
+
+
+@functools.lru_cache(maxsize=8)
+def _empty_tree(
+    n: int,
+) -> tuple[int, int, tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """The segment tree of ``n`` free pages: (cap, log, len, best, pre, suf). Runtime: O(n), once.
+
+    Leaves [cap, cap + n) are the window's bits, all free; padding leaves are allocated.
+    """
+    cap, log = 1, 0
+    while cap < n:
+        cap <<= 1
+        log += 1
+    lens = [0] * (2 * cap)
+    best = [0] * (2 * cap)
+    for leaf in range(cap, 2 * cap):
+        lens[leaf] = 1
+    for leaf in range(cap, cap + n):
+        best[leaf] = 1
+    pre, suf = list(best), list(best)
+    for node in range(cap - 1, 0, -1):
+        left, right = 2 * node, 2 * node + 1
+        lens[node] = lens[left] + lens[right]
+        # The same combination _pull performs (no lazy tags exist yet).
+        best[node] = max(best[left], best[right], suf[left] + pre[right])
+        pre[node] = pre[left] if pre[left] < lens[left] else lens[left] + pre[right]
+        suf[node] = suf[right] if suf[right] < lens[right] else lens[right] + suf[left]
+    return cap, log, tuple(lens), tuple(best), tuple(pre), tuple(suf)
