@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from mmusim.config_cli import add_config_commands
 from mmusim.examples import EXAMPLES
+from mmusim.explore_cli import add_explore_commands
 from mmusim.hw import MODE_IA32E, MODES, Access, ControlState, PhysMem, translate
 from mmusim.map_cli import add_map_command, scenario_kernel
 from mmusim.render.walk import render_walk, result_json, result_line
@@ -228,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_commands(sub)
     add_scenario_commands(sub)
     add_map_command(sub, scenario_kernel)
+    add_explore_commands(sub)
     return parser
 
 

@@ -24,6 +24,11 @@ stash, which step one has just emptied -- so a thread aborted by another thread 
 mapping (stack + two guard pages of virtual space) for ever.
 
 Lock order: ``_sched_spinlock`` -> ``thread_cleanup_lock`` -> ``z_mm_lock``.
+
+Mutants for the explorer (``mmusim/mutants.py``; each a ``CONFIG_SIM_MUTANT_*`` knob, marked
+``# MUTANT`` below): ``NO_CLEANUP_LOCK`` stops at the lock points but never takes
+``thread_cleanup_lock``; ``DEFER_NO_DRAIN`` defers a self-abort without draining the slot first
+(the pending stack leaks); ``SELF_UNMAP`` makes a self-aborting thread unmap the stack it runs on.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from mmusim.kernel import sched
-from mmusim.kernel.core import LOCAL, KernelAssert, Point, writes
+from mmusim.kernel.core import LOCAL, KernelAssert, Point, reads, writes
 from mmusim.kernel.mm import k_mem_unmap_phys_guard
 from mmusim.kernel.thread import K_ESSENTIAL, KThread, MappedInfo, ThreadState
 
@@ -105,19 +110,38 @@ def halt_thread(k: Kernel, t: KThread, new_state: ThreadState) -> Routine:
         yield from k_thread_abort_cleanup(k, t)
 
 
+def _cleanup_lock(k: Kernel, fn: str) -> Routine:
+    if k.mutant_no_cleanup_lock:  # MUTANT (SIM_MUTANT_NO_CLEANUP_LOCK): the point, not the lock
+        yield Point(fn, "k_spin_lock(thread_cleanup_lock) [mutant: not taken]", res=LOCAL)
+        return
+    yield from k.k_spin_lock(k.cleanup_lock, fn)
+
+
+def _cleanup_unlock(k: Kernel, fn: str) -> Routine:
+    if k.mutant_no_cleanup_lock:  # MUTANT (SIM_MUTANT_NO_CLEANUP_LOCK): the point, not the lock
+        yield Point(fn, "k_spin_unlock(thread_cleanup_lock) [mutant: not held]", res=LOCAL)
+        return
+    yield from k.k_spin_unlock(k.cleanup_lock, fn)
+
+
 def k_thread_abort_cleanup(k: Kernel, t: KThread) -> Routine:
     fn = "k_thread_abort_cleanup"
-    yield from k.k_spin_lock(k.cleanup_lock, fn)
+    yield from _cleanup_lock(k, fn)
     yield Point(fn, "read thread_to_cleanup", res=SLOT)
-    if k.cleanup.thread is not None:
+    # MUTANT (SIM_MUTANT_DEFER_NO_DRAIN): a self-abort overwrites the slot without draining it.
+    no_drain = k.mutant_defer_no_drain and t is k.current
+    if k.cleanup.thread is not None and not no_drain:
         yield from do_deferred_thread_cleanup(k)  # "Finish the pending one first"
         yield Point(fn, "thread_to_cleanup = NULL", res=SLOT)
         k.cleanup.thread = None
-    if t is k.current:
+    if t is k.current and k.mutant_self_unmap:
+        # MUTANT (SIM_MUTANT_SELF_UNMAP): unmap the stack this thread is still running on.
+        yield from do_thread_cleanup(k, t)
+    elif t is k.current:
         yield from defer_thread_cleanup(k, t)
     else:
         yield from do_thread_cleanup(k, t)
-    yield from k.k_spin_unlock(k.cleanup_lock, fn)
+    yield from _cleanup_unlock(k, fn)
 
 
 def defer_thread_cleanup(k: Kernel, t: KThread) -> Routine:
@@ -134,6 +158,10 @@ def do_deferred_thread_cleanup(k: Kernel) -> Routine:
     """Unmap the stashed stack, if any. Never reads the pending thread object."""
     if k.cleanup.stack_addr is not None:
         addr, sz = k.cleanup.stack_addr, k.cleanup.stack_sz
+        pending = k.cleanup.thread
+        if k.drain_waits and pending is not None:  # SIM_CLEANUP_WAITS_FOR_SWITCH (not Zephyr)
+            yield Point("do_deferred_thread_cleanup", f"wait for {pending.name} to switch out",
+                        wait=sched._switch_ready(pending), res=reads(("sh", pending.name)))  # fmt: skip
         yield from k_mem_unmap_phys_guard(k, addr, sz, False)
         yield Point("do_deferred_thread_cleanup", "clear the stash", res=SLOT)
         k.cleanup.stack_addr = None
@@ -153,9 +181,9 @@ def do_thread_cleanup(k: Kernel, t: KThread) -> Routine:
 
 def k_thread_abort_cleanup_check_reuse(k: Kernel, t: KThread) -> Routine:
     fn = "k_thread_abort_cleanup_check_reuse"
-    yield from k.k_spin_lock(k.cleanup_lock, fn)
+    yield from _cleanup_lock(k, fn)
     yield Point(fn, "read thread_to_cleanup", res=SLOT)
     if k.cleanup.thread is t:
         yield from do_deferred_thread_cleanup(k)
         k.cleanup.thread = None
-    yield from k.k_spin_unlock(k.cleanup_lock, fn)
+    yield from _cleanup_unlock(k, fn)

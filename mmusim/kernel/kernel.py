@@ -138,6 +138,11 @@ class Kernel:
         self.geometry = StackGeometry.from_config(cfg)
         self.mapped_stacks = bool(cfg.get("THREAD_STACK_MEM_MAPPED"))
         self.leak_bug = bool(cfg.get("SIM_ABORT_CLEANUP_LEAK"))
+        # Mutants for the explorer (mmusim/mutants.py): deliberately broken cleanup paths.
+        self.mutant_no_cleanup_lock = bool(cfg.get("SIM_MUTANT_NO_CLEANUP_LOCK"))
+        self.mutant_defer_no_drain = bool(cfg.get("SIM_MUTANT_DEFER_NO_DRAIN"))
+        self.mutant_self_unmap = bool(cfg.get("SIM_MUTANT_SELF_UNMAP"))
+        self.drain_waits = bool(cfg.get("SIM_CLEANUP_WAITS_FOR_SWITCH"))
         self.shootdown = bool(cfg.get("SIM_TLB_SHOOTDOWN", True))
         self.ncpus = int(cfg.get("MP_MAX_NUM_CPUS", 1) or 1) if cfg.get("SMP") else 1
         self.sched_lock = KSpinlock("_sched_spinlock", 1)

@@ -1,0 +1,91 @@
+"""Explorer speed: the SMP abort race explored completely, each mutant caught, transitions/s.
+
+    python benchmarks/bench_explore.py [--repeat R]
+
+Targets from the issue: scenario 1 (two CPUs, two simultaneous self-aborts) explored completely
+in at most 2 s; each mutant caught in at most 1 s; at least 50,000 transitions per second. The
+script prints what it measures and whether each target is met; it asserts nothing.
+
+"Raw interleavings" is the number of ways to interleave the CPUs' steps of one run of the
+scenario without any reduction -- the multinomial (s_0 + s_1 + ...)! / (s_0! s_1! ...) for s_i
+steps on CPU i -- an estimate of what a search without sleep sets or state merging would face.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from mmusim.explore import Model, explore
+from mmusim.explore.model import Action
+from mmusim.mutants import MUTANTS, mutant_config_lines
+
+ROOT = Path(__file__).resolve().parent.parent / "mmusim" / "scenarios" / "explore"
+SCENARIO_1 = ROOT / "race_self_abort.toml"
+FIX = "CONFIG_SIM_CLEANUP_WAITS_FOR_SWITCH=y"
+
+
+def raw_interleavings(model: Model) -> int:
+    k = model.reset()
+    per_cpu: dict[int, int] = {}
+    while True:
+        acts: list[Action] = model.actions(k)
+        if not acts:
+            break
+        a = acts[0]
+        per_cpu[a[0]] = per_cpu.get(a[0], 0) + 1
+        model.step(k, a)
+    total = sum(per_cpu.values())
+    out = math.factorial(total)
+    for n in per_cpu.values():
+        out //= math.factorial(n)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args(argv)
+    print(f"bench_explore: Python {sys.version.split()[0]}, median of {args.repeat} runs\n")
+
+    rows = []
+    for label, extra, target in [
+        ("scenario 1, Zephyr's kernel (finds the do_swap window)", (), None),
+        ("scenario 1, cleanup waits for the switch (complete)", (FIX,), 2.0),
+    ]:
+        runs = [explore(Model(SCENARIO_1, extra)) for _ in range(args.repeat)]
+        r = runs[0]
+        secs = statistics.median(x.stats.seconds for x in runs)
+        raw = raw_interleavings(Model(SCENARIO_1, extra))
+        rows.append((label, r.verdict, r.stats.states, r.stats.transitions, secs,
+                     r.stats.transitions / secs, raw, target))  # fmt: skip
+    for name in sorted(MUTANTS):
+        extra = (FIX, *mutant_config_lines(name))
+        runs = [explore(Model(SCENARIO_1, extra)) for _ in range(args.repeat)]
+        r = runs[0]
+        secs = statistics.median(x.stats.seconds for x in runs)
+        rows.append((f"mutant {name}", r.verdict, r.stats.states, r.stats.transitions, secs,
+                     r.stats.transitions / secs, 0, 1.0))  # fmt: skip
+
+    print(f"{'run':<56} {'verdict':<10} {'states':>7} {'trans':>7} {'time':>7} {'trans/s':>8}"
+          f"  target")  # fmt: skip
+    for label, verdict, states, trans, secs, rate, raw, target in rows:
+        met = "" if target is None else ("met" if secs <= target else f"MISSED (<= {target:g} s)")
+        print(f"{label:<56} {verdict:<10} {states:>7,} {trans:>7,} {secs:>6.2f}s {rate:>8,.0f}"
+              f"  {met}")  # fmt: skip
+        if raw:
+            print(f"{'':<56} raw interleavings of one run: {raw:.3e}; states explored: {states:,}"
+                  f" (reduction {raw / max(states, 1):.2e}x)")  # fmt: skip
+    rates = [r[5] for r in rows]
+    print(
+        f"\ntransitions per second: median {statistics.median(rates):,.0f} "
+        f"(target >= 50,000: {'met' if statistics.median(rates) >= 50_000 else 'MISSED'})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""The explorer's view of a scenario: reset, enabled actions, step, fingerprint, footprints.
+
+The explorer drives the very kernel that ``mmusim run`` drives (reference exploration.md, option B):
+kernel routines are generators, so a state cannot be copied; every schedule is re-executed from a
+fresh boot. ``reset`` boots the scenario's kernel and replays the deterministic prefix that leads to
+the exploration root (the first ``record ... as "explore"`` in the scenario under the default
+schedule, or the boot itself).
+
+An action is ``(cpu, kind)``: ``"step"`` resumes the CPU's current generator to its next Point;
+``"irq"`` takes a pending IPI. A step is named after the Point it resumes from, so traces name
+the routine and label they model.
+
+The fingerprint covers everything that can influence the future: each CPU's registers, TLB,
+current and executing thread, pending IPIs and held locks; every thread's state, stack info,
+switch handle and the *whole chain of its suspended generator frames* -- code position and every
+local that is a number, a string, a thread, an op or a tuple of those (loops are index loops, so
+their position is a local); the cleanup slot, lock holders, ready queue, clock, mappings, free
+virtual pages, recorded facts and faults; and the bytes of every page-table frame (A/D bits
+included). Data pages are left out: no kernel routine branches on stack contents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from mmusim.kconfig import Config, load_config
+from mmusim.kernel import Kernel, Op
+from mmusim.kernel.core import Footprint, KSpinlock, Point
+from mmusim.kernel.invariants import check_all
+from mmusim.kernel.thread import KThread
+from mmusim.scenario.load import Scenario, load_scenario
+
+Action = tuple[int, str]
+START_FACT = "explore"  # `record ... as "explore"` marks the exploration root
+
+
+@attrs.frozen
+class StepInfo:
+    """What one action did, for traces: which CPU, thread, routine and label it resumed from."""
+
+    cpu: int
+    kind: str
+    thread: str
+    routine: str
+    label: str
+
+    @property
+    def key(self) -> tuple[int, str, str]:
+        """Identity of the action across states (the sleep set and replay check use it)."""
+        return (self.cpu, self.kind, f"{self.routine}: {self.label}")
+
+
+class Model:
+    """A scenario (optionally with extra Kconfig lines, e.g. a mutant) ready for exploration."""
+
+    def __init__(
+        self, scenario: Scenario | str | Path, extra_config: Sequence[str] = (), *,
+        origin: str = "--mutant",
+    ) -> None:  # fmt: skip
+        self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        self.extra_config = tuple(extra_config)
+        self.config: Config = self._config(origin)
+        self.prefix: list[Action] = []
+        self._prefix_known = False
+        self.boots = 0
+
+    def _config(self, origin: str) -> Config:
+        if not self.extra_config:
+            return self.scenario.config
+        scn = self.scenario
+        lines = [(str(scn.path), 0, text) for text in scn.config_lines]
+        lines += [(origin, i + 1, text) for i, text in enumerate(self.extra_config)]
+        return load_config(scn.board, extra_lines=lines)
+
+    # -- the interface of exploration.md section 3.1 ---------------------------------------
+
+    def boot(self) -> Kernel:
+        self.boots += 1
+        scn = self.scenario
+        return Kernel(self.config.values, stacks=scn.stack_objects(), main_body=scn.main,
+                      bodies=scn.bodies)  # fmt: skip
+
+    def reset(self) -> Kernel:
+        """A fresh kernel at the exploration root."""
+        if not self._prefix_known:
+            self.prefix = default_prefix(self.boot())
+            self._prefix_known = True
+        k = self.boot()
+        for a in self.prefix:
+            k.do(a)
+        return k
+
+    @staticmethod
+    def actions(k: Kernel) -> list[Action]:
+        """The enabled actions; when only sleepers remain, the timer tick ``(-1, "tick")``."""
+        acts = k.actions()
+        if not acts and k.sleepers:
+            return [(-1, "tick")]  # the clock jumps to the next wake-up
+        return acts
+
+    @staticmethod
+    def info(k: Kernel, a: Action) -> StepInfo:
+        if a[1] == "tick":
+            nxt = k.sleepers[0].wake_tick if k.sleepers else k.clock
+            return StepInfo(-1, "tick", "-", "timer", f"clock {k.clock} -> {nxt}")
+        c = k.cpus[a[0]]
+        if a[1] == "irq":
+            ipis = ", ".join(c.pending_ipis)
+            return StepInfo(a[0], "irq", c.ctx.name, "interrupt", f"take IPI ({ipis})")
+        p = c.irq_pending if c.irq is not None else c.ctx.pending
+        who = "ISR" if c.irq is not None else c.ctx.name
+        return StepInfo(a[0], "step", who, p.routine, p.label)
+
+    @staticmethod
+    def step(k: Kernel, a: Action) -> None:
+        if a[1] == "tick":
+            k._wake_sleepers()
+        else:
+            k.do(a)
+
+    @staticmethod
+    def violations(k: Kernel) -> list[str]:
+        return check_all(k)
+
+    @staticmethod
+    def footprint(k: Kernel, a: Action) -> Footprint | None:
+        """(reads, writes) of the action, or None if unknown (it conflicts with everything)."""
+        if a[1] == "tick":
+            return None
+        c = k.cpus[a[0]]
+        if a[1] == "irq":
+            return (frozenset(), frozenset({("ipi", c.id)}))
+        p = c.irq_pending if c.irq is not None else c.ctx.pending
+        if not isinstance(p, Point) or p.res is None:
+            return None
+        r, w = p.res
+        held = {("lock", lock.name) for lock in c.held}
+        if isinstance(p.wait, KSpinlock):
+            held.add(("lock", p.wait.name))
+        return (r, w | held) if held else (r, w)
+
+    # -- fingerprints -------------------------------------------------------------------------
+
+    @staticmethod
+    def fingerprint(k: Kernel) -> bytes:
+        parts: list[Any] = []
+        for c in k.cpus:
+            parts += [
+                c.id, c.current.name, c.ctx.name, c.hw.sp, c.hw.cpl, tuple(c.pending_ipis),
+                tuple(lock.name for lock in c.held),
+                c.running_on.name if c.running_on else None,
+                tuple((e.page, e.frame, e.rights, e.global_) for e in c.hw.tlb.entries()),
+            ]  # fmt: skip
+            if c.irq is not None:
+                _frames(c.irq, parts)
+        for t in k.threads.values():
+            info = t.stack_info
+            parts += [t.name, int(t.state), info.start, info.size, info.mapped.addr, info.mapped.sz,
+                      t.switch_handle, t.sp, t.cpl, t.exit_reason, t.generation, t.wake_tick,
+                      tuple(w.name for w in t.join_waiters)]  # fmt: skip
+            if t.gen is not None:
+                _frames(t.gen, parts)
+            else:
+                parts.append(repr(t.pending))
+        slot = k.cleanup
+        parts += [
+            slot.thread.name if slot.thread else None, slot.stack_addr, slot.stack_sz,
+            tuple(lk.holder for lk in (k.sched_lock, k.cleanup_lock, k.mm_lock)),
+            tuple(t.name for t in k.ready), tuple(t.name for t in k.sleepers), k.clock,
+            tuple(sorted(k.regions)), tuple(sorted(k.mappings)), k.vm.free_pages,
+            k.frames.free_count(), k.pending_shootdowns,
+            tuple((n, tuple(map(repr, v))) for n, v in sorted(k.facts.items())),
+            tuple(tuple(sorted(f.items())) for f in k.faults), len(k.log),
+        ]  # fmt: skip
+        h = hashlib.blake2b(repr(parts).encode(), digest_size=16)
+        frames = k.mem._frames
+        for pa in k.pt.table_frames:
+            frame = frames.get(pa >> 12)
+            if frame is not None:
+                h.update(frame)
+        return h.digest()
+
+
+def _frames(gen: Any, out: list[Any]) -> None:
+    """Append the position and the relevant locals of each frame of a suspended generator chain."""
+    while gen is not None:
+        fr = gen.gi_frame
+        if fr is None:
+            out.append("<finished>")
+            return
+        out.append((gen.gi_code.co_name, fr.f_lasti))
+        for name, v in fr.f_locals.items():
+            if isinstance(v, bool | int | str | type(None)):
+                out.append((name, v))
+            elif isinstance(v, KThread):
+                out.append((name, "thread", v.name))
+            elif isinstance(v, Op):
+                out.append((name, "op", v.kind, v.line, v.target, v.label, v.n, v.offset))
+            elif isinstance(v, list | tuple) and all(isinstance(x, int | str) for x in v):
+                out.append((name, tuple(v)))
+        gen = gen.gi_yieldfrom
+
+
+def default_prefix(k: Kernel) -> list[Action]:
+    """The actions the default (round-robin) schedule takes until the scenario records the
+    ``explore`` fact -- the exploration root. Without that marker the root is the boot itself."""
+    taken: list[Action] = []
+    turn = 0
+    while START_FACT not in k.facts:
+        acts = k.actions()
+        if not acts:
+            if k._wake_sleepers():
+                continue
+            return []  # no marker: explore from boot
+        a = min(acts, key=lambda x: ((x[0] - turn) % k.ncpus, x[1] != "irq"))
+        turn = a[0] + 1
+        taken.append(a)
+        k.do(a)
+    return taken

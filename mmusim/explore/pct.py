@@ -1,0 +1,109 @@
+"""PCT: probabilistic concurrency testing (Burckhardt et al., ASPLOS 2010) over the real kernel.
+
+For scenarios too large to exhaust. Each run gives the n scheduling entities -- here the CPUs --
+random distinct priorities above d, picks d-1 change points uniformly among the k steps of a run,
+always runs the highest-priority CPU that has an enabled action, and at the i-th change point
+lowers the running CPU's priority to i. One run finds a bug of depth d with probability at least
+1/(n*k^(d-1)); ``k`` is measured (the longest run seen), and the bound is printed with it.
+
+All randomness comes from ``random.Random(seed)``; a run is replayable from its recorded schedule.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from mmusim.explore.model import Action, Model, StepInfo
+from mmusim.explore.search import Result, Stats, Violation
+from mmusim.kernel import KernelAssert
+from mmusim.kernel.invariants import check_quiescent
+
+
+def pct(model: Model, *, depth: int, runs: int, seed: int, max_steps: int = 200_000) -> Result:
+    if depth < 1 or runs < 1:
+        raise ValueError("pct: depth and runs must be at least 1")
+    rng = random.Random(seed)
+    stats = Stats()
+    t0 = time.perf_counter()
+    k_steps = _default_length(model)
+    n = model.scenario.ncpus
+    for _ in range(runs):
+        v = _one_run(model, rng, n, depth, k_steps, stats, max_steps)
+        if v is not None:
+            stats.seconds = time.perf_counter() - t0
+            model.pct_bound = bound(n, stats.max_depth or k_steps, depth)  # type: ignore[attr-defined]
+            return Result(v, stats, False, None)
+    stats.seconds = time.perf_counter() - t0
+    model.pct_bound = bound(n, stats.max_depth or k_steps, depth)  # type: ignore[attr-defined]
+    return Result(None, stats, False, None)
+
+
+def bound(n: int, k: int, d: int) -> float:
+    """The per-run lower bound on finding a depth-d bug: 1/(n*k^(d-1))."""
+    return 1.0 / float(n * k ** (d - 1))
+
+
+def _default_length(model: Model) -> int:
+    k = model.reset()
+    steps = 0
+    while True:
+        acts = model.actions(k)
+        if not acts:
+            return max(steps, 1)
+        try:
+            model.step(k, acts[0])
+        except KernelAssert:  # a broken kernel: the run ends here
+            return max(steps, 1)
+        steps += 1
+
+
+def _one_run(
+    model: Model, rng: random.Random, n: int, d: int, k_steps: int, stats: Stats, max_steps: int
+) -> Violation | None:
+    prio = rng.sample(range(d, d + n), n)  # distinct priorities above the change-point ones
+    changes = sorted(rng.sample(range(1, max(k_steps, d) + 1), d - 1)) if d > 1 else []
+    k = model.reset()
+    stats.executions += 1
+    infos: list[StepInfo] = []
+    schedule: list[Action] = []
+    step = 0
+    last: int | None = None
+    pre = 0
+    while step < max_steps:
+        problems = model.violations(k)
+        if problems:
+            return Violation("invariant", tuple(problems), tuple(schedule), tuple(infos), pre)
+        acts = model.actions(k)
+        if not acts:
+            try:
+                k._check_deadlock()
+            except KernelAssert as e:
+                return Violation("deadlock", (str(e),), tuple(schedule), tuple(infos), pre)
+            end = check_quiescent(k)
+            if end:
+                return Violation(
+                    "invariant at the end", tuple(end), tuple(schedule), tuple(infos), pre
+                )
+            break
+        a = max(acts, key=lambda x: (prio[x[0]] if x[0] >= 0 else -1, x[1] == "irq"))
+        if last is not None and a[0] >= 0 and a[0] != last and any(x[0] == last for x in acts):
+            pre += 1
+        info = model.info(k, a)
+        try:
+            model.step(k, a)
+        except KernelAssert as e:
+            infos.append(info)
+            schedule.append(a)
+            return Violation("kernel assert", (str(e),), tuple(schedule), tuple(infos), pre)
+        infos.append(info)
+        schedule.append(a)
+        stats.transitions += 1
+        step += 1
+        if a[0] >= 0:
+            last = a[0]
+            for i, c in enumerate(changes):
+                if c == step:
+                    prio[a[0]] = d - 1 - i  # below every initial priority
+    stats.max_depth = max(stats.max_depth, step)
+    return None

@@ -1,0 +1,269 @@
+"""Exhaustive exploration of a scenario's interleavings, and minimal counterexamples.
+
+Two searches, both over the real kernel (re-executed from a fresh boot for every schedule, since
+generator frames cannot be copied -- reference exploration.md, option B):
+
+``explore``: depth-first, complete for the scenario. Equivalent interleavings are pruned by
+**sleep sets** (two actions of different CPUs whose footprints do not conflict commute, so only one
+order is explored) and by a **fingerprint cache** of visited states (a state revisited with a sleep
+set that is not smaller is not explored again). A state where no action is enabled while a CPU
+waits for something is a deadlock; every state is checked against the kernel invariants.
+
+``minimal``: uniform-cost search ordered by (preemptions, steps), so the first violation it meets
+has the fewest preemptions and then the fewest steps. A preemption is a move from CPU i to CPU j
+while CPU i still had an enabled action; a switch forced because CPU i blocked is free.
+Both accept ``max_preemptions``.
+
+Why sleep sets and a cache rather than DPOR: each Point declares its footprint, which makes sleep
+sets cheap and exact, and the fingerprint cache merges the many paths that reach one state --
+measured on the two-CPU self-abort race (docs/explore.md).
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from mmusim.explore.model import Action, Model, StepInfo
+from mmusim.kernel import Kernel, KernelAssert
+from mmusim.kernel.core import Footprint
+from mmusim.kernel.invariants import check_quiescent
+
+
+@attrs.define
+class Stats:
+    executions: int = 0  # boots (each schedule is re-executed from a fresh boot)
+    transitions: int = 0
+    states: int = 0  # distinct fingerprints
+    max_depth: int = 0
+    seconds: float = 0.0
+    raw_interleavings: int = 0  # the interleavings without any reduction (an estimate, see below)
+
+    @property
+    def states_per_second(self) -> float:
+        return self.states / self.seconds if self.seconds else 0.0
+
+    @property
+    def transitions_per_second(self) -> float:
+        return self.transitions / self.seconds if self.seconds else 0.0
+
+
+@attrs.frozen
+class Violation:
+    kind: str  # "invariant", "kernel assert", "deadlock"
+    messages: tuple[str, ...]
+    schedule: tuple[Action, ...]  # from the exploration root
+    steps: tuple[StepInfo, ...]
+    preemptions: int
+
+
+@attrs.define
+class Result:
+    violation: Violation | None
+    stats: Stats
+    complete: bool  # False if a state or preemption bound cut the search
+    bound: int | None  # max_preemptions used
+
+    @property
+    def verdict(self) -> str:
+        if self.violation is not None:
+            return "violation"
+        return "pass" if self.complete else "pass (bounded)"
+
+
+def independent(a: Footprint | None, b: Footprint | None) -> bool:
+    """Two actions of different CPUs commute if neither writes what the other reads or writes."""
+    if a is None or b is None:
+        return False
+    ra, wa = a
+    rb, wb = b
+    return not (wa & rb or wa & wb or wb & ra)
+
+
+class _Runner:
+    """Keeps one live kernel and replays schedules into it from a fresh boot when needed."""
+
+    def __init__(self, model: Model, stats: Stats) -> None:
+        self.model = model
+        self.stats = stats
+        self.live: Kernel | None = None
+        self.path: tuple[Action, ...] = ()
+
+    def goto(self, path: tuple[Action, ...]) -> Kernel:
+        if self.live is None or self.path != path:
+            if (
+                self.live is not None
+                and len(path) > len(self.path)
+                and path[: len(self.path)] == self.path
+            ):
+                k = self.live
+                rest = path[len(self.path) :]
+            else:
+                k = self.model.reset()
+                self.stats.executions += 1
+                rest = path
+            for a in rest:
+                self.model.step(k, a)
+            self.live, self.path = k, path
+        return self.live
+
+    def advance(self, path: tuple[Action, ...], a: Action) -> Kernel:
+        k = self.goto(path)
+        self.path = path + (a,)
+        self.stats.transitions += 1
+        self.model.step(k, a)  # may raise KernelAssert: the caller reports it
+        return k
+
+    def drop(self) -> None:
+        self.live = None
+
+
+def _preempt(acts: list[Action], last_cpu: int | None, a: Action) -> int:
+    if last_cpu is None or a[0] == last_cpu or a[0] < 0:
+        return 0
+    return 1 if any(x[0] == last_cpu for x in acts) else 0
+
+
+def _terminal(model: Model, k: Kernel) -> tuple[str, tuple[str, ...]] | None:
+    """A state with nothing enabled: a deadlock (who waits for what), or the quiescent end, where
+    the checks that only judge a finished run apply too (no stack mapping lost or leaked)."""
+    try:
+        k._check_deadlock()
+    except KernelAssert as e:
+        return ("deadlock", (str(e),))
+    problems = check_quiescent(k)
+    return ("invariant at the end", tuple(problems)) if problems else None
+
+
+def explore(
+    model: Model,
+    *,
+    max_preemptions: int | None = None,
+    max_states: int | None = None,
+    on_progress: Callable[[Stats], None] | None = None,
+) -> Result:
+    """Depth-first search with sleep sets and a fingerprint cache; stops at the first violation."""
+    stats = Stats()
+    t0 = time.perf_counter()
+    visited: dict[bytes, tuple[frozenset[Any], int]] = {}
+    found: list[Violation] = []
+    complete = True
+    runner = _Runner(model, stats)
+
+    def dfs(path: tuple[Action, ...], infos: tuple[StepInfo, ...], sleep: dict[Any, Any],
+            pre: int, last: int | None) -> None:  # fmt: skip
+        nonlocal complete
+        if found:
+            return
+        k = runner.goto(path)
+        fp = model.fingerprint(k)
+        seen = visited.get(fp)
+        if seen is not None:
+            if seen[0] <= sleep.keys() and seen[1] <= pre:
+                return
+            sleep = {key: f for key, f in sleep.items() if key in seen[0]}
+        else:
+            stats.states += 1
+            if max_states is not None and stats.states > max_states:
+                complete = False
+                return
+        visited[fp] = (frozenset(sleep), min(pre, seen[1]) if seen else pre)
+        stats.max_depth = max(stats.max_depth, len(path))
+        problems = model.violations(k)
+        if problems:
+            found.append(Violation("invariant", tuple(problems), path, infos, pre))
+            return
+        acts = model.actions(k)
+        if not acts:
+            end = _terminal(model, k)
+            if end is not None:
+                found.append(Violation(end[0], end[1], path, infos, pre))
+            return
+        options = [(a, model.info(k, a), model.footprint(k, a)) for a in acts]
+        for a, info, fpnt in options:
+            if found:
+                return
+            if info.key in sleep:
+                continue
+            p2 = pre + _preempt(acts, last, a)
+            if max_preemptions is not None and p2 > max_preemptions:
+                complete = False
+                continue
+            child_sleep = {key: f for key, f in sleep.items() if independent(f, fpnt)}
+            try:
+                runner.advance(path, a)
+            except KernelAssert as e:
+                found.append(
+                    Violation("kernel assert", (str(e),), path + (a,), infos + (info,), p2)
+                )
+                runner.drop()
+                return
+            dfs(path + (a,), infos + (info,), child_sleep, p2, a[0] if a[0] >= 0 else last)
+            sleep[info.key] = fpnt
+        if on_progress is not None and stats.states % 1000 == 0:
+            on_progress(stats)
+
+    dfs((), (), {}, 0, None)
+    stats.seconds = time.perf_counter() - t0
+    return Result(found[0] if found else None, stats, complete and not found, max_preemptions)
+
+
+def minimal(model: Model, *, max_preemptions: int | None = None,
+            max_states: int | None = None) -> Result:  # fmt: skip
+    """Uniform-cost search by (preemptions, steps): the first violation found is minimal."""
+    stats = Stats()
+    t0 = time.perf_counter()
+    runner = _Runner(model, stats)
+    best: dict[tuple[bytes, int | None], tuple[int, int]] = {}
+    heap: list[tuple[int, int, int, tuple[Action, ...], tuple[StepInfo, ...], int | None]] = []
+    seq = 0
+    heapq.heappush(heap, (0, 0, seq, (), (), None))
+    complete = True
+    while heap:
+        pre, nsteps, _, path, infos, last = heapq.heappop(heap)
+        try:
+            k = runner.goto(path)
+        except KernelAssert as e:
+            v = Violation("kernel assert", (str(e),), path, infos, pre)
+            return _done(v, stats, t0, max_preemptions)
+        fp = model.fingerprint(k)
+        key = (fp, last)
+        if key in best:
+            continue
+        best[key] = (pre, nsteps)
+        stats.states = len(best)
+        stats.max_depth = max(stats.max_depth, nsteps)
+        if max_states is not None and stats.states > max_states:
+            complete = False
+            break
+        problems = model.violations(k)
+        if problems:
+            return _done(Violation("invariant", tuple(problems), path, infos, pre), stats, t0,
+                         max_preemptions)  # fmt: skip
+        acts = model.actions(k)
+        if not acts:
+            end = _terminal(model, k)
+            if end is not None:
+                return _done(Violation(end[0], end[1], path, infos, pre), stats, t0,
+                             max_preemptions)  # fmt: skip
+            continue
+        for a in acts:
+            p2 = pre + _preempt(acts, last, a)
+            if max_preemptions is not None and p2 > max_preemptions:
+                complete = False
+                continue
+            seq += 1
+            stats.transitions += 1
+            heapq.heappush(heap, (p2, nsteps + 1, seq, path + (a,), infos + (model.info(k, a),),
+                                  a[0] if a[0] >= 0 else last))  # fmt: skip
+    stats.seconds = time.perf_counter() - t0
+    return Result(None, stats, complete, max_preemptions)
+
+
+def _done(v: Violation, stats: Stats, t0: float, bound: int | None) -> Result:
+    stats.seconds = time.perf_counter() - t0
+    return Result(v, stats, False, bound)
