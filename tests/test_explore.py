@@ -77,6 +77,7 @@ def test_each_mutant_is_caught_with_a_minimal_trace(mutant: str) -> None:
 
     # The correct kernel passes the same scenario: test_waiting_for_the_switch_closes_the_window.
 
+
 def test_minimal_is_minimal_in_preemptions_then_steps() -> None:
     m = model("race_self_abort")
     best = minimal(m)
