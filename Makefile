@@ -31,6 +31,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/bench_translate.py
 	$(BIN)/python benchmarks/bench_kernel_cycle.py
+	$(BIN)/python benchmarks/bench_explore.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -67,6 +67,12 @@ def setup_new_thread(
         yield from abort.k_thread_abort_cleanup_check_reuse(k, t)
     if t.generation and not t.dead:
         raise KernelAssert(f"{fn}: thread object {t.name!r} is still in use (not dead)")
+    if t.generation and t.switch_handle is None:
+        # Dead, but its CPU has not finished arch_switch: its context is still being saved.
+        # k_thread_join() waits for exactly this (z_sched_switch_spin) -- join before re-creating.
+        raise KernelAssert(
+            f"{fn}: thread object {t.name!r} is still switching out (join it before re-creating it)"
+        )
     if options & K_USER:
         if not k.cfg.get("USERSPACE"):
             raise KernelAssert(f"{fn}: K_USER needs CONFIG_USERSPACE")
