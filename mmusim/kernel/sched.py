@@ -98,20 +98,22 @@ def z_swap(k: Kernel, routine: str) -> Routine:
         dequeue(k, old)  # k_yield queued it, and it picked itself: it runs on
         yield from k.k_spin_unlock(k.sched_lock, "do_swap")
         return
-    yield Point(
-        "do_swap",
-        f"z_sched_switch_spin({new.name})",
-        wait=_switch_ready(new),
-        res=reads(("sh", new.name)),
-    )
+    yield from _become_current(k, c, new, "do_swap")
+    if runnable(old) and not old.is_idle:
+        ready_thread(k, old)  # z_requeue_current
+    yield from k.k_spin_unlock(k.sched_lock, "do_swap")
+    yield from arch_switch(k, old, new)
+
+
+def _become_current(k: Kernel, c: PerCpu, new: KThread, routine: str) -> Routine:
+    """Make ``new`` this CPU's ``_current`` once its context is saved (``z_sched_switch_spin``);
+    its switch handle becomes NULL, as for every active thread. Under ``_sched_spinlock``."""
+    yield Point(routine, f"z_sched_switch_spin({new.name})", wait=_switch_ready(new),
+                res=reads(("sh", new.name)))  # fmt: skip
     dequeue(k, new)
     new.cpu = c.id
     c.current = new
-    if runnable(old) and not old.is_idle:
-        ready_thread(k, old)  # z_requeue_current
     new.switch_handle = None
-    yield from k.k_spin_unlock(k.sched_lock, "do_swap")
-    yield from arch_switch(k, old, new)
 
 
 def _switch_ready(t: KThread) -> Condition:
@@ -274,16 +276,7 @@ def _ipi_handler(k: Kernel, c: PerCpu, kinds: list[str]) -> Generator[Any, None,
         if cur.state & ThreadState.ABORTING and not cur.dead:
             yield from abort.halt_thread(k, cur, ThreadState.DEAD)
             new = next_up(k, c)
-            yield Point(
-                "z_sched_ipi",
-                f"z_sched_switch_spin({new.name})",
-                wait=_switch_ready(new),
-                res=reads(("sh", new.name)),
-            )
-            dequeue(k, new)
-            new.cpu = c.id
-            c.current = new
-            new.switch_handle = None
+            yield from _become_current(k, c, new, "z_sched_ipi")
         yield from k.k_spin_unlock(k.sched_lock, "z_sched_ipi")
     c.hw.cpl = saved_cpl
     yield IrqExit(new)
