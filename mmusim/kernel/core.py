@@ -7,7 +7,7 @@ PTE, a TLB, an IPI, a running thread's stack -- is a generator. Just before each
 
 * a direct API call runs it to completion (``run``);
 * the kernel's scheduler interleaves the CPUs' routines, step by step, in a default or seeded order;
-* the explorer (a later layer) tries every order.
+* the explorer (``mmusim.explore``) tries every order.
 
 There is no second model of the kernel for exploration: all drivers run these same routines.
 
