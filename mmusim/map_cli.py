@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -145,23 +144,7 @@ def run_steps(k: Kernel, n: int, *, seed: int | None = None) -> int:
     seeded random choice; sleepers woken by a clock jump when nothing can run -- and stop early if
     the system goes quiescent. Returns the steps taken. On a fresh kernel these are exactly the
     first ``n`` steps ``k.run(seed=seed)`` takes."""
-    rng = random.Random(seed) if seed is not None else None
-    turn = 0
-    done = 0
-    while done < n:
-        actions = k.actions()
-        if not actions:
-            if k._wake_sleepers():  # as Kernel.run does; the engine has no public step-to-N yet
-                continue
-            break
-        if rng is not None:
-            action = rng.choice(actions)
-        else:
-            action = min(actions, key=lambda a: ((a[0] - turn) % k.ncpus, a[1] != "irq"))
-            turn = action[0] + 1
-        k.do(action)
-        done += 1
-    return done
+    return k.run(seed=seed, steps=n, max_steps=k.steps + n + 1, check_deadlock=False)
 
 
 def _run(k: Kernel, step: int | None, seed: int | None, max_steps: int | None = None) -> None:

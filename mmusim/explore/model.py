@@ -210,15 +210,5 @@ def default_prefix(k: Kernel) -> list[Action]:
     """The actions the default (round-robin) schedule takes until the scenario records the
     ``explore`` fact -- the exploration root. Without that marker the root is the boot itself."""
     taken: list[Action] = []
-    turn = 0
-    while START_FACT not in k.facts:
-        acts = k.actions()
-        if not acts:
-            if k._wake_sleepers():
-                continue
-            return []  # no marker: explore from boot
-        a = min(acts, key=lambda x: ((x[0] - turn) % k.ncpus, x[1] != "irq"))
-        turn = a[0] + 1
-        taken.append(a)
-        k.do(a)
-    return taken
+    k.run(until=lambda kk: START_FACT in kk.facts, taken=taken, check_deadlock=False)
+    return taken if START_FACT in k.facts else []  # no marker: explore from boot

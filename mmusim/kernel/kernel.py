@@ -268,19 +268,37 @@ class Kernel:
 
             sched.exit_irq(self, c, c.irq_pending.new)
 
-    def run(self, *, seed: int | None = None, max_steps: int = 5_000_000) -> None:
+    def run(
+        self,
+        *,
+        seed: int | None = None,
+        max_steps: int = 5_000_000,
+        steps: int | None = None,
+        until: Callable[[Kernel], bool] | None = None,
+        taken: list[tuple[int, str]] | None = None,
+        check_deadlock: bool = True,
+    ) -> int:
         """Step the CPUs until the system is quiescent: every CPU idle, nothing ready, no IPI
         pending, no sleeper left to wake (sleepers wake by jumping the clock). ``seed`` picks a
-        seeded random schedule; without it CPUs take turns in round-robin order."""
+        seeded random schedule; without it CPUs take turns in round-robin order, a pending
+        interrupt before a step of the same CPU.
+
+        It stops earlier after ``steps`` steps, or as soon as ``until(kernel)`` holds; ``taken``
+        receives every action performed. At quiescence a CPU still waiting is a deadlock
+        (``KernelAssert``) unless ``check_deadlock`` is False. Returns the steps performed.
+        This is the one default schedule: ``mmusim map --step`` and the explorer's root use it.
+        """
         rng = random.Random(seed) if seed is not None else None
         turn = 0
-        while True:
+        done = 0
+        while (steps is None or done < steps) and not (until is not None and until(self)):
             actions = self.actions()
             if not actions:
                 if self._wake_sleepers():
                     continue
-                self._check_deadlock()
-                return
+                if check_deadlock:
+                    self._check_deadlock()
+                break
             if self.steps >= max_steps:
                 raise KernelAssert(f"Kernel.run: no quiescence after {max_steps} steps")
             if rng is not None:
@@ -288,7 +306,11 @@ class Kernel:
             else:
                 action = min(actions, key=lambda a: ((a[0] - turn) % self.ncpus, a[1] != "irq"))
                 turn = action[0] + 1
+            if taken is not None:
+                taken.append(action)
             self.do(action)
+            done += 1
+        return done
 
     def _wake_sleepers(self) -> bool:
         if not self.sleepers:
