@@ -24,6 +24,7 @@ from mmusim.explore.search import Result, Violation
 from mmusim.hw import Trap
 from mmusim.kernel import Kernel, KernelAssert
 from mmusim.kernel.geometry import PAGE
+from mmusim.kernel.kernel import thread_state_name
 from mmusim.render.walk import error_code_names
 
 FORMAT = "mmusim-trace/1"
@@ -55,7 +56,7 @@ def snapshot(k: Kernel) -> dict[str, str]:
     for t in k.threads.values():
         if t.is_idle or not t.generation:
             continue
-        snap[f"{t.name}.state"] = _state(k, t)
+        snap[f"{t.name}.state"] = thread_state_name(k, t)
         addr = t.stack_info.mapped.addr
         snap[f"{t.name}.mapped.addr"] = f"{addr:#x}" if addr is not None else "NULL"
     for r in sorted(k.regions.values(), key=lambda r: r.addr):
@@ -63,12 +64,6 @@ def snapshot(k: Kernel) -> dict[str, str]:
             present = sum(k.pt.lookup(r.addr + off) is not None for off in range(0, r.size, PAGE))
             snap[f"stack of {r.owner} @{r.addr:#x}"] = f"{present}/{r.size // PAGE} pages present"
     return snap
-
-
-def _state(k: Kernel, t: Any) -> str:
-    from mmusim.kernel.kernel import thread_state_name
-
-    return thread_state_name(k, t)
 
 
 def _diff(before: dict[str, str], after: dict[str, str]) -> str:

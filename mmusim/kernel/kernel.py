@@ -30,18 +30,14 @@ from typing import Any
 import attrs
 from sortedcontainers import SortedKeyList
 
-from mmusim.hw import MODES, ControlState, Cpu, PageTables, PagingMode, PhysMem, PteFlags
+from mmusim.hw import Cpu, PageTables, PagingMode, PhysMem
 from mmusim.kernel.core import KernelAssert, KSpinlock, Point, writes
-from mmusim.kernel.geometry import PAGE, StackGeometry, round_up
+from mmusim.kernel.geometry import PAGE, StackGeometry
 from mmusim.kernel.mm import FrameAllocator
 from mmusim.kernel.thread import KThread, Op, StackObject
 from mmusim.kernel.vmregion import VirtRegionAllocator
 
 ConfigValues = Mapping[str, bool | int | str]
-
-_RW = int(PteFlags.RW)
-_NX = int(PteFlags.NX)
-_G = int(PteFlags.G)
 
 
 @attrs.frozen
@@ -430,12 +426,4 @@ def thread_state_name(k: Kernel, t: KThread) -> str:
     return "running" if any(c.current is t for c in k.cpus) else "ready"
 
 
-def kernel_page_flags(text: bool = False) -> int:
-    return 0 if text else _RW | _NX
-
-
-def layout_round(x: int) -> int:
-    return round_up(x, PAGE)
-
-
-__all__ = ["MODES", "ControlState", "Cpu", "Kernel", "PageTables", "PhysMem"]
+__all__ = ["CleanupSlot", "IrqExit", "Kernel", "PerCpu", "Region", "SwitchOut", "thread_state_name"]

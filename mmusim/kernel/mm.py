@@ -30,7 +30,7 @@ from mmusim.kernel.core import LOCAL, KernelAssert, Point, pte_write, writes
 from mmusim.kernel.geometry import PAGE
 
 if TYPE_CHECKING:
-    from mmusim.kernel.kernel import Kernel, Region
+    from mmusim.kernel.kernel import Kernel
 
 # Flags of include/zephyr/kernel/mm.h (values as read there; the bit numbers are UNVERIFIED and
 # only matter inside mmusim).
@@ -269,13 +269,3 @@ def k_mem_unmap_phys_bare(k: Kernel, addr: int, size: int) -> Routine:
     k.vm.free(addr, size)
     k.regions.pop(addr, None)
     yield from k.k_spin_unlock(k.mm_lock, fn)
-
-
-def region_of(k: Kernel, va: int) -> Region | None:
-    """The mapping whose usable part or guard pages contain ``va`` (O(regions))."""
-    for r in k.regions.values():
-        lo = r.addr - (PAGE if r.guards else 0)
-        hi = r.addr + r.size + (PAGE if r.guards else 0)
-        if lo <= va < hi:
-            return r
-    return None
