@@ -31,6 +31,7 @@ import attrs
 from sortedcontainers import SortedKeyList
 
 from mmusim.hw import Cpu, PageTables, PagingMode, PhysMem
+from mmusim.kernel import sched
 from mmusim.kernel.core import KernelAssert, KSpinlock, Point, writes
 from mmusim.kernel.geometry import PAGE, StackGeometry
 from mmusim.kernel.mm import FrameAllocator
@@ -224,8 +225,6 @@ class Kernel:
         self._cpu = cpu_id
         c = self.cpus[cpu_id]
         self.steps += 1
-        from mmusim.kernel import sched
-
         if kind == "irq":
             sched.enter_irq(self, c)
         elif c.irq is not None:
@@ -244,8 +243,6 @@ class Kernel:
 
     def _settle(self, c: PerCpu, t: KThread, out: Any) -> None:
         """Record where thread ``t`` stopped; follow a context switch to the next thread."""
-        from mmusim.kernel import sched
-
         while isinstance(out, SwitchOut):
             t.pending = sched.SWITCHED_OUT
             new = out.new
@@ -260,8 +257,6 @@ class Kernel:
         except StopIteration:
             raise AssertionError("interrupt handler returned without IrqExit") from None
         if isinstance(c.irq_pending, IrqExit):
-            from mmusim.kernel import sched
-
             sched.exit_irq(self, c, c.irq_pending.new)
 
     def run(
@@ -311,8 +306,6 @@ class Kernel:
     def _wake_sleepers(self) -> bool:
         if not self.sleepers:
             return False
-        from mmusim.kernel import sched
-
         first = self.sleepers[0]
         if first.wake_tick is None:
             return False
