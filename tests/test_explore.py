@@ -56,14 +56,17 @@ def test_reuse_race_with_the_fix_passes_within_two_preemptions() -> None:
 def test_stale_tlb_without_shootdown_is_found() -> None:
     r = explore(model("race_stale_tlb", FIX))
     assert r.violation is not None
-    assert "stale TLB" in " ".join(r.violation.messages)
+    # check_tlb_coherent sees the stale entry as soon as z_mm_lock is released, before any use.
+    assert "tlb: CPU" in " ".join(r.violation.messages)
 
 
 # Where each mutant shows: the leak needs a thread aborted by another thread.
 MUTANT_SCENARIO = {"abort-cleanup-leak": "race_ipi_abort"}
 
 
-@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+# user-priv-stack needs a K_USER thread, which no race scenario has: tests/test_machine.py
+# catches it with the property-test machine.
+@pytest.mark.parametrize("mutant", sorted(set(MUTANTS) - {"user-priv-stack"}))
 def test_each_mutant_is_caught_with_a_minimal_trace(mutant: str) -> None:
     m = model(MUTANT_SCENARIO.get(mutant, "race_self_abort"), FIX + mutant_config_lines(mutant))
     r = explore(m)

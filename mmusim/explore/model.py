@@ -171,9 +171,10 @@ class Model:
         parts += [
             slot.thread.name if slot.thread else None, slot.stack_addr, slot.stack_sz,
             tuple(lk.holder for lk in (k.sched_lock, k.cleanup_lock, k.mm_lock)),
+            tuple((e.thread, e.kind, e.addr, e.outcome) for e in k.escapes),
             tuple(t.name for t in k.ready), tuple(t.name for t in k.sleepers), k.clock,
             tuple(sorted(k.regions)), tuple(sorted(k.mappings)), k.vm.free_pages,
-            k.frames.free_count(), k.pending_shootdowns,
+            k.frames.free_count(), k.pending_shootdowns, k.shootdowns_owed,
             tuple((n, tuple(map(repr, v))) for n, v in sorted(k.facts.items())),
             tuple(tuple(sorted(f.items())) for f in k.faults), len(k.log),
         ]  # fmt: skip

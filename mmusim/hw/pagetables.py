@@ -15,6 +15,7 @@ panics do.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 from mmusim.hw.paging import MODE_32, MODE_IA32E, PagingMode, PteFlags, walk_plan
@@ -44,6 +45,7 @@ class PageTables:
         self._plan = walk_plan(mode, nxe, pse, maxphyaddr, True)
         self._esize = mode.entry_size
         self.table_frames: list[int] = []
+        self._memo: dict[int, tuple[str, int, int, int] | None] | None = None  # see frozen()
         self.root = self._new_table()
 
     # -- entries ----------------------------------------------------------------------------
@@ -190,6 +192,26 @@ class PageTables:
     def lookup(self, va: int) -> tuple[str, int, int, int] | None:
         """Software walk: (level name, entry address, entry, page size) of the present leaf for
         ``va``, or None. No rights checks, no A/D updates."""
+        memo = self._memo
+        if memo is not None:
+            page = va >> 12
+            if page not in memo:
+                memo[page] = self._lookup(va)
+            return memo[page]
+        return self._lookup(va)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Within the block the tables must not change: ``lookup`` answers each 4K page once
+        (the kernel's invariant checks ask about the same pages many times)."""
+        outer = self._memo
+        self._memo = {} if outer is None else outer
+        try:
+            yield
+        finally:
+            self._memo = outer
+
+    def _lookup(self, va: int) -> tuple[str, int, int, int] | None:
         table = self.root
         last = len(self._plan.levels) - 1
         for i, lp in enumerate(self._plan.levels):

@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 
 from mmusim.kernel import sched
 from mmusim.kernel.core import LOCAL, KernelAssert, Point, reads, writes
-from mmusim.kernel.mm import k_mem_unmap_phys_guard
 from mmusim.kernel.thread import K_ESSENTIAL, KThread, MappedInfo, ThreadState
 
 if TYPE_CHECKING:
@@ -90,6 +89,7 @@ def halt_thread(k: Kernel, t: KThread, new_state: ThreadState) -> Routine:
     sched.dequeue(k, t)
     if t.state & ThreadState.SLEEPING and t in k.sleepers:
         k.sleepers.remove(t)
+    t.mbox_wait = False
     if t.pended_on is not None:  # unpend: t may wait on someone's join queue
         if t in t.pended_on.join_waiters:
             t.pended_on.join_waiters.remove(t)
@@ -162,7 +162,7 @@ def do_deferred_thread_cleanup(k: Kernel) -> Routine:
         if k.drain_waits and pending is not None:  # SIM_CLEANUP_WAITS_FOR_SWITCH (not Zephyr)
             yield Point("do_deferred_thread_cleanup", f"wait for {pending.name} to switch out",
                         wait=sched._switch_ready(pending), res=reads(("sh", pending.name)))  # fmt: skip
-        yield from k_mem_unmap_phys_guard(k, addr, sz, False)
+        yield from k.policy.unmap_stack(k, MappedInfo(addr, sz))
         yield Point("do_deferred_thread_cleanup", "clear the stash", res=SLOT)
         k.cleanup.stack_addr = None
         k.cleanup.stack_sz = 0
@@ -174,7 +174,7 @@ def do_thread_cleanup(k: Kernel, t: KThread) -> Routine:
         return
     addr = t.stack_info.mapped.addr
     if addr is not None:
-        yield from k_mem_unmap_phys_guard(k, addr, t.stack_info.mapped.sz, False)
+        yield from k.policy.unmap_stack(k, t.stack_info.mapped)
         yield Point("do_thread_cleanup", f"{t.name}: stack_info.mapped.addr = NULL", res=SLOT)
         t.stack_info.mapped = MappedInfo(None, 0)
 

@@ -12,6 +12,7 @@ run at the thread's CPL.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,8 @@ from mmusim.hw import Trap
 from mmusim.kernel import abort, fault, mm, sched, threads
 from mmusim.kernel.core import LOCAL, KernelAssert, Point, pages_of, touches_pages
 from mmusim.kernel.geometry import PAGE
-from mmusim.kernel.thread import K_USER, KThread, Op
+from mmusim.kernel.policy import StackEscape
+from mmusim.kernel.thread import K_USER, KThread, Op, ThreadState
 
 if TYPE_CHECKING:
     from mmusim.kernel.kernel import Kernel
@@ -30,7 +32,7 @@ FILL = 0x5A  # what pushes write: recognisable in a memory dump
 _KERNEL_OPS = {
     "sleep", "yield", "abort_self", "abort", "create", "start", "join", "suspend", "resume",
     "k_mem_map", "k_mem_unmap", "record", "return", "exhaust", "unmap_all",
-    "k_mem_map_phys_bare", "k_mem_unmap_phys_bare",
+    "k_mem_map_phys_bare", "k_mem_unmap_phys_bare", "serve",
 }  # fmt: skip
 
 
@@ -70,9 +72,33 @@ def run_ops(k: Kernel, t: KThread, ops: tuple[Op, ...]) -> Routine:
             yield from memory_op(k, t, op)
 
 
+def note_escape(k: Kernel, t: KThread, lo: int, hi: int, what: str) -> None:
+    """Before a stack access of ``[lo, hi)``: if it leaves ``t``'s stack object by less than a page,
+    record a ``StackEscape`` (judged by ``invariants.check_stack_escapes``) and keep it in
+    ``t.escape`` until the access completes (``access_done``) or faults (``fault.page_fault``)."""
+    elo, ehi = k.policy.extent(k, t)
+    if lo < elo and hi > elo - PAGE:
+        e = StackEscape(t.name, "overflow", max(lo, elo - PAGE), what)
+    elif hi > ehi and lo < ehi + PAGE:
+        e = StackEscape(t.name, "underflow", max(lo, ehi), what)
+    else:
+        t.escape = None
+        return
+    k.escapes.append(e)
+    t.escape = e
+
+
+def access_done(t: KThread) -> None:
+    """The access went through: an escape it made was silent."""
+    if t.escape is not None:
+        t.escape.outcome = "silent"
+        t.escape = None
+
+
 def memory_op(k: Kernel, t: KThread, op: Op) -> Routine:
     """An op that touches memory at the thread's CPL; a fault ends in ``fault.page_fault``."""
     hw = k.cpu.hw
+    t.escape = None
     try:
         if op.kind == "push":
             yield from push(k, t, op.n)
@@ -80,7 +106,9 @@ def memory_op(k: Kernel, t: KThread, op: Op) -> Routine:
             yield Point(
                 t.name, f"pop {op.n} bytes", res=touches_pages(pages_of(hw.sp, hw.sp + op.n))
             )
+            note_escape(k, t, hw.sp, hw.sp + op.n, f"pop {op.n} bytes at {hw.sp:#x}")
             hw.pop(op.n)
+            access_done(t)
         elif op.kind == "call":
             yield from call(k, t, op.n, op.probe)
         elif op.kind in ("touch", "write"):
@@ -90,7 +118,10 @@ def memory_op(k: Kernel, t: KThread, op: Op) -> Routine:
                 f"write a word at {addr:#x}",
                 res=touches_pages(pages_of(addr, addr + k.word)),
             )
+            if op.kind == "touch":  # relative to the thread's own stack
+                note_escape(k, t, addr, addr + k.word, f"write a word at {addr:#x}")
             k.cpu.hw.write(addr, bytes([FILL]) * k.word)
+            access_done(t)
         elif op.kind == "read":
             addr = address(k, t, op)
             yield Point(
@@ -120,9 +151,11 @@ def push(k: Kernel, t: KThread, n: int) -> Routine:
             f"push {chunk} bytes below {hw.sp:#x}",
             res=touches_pages(pages_of(hw.sp - chunk, hw.sp)),
         )
+        note_escape(k, t, hw.sp - chunk, hw.sp, f"push {chunk} bytes below {hw.sp:#x}")
         hw.push(bytes([FILL]) * word)  # the first word decides this page (CR2 = SP - word)
         if chunk > word:
             hw.push(bytes([FILL]) * (chunk - word))
+        access_done(t)
         left -= chunk
 
 
@@ -138,14 +171,18 @@ def call(k: Kernel, t: KThread, frame: int, probe: bool) -> Routine:
         while hw.sp - PAGE > top - frame:
             hw.sp -= PAGE
             yield Point(t.name, f"probe {hw.sp:#x}", res=touches_pages(pages_of(hw.sp, hw.sp + 8)))
+            note_escape(k, t, hw.sp, hw.sp + k.word, f"probe {hw.sp:#x}")
             hw.write(hw.sp, bytes(k.word))
+            access_done(t)
     hw.sp = top - frame
     yield Point(
         t.name,
         f"write the lowest local at {hw.sp:#x}",
         res=touches_pages(pages_of(hw.sp, hw.sp + k.word)),
     )
+    note_escape(k, t, hw.sp, hw.sp + k.word, f"write the lowest local at {hw.sp:#x}")
     hw.write(hw.sp, bytes([FILL]) * k.word)
+    access_done(t)
     hw.sp = entry_sp  # leave; ret
 
 
@@ -251,6 +288,8 @@ def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
         if r is None:
             raise KernelAssert(f"k_mem_unmap_phys_bare: no mapping named {op.target!r}")
         yield from mm.k_mem_unmap_phys_bare(k, r.addr, r.size)
+    elif kind == "serve":
+        yield from serve(k, t)
     elif kind == "record":
         yield Point(t.name, f"record {op.target}")
         k.record(op.label or op.target, k.fact(op.target))
@@ -258,3 +297,28 @@ def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
         raise KernelAssert(f"run_ops: unknown kernel op {kind!r}")
     if t.dead:
         raise AssertionError(f"{t.name} ran after it died")  # pragma: no cover
+
+
+def serve(k: Kernel, t: KThread) -> Routine:
+    """The ``serve`` op: take kernel calls from this thread's mailbox (``Kernel.post``) and make
+    them, one at a time, until a ``return`` request; with the mailbox empty, pend on it (as on a
+    ``k_msgq_get(K_FOREVER)``). The harness wakes it with a mailbox interrupt (``sched``).
+    Requests run with the thread's CPL, like the body's own ops (kernel calls at CPL 0)."""
+    box = k.mailboxes.setdefault(t.name, deque())
+    while True:
+        yield from k.k_spin_lock(k.sched_lock, "serve")
+        if not box:
+            t.state |= ThreadState.PENDING
+            t.mbox_wait = True
+            yield from sched.z_swap(k, "serve")
+            continue
+        yield from k.k_spin_unlock(k.sched_lock, "serve")
+        req = box.popleft()
+        if req.op.kind == "return":
+            return
+        if req.guard is not None and not req.guard(k):
+            continue
+        c = k.cpu
+        saved, c.hw.cpl = c.hw.cpl, t.cpl
+        yield from run_ops(k, t, (req.op,))
+        k.cpu.hw.cpl = saved

@@ -108,8 +108,9 @@ def boot(k: Kernel, main_body: tuple[Op, ...]) -> None:
     k.image_end_virt = image_end + k.virt_offset
     k.frames = FrameAllocator(image_end, sram_base + sram_size)
     k.vm = VirtRegionAllocator(
-        vm_base, vm_size, k.image_end_virt, reserved_top=PAGE if cfg.get("DEMAND_PAGING") else 0
-    )
+        vm_base, vm_size, k.image_end_virt, reserved_top=PAGE if cfg.get("DEMAND_PAGING") else 0,
+        mutant_double_alloc=k.mutant_va_double_alloc,
+    )  # fmt: skip
     k.vm_reserved_pages = k.vm.allocated_pages
     ctl = ControlState.for_mode(mode.name, cr3=k.pt.root, wp=True, nxe=mode.has_nx)
 

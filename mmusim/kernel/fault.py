@@ -28,11 +28,11 @@ from mmusim.hw import PF_VECTOR, PfErrorCode, Trap
 from mmusim.hw.paging import DF_VECTOR
 from mmusim.kernel import abort
 from mmusim.kernel.core import KernelAssert
-from mmusim.kernel.geometry import PAGE, round_up
+from mmusim.kernel.geometry import round_up
+from mmusim.kernel.thread import KThread, ThreadState
 
 if TYPE_CHECKING:
     from mmusim.kernel.kernel import Kernel
-    from mmusim.kernel.thread import KThread
 
 K_ERR_CPU_EXCEPTION = 0
 K_ERR_SPURIOUS_IRQ = 1
@@ -61,20 +61,9 @@ def check_stack_bounds(k: Kernel, addr: int, size: int, cs_cpl: int) -> bool:
 
 
 def check_guard_page(k: Kernel, addr: int) -> bool:
-    """``z_x86_check_guard_page``: is ``addr`` in the current thread's front or rear guard?
-
-    With ``mapped.addr == NULL`` the rear-guard test becomes ``[0, PAGE)`` and the front test
-    wraps: a NULL-page access is then reported as a stack overflow (reference section 6.8), as in
-    Zephyr.
-    """
-    mapped = k.current.stack_info.mapped
-    base = mapped.addr or 0
-    mask = (1 << 64) - 1
-    start, end = (base - PAGE) & mask, base
-    if start <= addr < end:
-        return True
-    start = base + mapped.sz
-    return start <= addr < start + PAGE
+    """``z_x86_check_guard_page``: is ``addr`` in the current thread's guard? Asked of the kernel's
+    stack policy (``MappedStacks.is_stack_fault`` is Zephyr's test, NULL-page quirk included)."""
+    return k.policy.is_stack_fault(k, k.current, addr)
 
 
 def page_fault(k: Kernel, t: KThread, trap: Trap, sp: int) -> Generator[Any, None, None]:
@@ -106,11 +95,13 @@ def page_fault(k: Kernel, t: KThread, trap: Trap, sp: int) -> Generator[Any, Non
         if (
             k.cfg.get("THREAD_STACK_INFO")
             and check_stack_bounds(k, sp, 0, cpl)
-            or k.mapped_stacks
-            and cr2 is not None
+            or cr2 is not None
             and check_guard_page(k, cr2)
         ):
             reason = K_ERR_STACK_CHK_FAIL
+    if t.escape is not None:  # the access that trapped left the stack object: judge the policy
+        t.escape.outcome = reason
+        t.escape = None
     k.faults.append(
         {
             "thread": t.name,
@@ -132,6 +123,40 @@ def page_fault(k: Kernel, t: KThread, trap: Trap, sp: int) -> Generator[Any, Non
     c.hw.sp = c.isr_stack
     c.running_on = None
     yield from abort.k_thread_abort(k, t)
+
+
+def switch_overflow(k: Kernel, old: KThread, trap: Trap) -> Generator[Any, None, None]:
+    """``arch_switch`` faulted saving ``old``'s context on its own stack: the stack was full (an
+    SP at ``stack_info.start`` already counts as overflowed). The fault is taken in exception
+    context (the IST on x86_64, the #DF task on ia32; mmusim: this CPU's interrupt stack) and is a
+    fatal stack overflow of ``old`` -- mmusim attributes it to ``old``, although ``_current`` is
+    already the incoming thread (a documented choice, docs/kernel.md). ``old`` is halted there, its
+    stack unmapped at once (the CPU no longer runs on it), and its switch handle published so
+    joiners go on; the switch to the incoming thread then completes."""
+    c = k.cpu
+    k.printk(f"E: Page fault at address {trap.cr2:#x} (error code {trap.error_code:#x})")
+    k.faults.append(
+        {
+            "thread": old.name,
+            "cpu": c.id,
+            "vector": trap.vector,
+            "cr2": trap.cr2,
+            "error_code": trap.error_code,
+            "reason": K_ERR_STACK_CHK_FAIL,
+            "sp": c.hw.sp,
+            "tick": k.clock,
+        }
+    )
+    z_fatal_error(k, old, K_ERR_STACK_CHK_FAIL)
+    old.exit_reason = f"fatal: {REASONS[K_ERR_STACK_CHK_FAIL]} (saving its context)"
+    c.hw.cpl = 0
+    c.hw.sp = c.isr_stack
+    c.running_on = None
+    yield from k.k_spin_lock(k.sched_lock, "z_x86_switch_fault")
+    yield from abort.halt_thread(k, old, ThreadState.DEAD)
+    yield from k.k_spin_unlock(k.sched_lock, "z_x86_switch_fault")
+    old.sp = c.hw.sp
+    old.switch_handle = old.sp
 
 
 def z_fatal_error(k: Kernel, t: KThread, reason: int) -> None:

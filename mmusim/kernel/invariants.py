@@ -22,14 +22,30 @@ if TYPE_CHECKING:
     from mmusim.kernel.kernel import Kernel
 
 
+_RW = 1 << 1  # PTE R/W
+_US = 1 << 2  # PTE U/S
+
+
 class InvariantViolation(AssertionError):
     """One or more kernel invariants do not hold."""
 
 
 def check_geometry(k: Kernel) -> list[str]:
-    """(1) Every live mapped stack: page-aligned, ``K_*_STACK_LEN`` long, ``start``/``size`` inside."""
+    """(1) Every live mapped stack: page-aligned, ``K_*_STACK_LEN`` long, ``start``/``size`` inside;
+    and every live thread got at least the stack it asked for (``stack_info.size`` >= the
+    requested size)."""
     out: list[str] = []
     for t in k.threads.values():
+        if (
+            t.stack is not None
+            and t.stack_ready
+            and not t.dead
+            and t.stack_info.size < t.stack.size
+        ):
+            out.append(
+                f"geometry: {t.name}: stack_info.size {t.stack_info.size:#x} < the requested "
+                f"stack size {t.stack.size:#x}"
+            )
         m = t.stack_info.mapped
         if m.addr is None or t.stack is None:
             continue
@@ -53,14 +69,47 @@ def check_guards(k: Kernel) -> list[str]:
     out: list[str] = []
     seen: dict[int, str] = {}
     for r in k.regions.values():
-        if not r.guards:
+        for lo, hi in r.guard_ranges():
+            for g in range(lo, hi, PAGE):
+                if k.pt.lookup(g) is not None:
+                    out.append(f"guards: {r.owner}: guard page {g:#x} is present")
+                if g in seen:
+                    out.append(f"guards: guard page {g:#x} shared by {seen[g]} and {r.owner}")
+                seen[g] = r.owner
+    return out
+
+
+def check_regions(k: Kernel) -> list[str]:
+    """(2, 4) Every mapping's virtual region -- guards included -- is allocated in the VM
+    allocator and overlaps no other mapping's: no page is handed out twice, and no guard lies in
+    free virtual space where a later mapping could make it present. Every live thread's stack
+    mapping (``stack_info.mapped``) is a live mapping of its own, of that size (two mappings at
+    one address would otherwise show as one). Skipped inside ``z_mm_lock``."""
+    out: list[str] = []
+    if k.mm_lock.holder is not None:
+        return out
+    for t in k.threads.values():
+        m = t.stack_info.mapped
+        if m.addr is None or not t.stack_ready or t.dead:
             continue
-        for g in (r.addr - PAGE, r.addr + r.size):
-            if k.pt.lookup(g) is not None:
-                out.append(f"guards: {r.owner}: guard page {g:#x} is present")
-            if g in seen:
-                out.append(f"guards: guard page {g:#x} shared by {seen[g]} and {r.owner}")
-            seen[g] = r.owner
+        r = k.regions.get(m.addr)
+        if r is None or r.owner != t.name or r.size != m.sz:
+            held = "no mapping" if r is None else f"{r.owner}'s {r.kind} mapping of {r.size:#x}"
+            out.append(
+                f"regions: {t.name}: its stack mapping {m.addr:#x}+{m.sz:#x} is not a live "
+                f"mapping of its own ({held} there)"
+            )
+    spans = sorted((r.extent, r.owner) for r in k.regions.values())
+    for ((lo, hi), owner), ((lo2, _hi2), owner2) in zip(spans, spans[1:], strict=False):
+        if lo2 < hi:
+            out.append(
+                f"regions: {owner} [{lo:#x}, {hi:#x}) overlaps {owner2} (from {lo2:#x}): "
+                "virtual pages handed out twice"
+            )
+    for (lo, hi), owner in spans:
+        for va in (lo, hi - PAGE):
+            if not k.vm.is_allocated(va):
+                out.append(f"regions: {owner}: page {va:#x} of its region is free virtual space")
     return out
 
 
@@ -91,7 +140,7 @@ def check_vm_conservation(k: Kernel) -> list[str]:
     if k.mm_lock.holder is not None:
         return []  # between virt_region_alloc and the bookkeeping
     expected = k.vm_reserved_pages + sum(
-        r.size // PAGE + (2 if r.guards else 0) for r in k.regions.values()
+        r.size // PAGE + sum(r.guard_pages) for r in k.regions.values()
     )
     if k.vm.allocated_pages != expected:
         return [f"vm: {k.vm.allocated_pages} virtual pages allocated, expected {expected}"]
@@ -191,11 +240,16 @@ def check_no_leaked_stack(k: Kernel) -> list[str]:
 
 
 def check_no_self_unmap(k: Kernel) -> list[str]:
-    """(6) No CPU executes on a stack whose pages are unmapped (its SP's page must be present)."""
+    """(6) No CPU executes on a stack whose pages are unmapped (its SP's page must be present).
+    Judged while SP is inside the stack as it was placed (``KThread.stack_extent``): an SP that an
+    overflow moved below it (``sub sp, frame`` before the access that faults) is not an unmap."""
     out: list[str] = []
     for c in k.cpus:
         t = c.running_on
         if t is None or c.irq is not None:
+            continue
+        lo, hi = t.stack_extent
+        if not lo <= c.hw.sp <= hi:
             continue
         # The data in use is [SP, top): SP's own page must be mapped -- unless SP is a page-aligned,
         # empty stack top, whose page is the rear guard; then the page below is the one in use.
@@ -306,9 +360,88 @@ def check_frames(k: Kernel) -> list[str]:
     return out
 
 
+def check_policy_guards(k: Kernel) -> list[str]:
+    """Every live thread's guards, as its stack policy states them (``StackPolicy.guards``), fault
+    on a write: each page is not present or read-only. Skipped inside ``z_mm_lock``."""
+    out: list[str] = []
+    if k.mm_lock.holder is not None:
+        return out
+    for t in k.threads.values():
+        if not t.stack_ready or t.dead or t.stack is None:
+            continue
+        for lo, hi in k.policy.guards(k, t):
+            for va in range(lo - lo % PAGE, hi, PAGE):
+                hit = k.pt.lookup(va)
+                if hit is not None and hit[2] & _RW:
+                    out.append(
+                        f"policy-guards: {t.name}: guard page {va:#x} ({k.policy.name}) is "
+                        "mapped writable"
+                    )
+    return out
+
+
+def check_stack_escapes(k: Kernel) -> list[str]:
+    """The stack policy keeps its promise (``StackPolicy.catches``): every stack access that left
+    its thread's stack object by less than a page, in a direction the policy catches, faulted and
+    was reported as a stack overflow (``K_ERR_STACK_CHK_FAIL``)."""
+    out: list[str] = []
+    catches = k.policy.catches
+    for e in k.escapes:
+        if e.outcome is None or e.outcome == 2 or e.kind not in catches:
+            continue
+        if e.outcome == "silent":
+            how = "went through silently"
+        else:
+            from mmusim.kernel.fault import REASONS
+
+            how = f"was reported as reason {e.outcome} ({REASONS.get(int(e.outcome), '?')})"
+        out.append(
+            f"escape: {e.thread}: stack {e.kind} at {e.addr:#x} ({e.what}) {how}, not as a "
+            f"stack overflow -- policy {k.policy.name!r} promises to catch {e.kind}s"
+        )
+    return out
+
+
+def check_tlb_coherent(k: Kernel) -> list[str]:
+    """No CPU's TLB holds a translation in the mapping area (above ``K_MEM_VM_FREE_START``) that
+    the page tables no longer grant -- page gone, another frame, or rights taken away -- unless a
+    TLB shootdown is on its way to that CPU. The unmapping CPU itself must have ``invlpg``-ed.
+    Skipped inside ``z_mm_lock`` (an unmap invalidates, then shoots down, after the PTE writes) and
+    while a CPU takes rights away (``set_stack_perms``) and owes the shootdown."""
+    from mmusim.hw.tlb import R_USER, R_WRITABLE
+
+    out: list[str] = []
+    if k.mm_lock.holder is not None or k.shootdowns_owed:
+        return out
+    floor = k.image_end_virt >> 12
+    for c in k.cpus:
+        if c.shootdowns_pending:
+            continue
+        for vpn, e in c.hw.tlb._pages.items():  # peek: Tlb.lookup would count a hit
+            if vpn < floor:
+                continue
+            hit = k.pt.lookup(e.page)
+            if hit is None:
+                out.append(f"tlb: CPU {c.id} caches {e.describe()}, but the page is not mapped")
+                continue
+            entry = hit[2]
+            frame = entry & k.pt_frame_mask & ~(hit[3] - 1)
+            if frame != e.frame:
+                out.append(f"tlb: CPU {c.id} caches {e.describe()}, the tables map {frame:#x}")
+            elif (e.rights & R_WRITABLE and not entry & _RW) or (
+                e.rights & R_USER and not entry & _US
+            ):
+                out.append(f"tlb: CPU {c.id} caches {e.describe()}: more rights than the PTE")
+    return out
+
+
 CHECKS: tuple[Callable[[Kernel], list[str]], ...] = (
     check_geometry,
     check_guards,
+    check_regions,
+    check_policy_guards,
+    check_stack_escapes,
+    check_tlb_coherent,
     check_alias,
     check_vm_conservation,
     check_cleanup_slot,
@@ -330,8 +463,9 @@ by scenarios and tests that still check every step."""
 
 def check_all(k: Kernel) -> list[str]:
     out: list[str] = []
-    for check in CHECKS:
-        out.extend(check(k))
+    with k.pt.frozen():  # the checks only read: each page is walked once
+        for check in CHECKS:
+            out.extend(check(k))
     return out
 
 

@@ -24,6 +24,7 @@ The kernel never uses the wall clock or global randomness.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
@@ -35,7 +36,8 @@ from mmusim.kernel import sched
 from mmusim.kernel.core import KernelAssert, KSpinlock, Point, writes
 from mmusim.kernel.geometry import PAGE, StackGeometry
 from mmusim.kernel.mm import FrameAllocator
-from mmusim.kernel.thread import KThread, Op, StackObject
+from mmusim.kernel.policy import StackEscape, StackPolicy, resolve_policy
+from mmusim.kernel.thread import KThread, Op, Request, StackObject
 from mmusim.kernel.vmregion import VirtRegionAllocator
 
 ConfigValues = Mapping[str, bool | int | str]
@@ -69,6 +71,7 @@ class PerCpu:
     isr_stack: int = 0  # top of this CPU's interrupt stack
     held: list[KSpinlock] = attrs.field(factory=list)
     pending_ipis: list[str] = attrs.field(factory=list)
+    shootdowns_pending: int = 0  # TLB IPIs sent to this CPU whose flush has not happened yet
     irq: Generator[Any, None, Any] | None = None
     irq_pending: Any = None  # the Point the interrupt handler is suspended at (Any: or IrqExit)
     irq_thread: KThread | None = None  # the thread the interrupt interrupted
@@ -83,9 +86,29 @@ class Region:
     size: int
     kind: str  # "stack", "anon", "bare"
     owner: str  # thread name or mapping name
-    guards: bool
+    guard_pages: tuple[int, int]  # (front, rear) guard pages: (1, 1) for k_mem_map, (0, 0) bare
     phys: int | None = None  # first physical frame (stacks, bare maps)
     user: bool = False
+
+    @property
+    def guards(self) -> bool:
+        return any(self.guard_pages)
+
+    def guard_ranges(self) -> list[tuple[int, int]]:
+        """The guard pages as ``[lo, hi)`` ranges: below the region, then above it."""
+        front, rear = self.guard_pages
+        out = []
+        if front:
+            out.append((self.addr - front * PAGE, self.addr))
+        if rear:
+            out.append((self.addr + self.size, self.addr + self.size + rear * PAGE))
+        return out
+
+    @property
+    def extent(self) -> tuple[int, int]:
+        """The virtual region allocated for it, guards included."""
+        front, rear = self.guard_pages
+        return self.addr - front * PAGE, self.addr + self.size + rear * PAGE
 
 
 @attrs.define
@@ -130,15 +153,25 @@ class Kernel:
         main_body: tuple[Op, ...] = (),
         bodies: Mapping[str, tuple[Op, ...]] | None = None,
         check: Callable[[Kernel], None] | None = None,
+        policy: StackPolicy | type[StackPolicy] | None = None,
     ) -> None:
         self.cfg = cfg
         self.geometry = StackGeometry.from_config(cfg)
         self.mapped_stacks = bool(cfg.get("THREAD_STACK_MEM_MAPPED"))
+        self.policy = resolve_policy(cfg, policy)  # where stacks live (mmusim.kernel.policy)
+        self.escapes: list[StackEscape] = []  # stack accesses that left their object (policy.py)
+        self.mailboxes: dict[str, deque[Request]] = {}  # requests for "serve" ops (body.py)
         self.leak_bug = bool(cfg.get("SIM_ABORT_CLEANUP_LEAK"))
-        # Mutants for the explorer (mmusim/mutants.py): deliberately broken cleanup paths.
+        # Mutants for the explorer (mmusim/mutants.py): deliberately broken kernels.
         self.mutant_no_cleanup_lock = bool(cfg.get("SIM_MUTANT_NO_CLEANUP_LOCK"))
         self.mutant_defer_no_drain = bool(cfg.get("SIM_MUTANT_DEFER_NO_DRAIN"))
         self.mutant_self_unmap = bool(cfg.get("SIM_MUTANT_SELF_UNMAP"))
+        self.mutant_guard_off_by_one = bool(cfg.get("SIM_MUTANT_GUARD_OFF_BY_ONE"))  # mm.py
+        self.mutant_guard_rw = bool(cfg.get("SIM_MUTANT_GUARD_RW"))  # mm.py
+        self.mutant_stack_size_unrounded = bool(cfg.get("SIM_MUTANT_STACK_SIZE_UNROUNDED"))
+        self.mutant_user_priv_stack = bool(cfg.get("SIM_MUTANT_USER_PRIV_STACK"))  # threads.py
+        self.mutant_no_invlpg = bool(cfg.get("SIM_MUTANT_NO_INVLPG"))  # mm.py
+        self.mutant_va_double_alloc = bool(cfg.get("SIM_MUTANT_VA_DOUBLE_ALLOC"))  # vmregion.py
         self.drain_waits = bool(cfg.get("SIM_CLEANUP_WAITS_FOR_SWITCH"))
         self.shootdown = bool(cfg.get("SIM_TLB_SHOOTDOWN", True))
         self.ncpus = int(cfg.get("MP_MAX_NUM_CPUS", 1) or 1) if cfg.get("SMP") else 1
@@ -161,7 +194,8 @@ class Kernel:
         self.facts: dict[str, list[Any]] = {}
         self.steps = 0
         self.pending_shootdowns = 0
-        self.ipis: dict[str, int] = {"sched": 0, "tlb": 0}  # IPIs sent, by kind
+        self.shootdowns_owed = 0  # CPUs between taking rights away in a PTE and the shootdown
+        self.ipis: dict[str, int] = {"sched": 0, "tlb": 0, "mbox": 0}  # IPIs sent, by kind
         self.check = check
         self._cpu = 0
         from mmusim.kernel import boot
@@ -303,6 +337,15 @@ class Kernel:
             done += 1
         return done
 
+    def wake_sleepers(self) -> bool:
+        """Nothing can run: jump the clock to the first sleeper's tick and wake it (False if
+        nobody sleeps on the clock)."""
+        return self._wake_sleepers()
+
+    def check_deadlock(self) -> None:
+        """At quiescence: raise ``KernelAssert`` if a CPU still waits (a deadlock)."""
+        self._check_deadlock()
+
     def _wake_sleepers(self) -> bool:
         if not self.sleepers:
             return False
@@ -328,6 +371,16 @@ class Kernel:
 
     def quiescent(self) -> bool:
         return not self.actions() and not self.sleepers
+
+    def post(
+        self, thread: str, op: Op, *, guard: Callable[[Kernel], bool] | None = None, cpu: int = 0
+    ) -> None:
+        """Post kernel call ``op`` to the mailbox of ``thread`` (whose body ends in a ``serve``
+        op), and raise the mailbox interrupt on ``cpu`` so it wakes. A test harness's entry point,
+        made between steps (as an ISR's ``k_msgq_put`` would be); ``guard(kernel)`` is evaluated
+        when the thread takes the request, which it skips if the guard fails."""
+        self.mailboxes.setdefault(thread, deque()).append(Request(op, guard))
+        sched.send_ipi(self, cpu, "mbox")
 
     # -- facts ------------------------------------------------------------------------------
 

@@ -18,6 +18,10 @@ counts the outstanding shootdowns so the invariants can tell a stale entry that 
 remove from one that nothing will.
 
 Every PTE write, invalidation and IPI is an interleaving point. Lock: ``z_mm_lock`` (rank 3).
+
+Mutants (``mmusim/mutants.py``, marked ``# MUTANT`` below): ``GUARD_OFF_BY_ONE`` maps a stack one
+page too low (over its front guard; the unmap frees what was allocated), ``GUARD_RW`` maps a
+stack's front guard read-write, ``NO_INVLPG`` skips the local ``invlpg`` in ``arch_mem_unmap``.
 """
 
 from __future__ import annotations
@@ -120,9 +124,11 @@ def arch_mem_unmap(k: Kernel, va: int, size: int) -> Routine:
             continue  # already non-present (e.g. a guard page)
         yield Point("arch_mem_unmap", f"clear PTE {va + off:#x}", res=pte_write(va + off))
         k.pt.unmap(va + off)
+        cleared = True
+        if k.mutant_no_invlpg:  # MUTANT (SIM_MUTANT_NO_INVLPG): this CPU keeps its stale entry
+            continue
         yield Point("arch_mem_unmap", f"invlpg {va + off:#x}", res=LOCAL)
         _kernel_invlpg(k, va + off)
-        cleared = True
     if cleared:
         yield from tlb_shootdown(k)
 
@@ -153,22 +159,48 @@ def k_mem_map_phys_guard(
     k: Kernel, phys: int, size: int, flags: int, is_anon: bool, *, kind: str, owner: str
 ) -> Generator[Point, None, int | None]:
     """Map ``size`` bytes between two guard pages; returns the usable address or None (NULL)."""
-    fn = "k_mem_map_phys_guard"
+    addr: int | None = yield from map_phys_guarded(
+        k, phys, size, flags, is_anon, kind=kind, owner=owner
+    )
+    return addr
+
+
+def map_phys_guarded(
+    k: Kernel,
+    phys: int,
+    size: int,
+    flags: int,
+    is_anon: bool,
+    *,
+    kind: str,
+    owner: str,
+    front: int = 1,
+    rear: int = 1,
+    fn: str = "k_mem_map_phys_guard",
+) -> Generator[Point, None, int | None]:
+    """``k_mem_map_phys_guard`` with ``front`` guard pages below the region and ``rear`` above it
+    (Zephyr: one of each). Stack policies (``mmusim.kernel.policy``) build on it; returns the
+    usable address or None (NULL)."""
     if flags & K_MEM_PERM_USER and flags & K_MEM_MAP_UNINIT:
         k.printk(f"E: {fn}: user-accessible mappings must be zeroed")
         return None
     if size % PAGE or size == 0:
         k.printk(f"E: {fn}: unaligned size {size}" if size else f"E: {fn}: size 0")
         return None
+    total = size + (front + rear) * PAGE
     yield from k.k_spin_lock(k.mm_lock, fn)
-    yield Point(fn, f"virt_region_alloc({size + 2 * PAGE:#x})", res=LOCAL)  # under z_mm_lock
-    region: int | None = k.vm.alloc(size + 2 * PAGE, PAGE)
+    yield Point(fn, f"virt_region_alloc({total:#x})", res=LOCAL)  # under z_mm_lock
+    region: int | None = k.vm.alloc(total, PAGE)
     if region is None:
         yield from k.k_spin_unlock(k.mm_lock, fn)
         return None
-    yield from arch_mem_unmap(k, region, PAGE)
-    yield from arch_mem_unmap(k, region + PAGE + size, PAGE)
-    dst = region + PAGE
+    if front:
+        yield from arch_mem_unmap(k, region, front * PAGE)
+    if rear:
+        yield from arch_mem_unmap(k, region + front * PAGE + size, rear * PAGE)
+    dst = region + front * PAGE
+    if front and kind == "stack" and k.mutant_guard_off_by_one:
+        dst -= PAGE  # MUTANT (SIM_MUTANT_GUARD_OFF_BY_ONE): the stack covers its front guard
     pte = pte_flags(k, flags)
     frames: list[int] = []
     if is_anon:
@@ -179,18 +211,22 @@ def k_mem_map_phys_guard(
                 yield from arch_mem_unmap(k, dst, off)
                 for f in frames:
                     k.frames.free(f)
-                k.vm.free(region, size + 2 * PAGE)
+                k.vm.free(region, total)
                 yield from k.k_spin_unlock(k.mm_lock, fn)
                 return None
             frames.append(pa)
             yield from arch_mem_map(k, dst + off, pa, PAGE, pte)
     else:
         yield from arch_mem_map(k, dst, phys, size, pte)
+        if front and kind == "stack" and k.mutant_guard_rw and phys >= PAGE:
+            # MUTANT (SIM_MUTANT_GUARD_RW): the front guard maps the page below the object, RW.
+            yield from arch_mem_map(k, dst - PAGE, phys - PAGE, PAGE, pte)
     from mmusim.kernel.kernel import Region
 
     k.regions[dst] = Region(
-        dst, size, kind, owner, True, frames[0] if is_anon else phys, bool(flags & K_MEM_PERM_USER)
-    )
+        dst, size, kind, owner, (front, rear), frames[0] if is_anon else phys,
+        bool(flags & K_MEM_PERM_USER),
+    )  # fmt: skip
     yield from k.k_spin_unlock(k.mm_lock, fn)
     if not flags & K_MEM_MAP_UNINIT:
         for pa in frames if is_anon else range(phys, phys + size, PAGE):
@@ -199,16 +235,29 @@ def k_mem_map_phys_guard(
 
 
 def k_mem_unmap_phys_guard(k: Kernel, addr: int, size: int, is_anon: bool) -> Routine:
-    fn = "k_mem_unmap_phys_guard"
-    if addr < PAGE:
+    yield from unmap_phys_guarded(k, addr, size, is_anon)
+
+
+def unmap_phys_guarded(
+    k: Kernel,
+    addr: int,
+    size: int,
+    is_anon: bool,
+    *,
+    front: int = 1,
+    rear: int = 1,
+    fn: str = "k_mem_unmap_phys_guard",
+) -> Routine:
+    """Undo ``map_phys_guarded`` with the same ``front``/``rear`` guard counts."""
+    lo, hi = addr - front * PAGE, addr + size + rear * PAGE
+    if addr < front * PAGE:
         raise KernelAssert(f"{fn}: address {addr:#x} has no room for a front guard")
-    if not (k.vm_base <= addr - PAGE and addr + size + PAGE <= k.vm_base + k.vm_size):
+    if not (k.vm_base <= lo and hi <= k.vm_base + k.vm_size):
         raise KernelAssert(f"{fn}: [{addr:#x}, +{size:#x}) is not a kernel virtual region")
     yield from k.k_spin_lock(k.mm_lock, fn)
     yield Point(fn, "check the guard pages are unmapped", res=LOCAL)
-    if (
-        arch_page_phys_get(k, addr - PAGE) is not None
-        or arch_page_phys_get(k, addr + size) is not None
+    if any(arch_page_phys_get(k, g) is not None for g in range(lo, addr, PAGE)) or any(
+        arch_page_phys_get(k, g) is not None for g in range(addr + size, hi, PAGE)
     ):
         # Zephyr: `if (ret == 0) { __ASSERT(ret == 0, ...); goto out; }` -- the assertion can never
         # fire, so a bad call is a silent no-op (reference section 1.1, ANALYSIS).
@@ -224,8 +273,11 @@ def k_mem_unmap_phys_guard(k: Kernel, addr: int, size: int, is_anon: bool) -> Ro
     for pa in frames:
         yield Point(fn, f"free page frame {pa:#x}", res=LOCAL)
         k.frames.free(pa)
-    yield Point(fn, f"virt_region_free({addr - PAGE:#x}, {size + 2 * PAGE:#x})", res=LOCAL)
-    k.vm.free(addr - PAGE, size + 2 * PAGE)
+    r = k.regions.get(addr)
+    if front and k.mutant_guard_off_by_one and r is not None and r.kind == "stack":
+        lo, hi = lo + PAGE, hi + PAGE  # MUTANT (SIM_MUTANT_GUARD_OFF_BY_ONE): what was allocated
+    yield Point(fn, f"virt_region_free({lo:#x}, {hi - lo:#x})", res=LOCAL)
+    k.vm.free(lo, hi - lo)
     k.regions.pop(addr, None)
     yield from k.k_spin_unlock(k.mm_lock, fn)
 
@@ -256,7 +308,9 @@ def k_mem_map_phys_bare(
         yield from arch_mem_map(k, dst, phys, size, pte_flags(k, flags))
         from mmusim.kernel.kernel import Region
 
-        k.regions[dst] = Region(dst, size, "bare", name, False, phys, bool(flags & K_MEM_PERM_USER))
+        k.regions[dst] = Region(
+            dst, size, "bare", name, (0, 0), phys, bool(flags & K_MEM_PERM_USER)
+        )
     yield from k.k_spin_unlock(k.mm_lock, fn)
     return dst
 

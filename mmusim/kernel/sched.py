@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
+from mmusim.hw import Trap
 from mmusim.kernel.core import (
     LOCAL,
     Condition,
@@ -135,8 +136,12 @@ def arch_switch(k: Kernel, old: KThread, new: KThread) -> Routine:
         c.hw.cpl = 0
         for _ in range(CONTEXT_WORDS):
             c.hw.push(bytes(k.word))
-    except Exception as trap:  # a fault while switching: the kernel is broken
-        fault.kernel_bug(k, f"arch_switch: {trap} saving {old.name}'s context", trap)
+    except Trap as trap:  # the outgoing stack is full: a stack overflow of ``old``
+        if trap.vector != 14:
+            fault.kernel_bug(k, f"arch_switch: {trap} saving {old.name}'s context", trap)
+        yield from fault.switch_overflow(k, old, trap)
+        yield from _switch_to(k, old, new)
+        return
     old.sp = c.hw.sp
     yield Point("arch_switch", f"publish {old.name} switch_handle", res=writes(("sh", old.name)))
     old.switch_handle = old.sp
@@ -247,6 +252,7 @@ def send_ipi(k: Kernel, cpu_id: int, kind: str) -> None:
     k.ipis[kind] += 1
     if kind == "tlb":
         k.pending_shootdowns += 1
+        k.cpus[cpu_id].shootdowns_pending += 1
 
 
 def enter_irq(k: Kernel, c: PerCpu) -> None:
@@ -269,7 +275,16 @@ def _ipi_handler(k: Kernel, c: PerCpu, kinds: list[str]) -> Generator[Any, None,
             yield Point("z_x86_tlb_ipi", "flush the TLB", res=LOCAL)
             c.hw.flush_tlb()
             k.pending_shootdowns -= 1
+            c.shootdowns_pending -= 1
     new: KThread | None = None
+    if "mbox" in kinds:  # the harness posted requests (Kernel.post): wake their servers
+        yield from k.k_spin_lock(k.sched_lock, "mbox_isr")
+        for t in list(k.threads.values()):
+            if t.mbox_wait and k.mailboxes.get(t.name):
+                t.mbox_wait = False
+                t.state &= ~ThreadState.PENDING
+                ready_thread(k, t)
+        yield from k.k_spin_unlock(k.sched_lock, "mbox_isr")
     if "sched" in kinds:
         yield from k.k_spin_lock(k.sched_lock, "z_sched_ipi")
         cur = c.current

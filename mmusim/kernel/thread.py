@@ -116,6 +116,15 @@ class Op:
     line: int = 0  # where the op came from (scenario file line), for messages
 
 
+@attrs.frozen
+class Request:
+    """A kernel call posted to a thread's mailbox (``Kernel.post``), served by its ``serve`` op:
+    ``op`` runs if ``guard(kernel)`` holds when the thread takes it (else it is skipped)."""
+
+    op: Op
+    guard: Any = None  # Callable[[Kernel], bool] | None
+
+
 @attrs.define(eq=False)
 class KThread:
     """``struct k_thread``: the fields mmusim models."""
@@ -143,6 +152,10 @@ class KThread:
         default=None, repr=False
     )  # the running generator (its "stack" of frames)
     pending: Any = attrs.field(default=None, repr=False)  # the Point it is suspended at
+    stack_extent: tuple[int, int] = (0, 0)  # the stack object as placed: kept after an unmap
+    stack_ready: bool = False  # setup_thread_stack has finished (its guards are in place)
+    mbox_wait: bool = False  # PENDING on its own mailbox (the ``serve`` op)
+    escape: Any = attrs.field(default=None, repr=False)  # the StackEscape of the access in flight
 
     @property
     def is_user(self) -> bool:

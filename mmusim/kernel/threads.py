@@ -1,7 +1,8 @@
 """Thread lifecycle: ``k_thread_create`` (``z_setup_new_thread`` / ``setup_thread_stack``), start,
 join, suspend, resume, ``k_thread_stack_space_get``.
 
-``setup_thread_stack`` (reference zephyr-mapped-stacks.md section 1.3), with S the stack size::
+``setup_thread_stack`` (reference zephyr-mapped-stacks.md section 1.3), with S the stack size (the
+mapping itself is the stack policy's, ``mmusim.kernel.policy``; this is Zephyr's)::
 
     obj = K_THREAD_STACK_LEN(S) (user-capable) or K_KERNEL_STACK_LEN(S); rsv = the reserved part
     M = k_mem_map_phys_guard(stack, obj, RW | UNINIT, false)   # mapped stacks only; else M = stack
@@ -29,10 +30,7 @@ from mmusim.kernel import abort, sched
 from mmusim.kernel.core import KernelAssert, Point, pte_write, reads
 from mmusim.kernel.geometry import PAGE
 from mmusim.kernel.mm import (
-    K_MEM_MAP_UNINIT,
-    K_MEM_PERM_RW,
     _kernel_invlpg,
-    k_mem_map_phys_guard,
     tlb_shootdown,
 )
 from mmusim.kernel.thread import (
@@ -41,7 +39,6 @@ from mmusim.kernel.thread import (
     K_FOREVER,
     K_USER,
     KThread,
-    MappedInfo,
     Op,
     StackInfo,
     StackObject,
@@ -88,48 +85,34 @@ def setup_new_thread(
     t.exit_reason = ""
     t.join_waiters = []
     t.cpl = 0
+    t.stack_ready = False
     yield from setup_thread_stack(k, t, stack, stack.size)
+    t.stack_ready = True
     t.switch_handle = t.sp  # a new thread's context is "saved": it may be switched to
 
 
 def setup_thread_stack(k: Kernel, t: KThread, stack: StackObject, size: int) -> Routine:
+    """Place the stack through the kernel's stack policy (``mmusim.kernel.policy``), then derive
+    ``stack_info`` from the mapping and Zephyr's geometry macros."""
     geo = k.geometry
     user_capable = stack.user_capable and geo.userspace
     obj = geo.obj_len(size, user_capable)
     rsv = geo.reserved(user_capable)
     phys = stack.addr - k.virt_offset
-    if k.mapped_stacks:
-        m = yield from k_mem_map_phys_guard(
-            k, phys, obj, K_MEM_PERM_RW | K_MEM_MAP_UNINIT, False, kind="stack", owner=t.name
+    mapped = yield from k.policy.map_stack(k, t, stack, obj)
+    if k.policy.remaps and mapped.addr is None:
+        raise KernelAssert(
+            f"setup_thread_stack: __ASSERT_NO_MSG(stack_mapped != 0) failed for {t.name!r} "
+            "(kernel virtual space exhausted)"
         )
-        if m is None:
-            raise KernelAssert(
-                f"setup_thread_stack: __ASSERT_NO_MSG(stack_mapped != 0) failed for {t.name!r} "
-                "(kernel virtual space exhausted)"
-            )
-        mapped = MappedInfo(m, obj)
-    else:
-        m = stack.addr
-        mapped = MappedInfo(None, 0)
-    t.stack_info = StackInfo(m + rsv, obj - rsv, 0, mapped)
+    m = mapped.addr if mapped.addr is not None else stack.addr
+    t.stack_extent = (m, m + (mapped.sz or obj))
+    t.stack_info = StackInfo(m + rsv, (mapped.sz or obj) - rsv, 0, mapped)
     if k.cfg.get("INIT_STACKS"):
-        k.mem.write(phys + rsv, bytes([STACK_FILL]) * (obj - rsv))
-    t.sp = m + obj
-    if geo.legacy_guard and not k.mapped_stacks:
-        yield from z_x86_set_stack_guard(k, stack)
+        k.mem.write(phys + rsv, bytes([STACK_FILL]) * (t.stack_info.size))
+    t.sp = t.stack_info.start + t.stack_info.size
     if t.options & K_USER:
         yield from set_stack_perms(k, t, user=True)
-
-
-def z_x86_set_stack_guard(k: Kernel, stack: StackObject) -> Routine:
-    """Legacy X86_STACK_PROTECTION: the first page of the object becomes present, read-only.
-    Never reset when the thread exits (Zephyr #29499)."""
-    yield Point(
-        "z_x86_set_stack_guard", f"guard page {stack.addr:#x} read-only", res=pte_write(stack.addr)
-    )
-    nx = _NX if k.mode.has_nx else 0
-    k.pt.set_flags(stack.addr, nx)
-    _kernel_invlpg(k, stack.addr)
 
 
 def set_stack_perms(k: Kernel, t: KThread, user: bool) -> Routine:
@@ -137,6 +120,9 @@ def set_stack_perms(k: Kernel, t: KThread, user: bool) -> Routine:
     nx = _NX if k.mode.has_nx else 0
     flags = _RW | nx | (_US if user else 0)
     start, end = t.stack_info.start, t.stack_info.start + t.stack_info.size
+    if k.mutant_user_priv_stack:  # MUTANT (SIM_MUTANT_USER_PRIV_STACK): privilege stack too
+        assert t.stack is not None
+        start = t.stack_info.mapped.addr or t.stack.addr
     changed = False
     for va in range(start - start % PAGE, end, PAGE):
         if k.pt.lookup(va) is None:
@@ -144,11 +130,14 @@ def set_stack_perms(k: Kernel, t: KThread, user: bool) -> Routine:
         yield Point(
             "set_stack_perms", f"{va:#x} {'user' if user else 'supervisor'} RW", res=pte_write(va)
         )
+        if not user and not changed:
+            k.shootdowns_owed += 1  # other CPUs may cache the rights until the shootdown below
         k.pt.set_flags(va, flags)
         _kernel_invlpg(k, va)
         changed = True
     if changed and not user:  # taking rights away: other CPUs may cache them
         yield from tlb_shootdown(k)
+        k.shootdowns_owed -= 1
 
 
 def k_thread_create(

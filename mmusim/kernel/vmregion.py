@@ -91,6 +91,13 @@ class VirtRegionAllocator:
     that the failed allocation's pages stay allocated (leaked). With the default ``False`` they
     are released.
 
+    ``mutant_double_alloc=True`` is a deliberately broken allocator (the mutant
+    ``va-double-alloc``, ``CONFIG_SIM_MUTANT_VA_DOUBLE_ALLOC``): every second successful
+    ``alloc`` of a non-empty region returns it without keeping its pages allocated, so a later
+    allocation hands out the same pages again; a free of pages not all allocated is then Zephyr's
+    silent no-op instead of a ``KernelAssert``. The bitmap stays self-consistent (``_check``
+    passes): only its users can tell.
+
     ``ops`` counts segment-tree nodes touched (for complexity tests; never reset by the class).
     """
 
@@ -104,6 +111,8 @@ class VirtRegionAllocator:
         "_free_start",
         "_reserved_top",
         "_zephyr_free_bug",
+        "_mutant_double_alloc",
+        "_allocs",
         "_best",
         "_pre",
         "_suf",
@@ -123,6 +132,7 @@ class VirtRegionAllocator:
         page: int = 4096,
         reserved_top: int = 0,
         zephyr_free_bug: bool = False,
+        mutant_double_alloc: bool = False,
     ) -> None:
         """Build the allocator and perform ``virt_region_init()``. Runtime: O(N) (N = pages)."""
         if page <= 0:
@@ -144,6 +154,8 @@ class VirtRegionAllocator:
         self._free_start = free_start
         self._reserved_top = reserved_top
         self._zephyr_free_bug = zephyr_free_bug
+        self._mutant_double_alloc = mutant_double_alloc
+        self._allocs = 0  # successful allocations (for the mutant)
         self.ops = 0
 
         n = size // page
@@ -326,6 +338,13 @@ class VirtRegionAllocator:
                 self._assign(first, first + size // page, _FREE)
                 self._allocated -= size // page
             return None
+        if self._mutant_double_alloc and size > 0:
+            self._allocs += 1
+            if self._allocs % 2 == 0:
+                # MUTANT (SIM_MUTANT_VA_DOUBLE_ALLOC): hand the region out, but leave it free.
+                first = (self._end - dest - size) // page
+                self._assign(first, first + size // page, _FREE)
+                self._allocated -= size // page
         return dest
 
     def free(self, addr: int, size: int) -> None:
@@ -445,6 +464,8 @@ class VirtRegionAllocator:
         # Zephyr: sys_bitarray_free() returns -EFAULT unless every bit is set and
         # virt_region_free() drops that return value -- a silent no-op. We assert instead.
         if self._any_free(first, first + num_bits):
+            if self._mutant_double_alloc:
+                return  # MUTANT (SIM_MUTANT_VA_DOUBLE_ALLOC): Zephyr's silent no-op
             raise KernelAssert(
                 f"virt_region_free: region {addr:#x} ({size:#x}) is not wholly allocated "
                 f"(double free?)"

@@ -309,12 +309,12 @@ def _region_notes(k: Kernel, r: Region) -> list[_Note]:
 
 
 def _guards(r: Region, what: str, status: str) -> list[_Note]:
-    front = _desc(f"front guard of {r.owner}", what, status)
-    rear = _desc(f"rear guard of {r.owner}", what, status)
-    return [
-        _Note(r.addr - PAGE, r.addr, _REGION, "guard", front, r.owner),
-        _Note(r.addr + r.size, r.addr + r.size + PAGE, _REGION, "guard", rear, r.owner),
-    ]
+    notes = []
+    for lo, hi in r.guard_ranges():
+        side = "front" if hi <= r.addr else "rear"
+        desc = _desc(f"{side} guard of {r.owner}", what, status)
+        notes.append(_Note(lo, hi, _REGION, "guard", desc, r.owner))
+    return notes
 
 
 def _stack_region_notes(k: Kernel, r: Region) -> list[_Note]:

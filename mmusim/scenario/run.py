@@ -185,10 +185,9 @@ def _place(k: Kernel, thread: str, addr: int | None) -> str:
     for name, r in k.mappings.items():
         if r.addr <= addr < r.addr + r.size:
             return f"mapping.{name}"
-        if r.guards and r.addr - PAGE <= addr < r.addr:
-            return f"mapping.{name}.guard_before"
-        if r.guards and r.addr + r.size <= addr < r.addr + r.size + PAGE:
-            return f"mapping.{name}.guard_after"
+        for lo, hi in r.guard_ranges():
+            if lo <= addr < hi:
+                return f"mapping.{name}.guard_{'before' if hi <= r.addr else 'after'}"
     return "other"
 
 

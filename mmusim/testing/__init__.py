@@ -1,0 +1,52 @@
+"""``mmusim.testing``: property tests for stack-mapping policies.
+
+* ``KernelMachine`` -- a Hypothesis ``RuleBasedStateMachine`` over a booted kernel (subclass it);
+* thread specs and body steps (``ThreadSpec``, ``Push``, ``Call``, ``Underflow``, ...) with their
+  strategies (``thread_specs``, ``steps``, ``schedules``);
+* ``boot_kernel`` -- a kernel for hand-written tests;
+* the pytest plugin (``mmusim.testing.plugin``, loaded through the ``pytest11`` entry point):
+  fixtures ``kernel`` and ``machine``, the ``mmusim`` marker, Hypothesis profiles ``ci``, ``dev``
+  and ``thorough``.
+
+See ``docs/property-tests.md``.
+"""
+
+from mmusim.kernel.policy import LegacyGuard, MappedStacks, NoProtection, StackPolicy
+from mmusim.testing.machine import KernelMachine, boot_kernel
+from mmusim.testing.specs import (
+    DEFAULT_STACK_SIZES,
+    Alloca,
+    Call,
+    Pop,
+    Push,
+    Sleep,
+    Step,
+    ThreadSpec,
+    Underflow,
+    Yield,
+    schedules,
+    steps,
+    thread_specs,
+)
+
+__all__ = [
+    "DEFAULT_STACK_SIZES",
+    "Alloca",
+    "Call",
+    "KernelMachine",
+    "LegacyGuard",
+    "MappedStacks",
+    "NoProtection",
+    "Pop",
+    "Push",
+    "Sleep",
+    "StackPolicy",
+    "Step",
+    "ThreadSpec",
+    "Underflow",
+    "Yield",
+    "boot_kernel",
+    "schedules",
+    "steps",
+    "thread_specs",
+]
