@@ -47,8 +47,8 @@ def check_geometry(k: Kernel) -> list[str]:
                 f"stack size {t.stack.size:#x}"
             )
         m = t.stack_info.mapped
-        if m.addr is None or t.stack is None:
-            continue
+        if m.addr is None or t.stack is None or not t.stack_ready:
+            continue  # (while k_thread_create re-creates it, stack_info is the old one)
         info = t.stack_info
         user_capable = t.stack.user_capable and k.geometry.userspace
         if m.addr % PAGE or m.sz % PAGE:

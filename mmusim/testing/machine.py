@@ -139,7 +139,8 @@ class KernelMachine(RuleBasedStateMachine):
         if config:
             args.append(f"config={tuple(config)!r}")
         if policy is not None:
-            args.append(f"policy={policy.__name__ if isinstance(policy, type) else policy!r}")
+            shown = policy.__name__ if isinstance(policy, type) else repr(policy)
+            args.append(f"policy={shown}")
         name = f"{cls.__name__}.configured({', '.join(args)})"
         key = (cls, name, policy if isinstance(policy, type) else repr(policy))
         made = _CONFIGURED.get(key)
