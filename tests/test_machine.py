@@ -50,7 +50,9 @@ def test_counterexample_prints_as_code_that_reproduces_it() -> None:
     with pytest.raises(InvariantViolation) as info:
         machine.check(CI)
     notes = "\n".join(getattr(info.value, "__notes__", []))
-    code = notes[notes.index("state = ") : notes.index("state.teardown()") + len("state.teardown()")]
+    code = notes[
+        notes.index("state = ") : notes.index("state.teardown()") + len("state.teardown()")
+    ]
     assert "KernelMachine.configured(config=(" in code and "ThreadSpec(" in code
     assert "state.abort(thread=" in code  # shrunk to: create a thread, abort it, settle
     assert len(code.splitlines()) <= 8, code

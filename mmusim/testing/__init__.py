@@ -1,6 +1,7 @@
 """``mmusim.testing``: property tests for stack-mapping policies.
 
 * ``KernelMachine`` -- a Hypothesis ``RuleBasedStateMachine`` over a booted kernel (subclass it);
+* strategies for the MMU (``page_tables``, ``accesses``) and for configurations (``configs``);
 * thread specs and body steps (``ThreadSpec``, ``Push``, ``Call``, ``Underflow``, ...) with their
   strategies (``thread_specs``, ``steps``, ``schedules``);
 * ``boot_kernel`` -- a kernel for hand-written tests;
@@ -12,6 +13,15 @@ See ``docs/property-tests.md``.
 """
 
 from mmusim.kernel.policy import LegacyGuard, MappedStacks, NoProtection, StackPolicy
+from mmusim.testing.config import BoardConfig, configs
+from mmusim.testing.hw import (
+    AddressSpace,
+    MemoryAccess,
+    PageMapping,
+    accesses,
+    page_tables,
+    paging_modes,
+)
 from mmusim.testing.machine import KernelMachine, boot_kernel
 from mmusim.testing.specs import (
     DEFAULT_STACK_SIZES,
@@ -31,6 +41,14 @@ from mmusim.testing.specs import (
 
 __all__ = [
     "DEFAULT_STACK_SIZES",
+    "AddressSpace",
+    "BoardConfig",
+    "MemoryAccess",
+    "PageMapping",
+    "accesses",
+    "configs",
+    "page_tables",
+    "paging_modes",
     "Alloca",
     "Call",
     "KernelMachine",
