@@ -119,7 +119,7 @@ class Model:
     @staticmethod
     def step(k: Kernel, a: Action) -> None:
         if a[1] == "tick":
-            k._wake_sleepers()
+            k.wake_sleepers()
         else:
             k.do(a)
 
@@ -211,5 +211,5 @@ def default_prefix(k: Kernel) -> list[Action]:
     """The actions the default (round-robin) schedule takes until the scenario records the
     ``explore`` fact -- the exploration root. Without that marker the root is the boot itself."""
     taken: list[Action] = []
-    k.run(until=lambda kk: START_FACT in kk.facts, taken=taken, check_deadlock=False)
+    k.run(until=lambda kk: START_FACT in kk.facts, before=taken.append, check_deadlock=False)
     return taken if START_FACT in k.facts else []  # no marker: explore from boot

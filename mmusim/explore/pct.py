@@ -77,7 +77,7 @@ def _one_run(
         acts = model.actions(k)
         if not acts:
             try:
-                k._check_deadlock()
+                k.check_deadlock()
             except KernelAssert as e:
                 return Violation("deadlock", (str(e),), tuple(schedule), tuple(infos), pre)
             end = check_quiescent(k)

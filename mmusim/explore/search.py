@@ -132,7 +132,7 @@ def _terminal(model: Model, k: Kernel) -> tuple[str, tuple[str, ...]] | None:
     """A state with nothing enabled: a deadlock (who waits for what), or the quiescent end, where
     the checks that only judge a finished run apply too (no stack mapping lost or leaked)."""
     try:
-        k._check_deadlock()
+        k.check_deadlock()
     except KernelAssert as e:
         return ("deadlock", (str(e),))
     problems = check_quiescent(k)

@@ -193,7 +193,6 @@ class Kernel:
         self.faults: list[dict[str, Any]] = []
         self.facts: dict[str, list[Any]] = {}
         self.steps = 0
-        self.pending_shootdowns = 0
         self.shootdowns_owed = 0  # CPUs between taking rights away in a PTE and the shootdown
         self.ipis: dict[str, int] = {"sched": 0, "tlb": 0, "mbox": 0}  # IPIs sent, by kind
         self.check = check
@@ -213,6 +212,11 @@ class Kernel:
     def current(self) -> KThread:
         """``_current``."""
         return self.cpus[self._cpu].current
+
+    @property
+    def pending_shootdowns(self) -> int:
+        """TLB shootdown IPIs sent whose flush has not happened yet, on all CPUs."""
+        return sum(c.shootdowns_pending for c in self.cpus)
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -300,7 +304,7 @@ class Kernel:
         max_steps: int = 5_000_000,
         steps: int | None = None,
         until: Callable[[Kernel], bool] | None = None,
-        taken: list[tuple[int, str]] | None = None,
+        before: Callable[[tuple[int, str]], object] | None = None,
         check_deadlock: bool = True,
     ) -> int:
         """Step the CPUs until the system is quiescent: every CPU idle, nothing ready, no IPI
@@ -308,8 +312,8 @@ class Kernel:
         seeded random schedule; without it CPUs take turns in round-robin order, a pending
         interrupt before a step of the same CPU.
 
-        It stops earlier after ``steps`` steps, or as soon as ``until(kernel)`` holds; ``taken``
-        receives every action performed. At quiescence a CPU still waiting is a deadlock
+        It stops earlier after ``steps`` steps, or as soon as ``until(kernel)`` holds; ``before``
+        is called with every action just before it is performed. At quiescence a CPU still waiting is a deadlock
         (``KernelAssert``) unless ``check_deadlock`` is False. Returns the steps performed.
         This is the one default schedule: ``mmusim map --step`` and the explorer's root use it.
         """
@@ -319,10 +323,10 @@ class Kernel:
         while (steps is None or done < steps) and not (until is not None and until(self)):
             actions = self.actions()
             if not actions:
-                if self._wake_sleepers():
+                if self.wake_sleepers():
                     continue
                 if check_deadlock:
-                    self._check_deadlock()
+                    self.check_deadlock()
                 break
             if self.steps >= max_steps:
                 raise KernelAssert(f"Kernel.run: no quiescence after {max_steps} steps")
@@ -331,8 +335,8 @@ class Kernel:
             else:
                 action = min(actions, key=lambda a: ((a[0] - turn) % self.ncpus, a[1] != "irq"))
                 turn = action[0] + 1
-            if taken is not None:
-                taken.append(action)
+            if before is not None:
+                before(action)
             self.do(action)
             done += 1
         return done
@@ -340,13 +344,6 @@ class Kernel:
     def wake_sleepers(self) -> bool:
         """Nothing can run: jump the clock to the first sleeper's tick and wake it (False if
         nobody sleeps on the clock)."""
-        return self._wake_sleepers()
-
-    def check_deadlock(self) -> None:
-        """At quiescence: raise ``KernelAssert`` if a CPU still waits (a deadlock)."""
-        self._check_deadlock()
-
-    def _wake_sleepers(self) -> bool:
         if not self.sleepers:
             return False
         first = self.sleepers[0]
@@ -357,7 +354,8 @@ class Kernel:
             sched.wake(self, self.sleepers[0])
         return True
 
-    def _check_deadlock(self) -> None:
+    def check_deadlock(self) -> None:
+        """At quiescence: raise ``KernelAssert`` if a CPU still waits (a deadlock)."""
         waiting = []
         for c in self.cpus:
             point = c.irq_pending if c.irq is not None else c.ctx.pending

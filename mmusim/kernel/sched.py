@@ -251,7 +251,6 @@ def send_ipi(k: Kernel, cpu_id: int, kind: str) -> None:
     k.cpus[cpu_id].pending_ipis.append(kind)
     k.ipis[kind] += 1
     if kind == "tlb":
-        k.pending_shootdowns += 1
         k.cpus[cpu_id].shootdowns_pending += 1
 
 
@@ -274,7 +273,6 @@ def _ipi_handler(k: Kernel, c: PerCpu, kinds: list[str]) -> Generator[Any, None,
         if kinds[i] == "tlb":
             yield Point("z_x86_tlb_ipi", "flush the TLB", res=LOCAL)
             c.hw.flush_tlb()
-            k.pending_shootdowns -= 1
             c.shootdowns_pending -= 1
     new: KThread | None = None
     if "mbox" in kinds:  # the harness posted requests (Kernel.post): wake their servers
