@@ -83,10 +83,11 @@ def _lines(value: Iterable[str]) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=1024)
-def load_board_config(board: str, lines: tuple[str, ...]) -> Config:
+def load_board_config(board: str, lines: tuple[str, ...], origin: str = _ORIGIN) -> Config:
     """``load_config(board, extra_lines=lines)``, cached (a load costs 1-3 ms; a Config is
-    immutable, so sharing one is safe). Errors name ``BoardConfig:<line number>``."""
-    extra = tuple((_ORIGIN, i, line) for i, line in enumerate(lines, 1))
+    immutable, so sharing one is safe). Errors name ``<origin>:<line number>``
+    (``BoardConfig:<n>`` by default)."""
+    extra = tuple((origin, i, line) for i, line in enumerate(lines, 1))
     return load_config(board, extra_lines=extra)
 
 

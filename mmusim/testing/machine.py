@@ -28,7 +28,6 @@ would call the API directly); what they call is the kernel's real code.
 
 from __future__ import annotations
 
-import random
 from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -36,12 +35,12 @@ from typing import Any, ClassVar
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from mmusim.kconfig import Config, load_config
 from mmusim.kernel import Kernel, Op
 from mmusim.kernel.geometry import PAGE
 from mmusim.kernel.invariants import CHECKS, QUIESCENT_CHECKS, InvariantViolation, check_all
 from mmusim.kernel.policy import StackPolicy
-from mmusim.kernel.thread import KThread, StackObject
+from mmusim.kernel.thread import StackObject
+from mmusim.testing.config import load_board_config
 from mmusim.testing.specs import (
     DEFAULT_STACK_SIZES,
     Step,
@@ -55,18 +54,7 @@ __all__ = ["KernelMachine", "boot_kernel"]
 
 THREADS = ("t0", "t1", "t2")
 MAPPINGS = ("m0", "m1")
-_CONFIG_CACHE: dict[tuple[str, tuple[str, ...]], Config] = {}
 _CONFIGURED: dict[Any, type[KernelMachine]] = {}
-
-
-def load_machine_config(board: str, lines: tuple[str, ...], origin: str = "machine") -> Config:
-    """``load_config`` with the lines as fragment lines, cached (configs are immutable)."""
-    key = (board, lines)
-    cfg = _CONFIG_CACHE.get(key)
-    if cfg is None:
-        extra = [(origin, i + 1, line) for i, line in enumerate(lines)]
-        cfg = _CONFIG_CACHE[key] = load_config(board, extra_lines=extra)
-    return cfg
 
 
 def stack_pool(sizes: tuple[int, ...], copies: int) -> tuple[StackObject, ...]:
@@ -90,7 +78,7 @@ def boot_kernel(
     check: Callable[[Kernel], None] | None = None,
 ) -> Kernel:
     """A booted kernel whose ``main`` thread serves posted calls, with a stack-object pool."""
-    cfg = load_machine_config(board, tuple(config))
+    cfg = load_board_config(board, tuple(config), origin="machine")
     return Kernel(
         cfg.values,
         stacks=stack_pool(stack_sizes, copies),
@@ -195,41 +183,30 @@ class KernelMachine(RuleBasedStateMachine):
 
     # -- driving -----------------------------------------------------------------------------
 
-    def do(self, action: tuple[int, str]) -> None:
-        """Perform one kernel action, remembering what it was for the failure note."""
+    def note(self, action: tuple[int, str]) -> None:
+        """Remember the kernel action about to be performed, for the failure note."""
         k = self.kernel
         cpu, kind = action
         c = k.cpus[cpu]
         point = c.irq_pending if c.irq is not None else c.ctx.pending
         who = "irq" if c.irq is not None or kind == "irq" else c.ctx.name
         self.trail.append(f"CPU {cpu}: {who}: {'take interrupt' if kind == 'irq' else point}")
-        k.do(action)
+
+    def do(self, action: tuple[int, str]) -> None:
+        """Perform one kernel action, remembering what it was for the failure note."""
+        self.note(action)
+        self.kernel.do(action)
 
     def run_kernel(self, steps: int, schedule: int | None = None) -> int:
-        """Up to ``steps`` kernel steps: round-robin, or seeded random with ``schedule``.
-        Sleepers wake (the clock jumps) when nothing else can run. Returns the steps taken."""
-        k = self.kernel
-        rng = random.Random(schedule) if schedule is not None else None
-        turn = done = 0
-        while done < steps:
-            actions = k.actions()
-            if not actions:
-                if k.wake_sleepers():
-                    continue
-                k.check_deadlock()
-                break
-            if rng is not None:
-                action = rng.choice(actions)
-            else:
-                action = min(actions, key=lambda a: ((a[0] - turn) % k.ncpus, a[1] != "irq"))
-                turn = action[0] + 1
-            self.do(action)
-            done += 1
-        return done
+        """Up to ``steps`` kernel steps of the kernel's own schedule (``Kernel.run``): round-robin,
+        or seeded random with ``schedule``. Sleepers wake (the clock jumps) when nothing else can
+        run; a CPU still waiting then is a deadlock. Returns the steps taken."""
+        return self.kernel.run(seed=schedule, steps=steps, before=self.note)
 
     def settle_main(self) -> None:
-        """Run (round-robin) until ``main`` waits for work again, at most ``max_run`` steps: the
-        call just posted is made, while the other CPUs go on with their threads."""
+        """Run one step at a time -- each the lowest-numbered CPU that can go -- until ``main``
+        waits for work again, at most ``max_run`` steps: the call just posted is made, while the
+        other CPUs go on with their threads."""
         for _ in range(self.max_run):
             if self.main_idle() or not self.run_kernel(1):
                 return
@@ -238,13 +215,6 @@ class KernelMachine(RuleBasedStateMachine):
         """``main`` makes kernel call ``op`` (see ``settle_main``)."""
         self.kernel.post("main", op)
         self.settle_main()
-
-    def thread(self, name: str) -> KThread:
-        k = self.kernel
-        t = k.threads.get(name)
-        if t is None:
-            t = k.add_thread(KThread(name))
-        return t
 
     def live(self, name: str) -> bool:
         t = self.kernel.threads.get(name)
@@ -281,9 +251,9 @@ class KernelMachine(RuleBasedStateMachine):
         if stack is None:
             return
         k = self.kernel
-        t = self.thread(thread)
+        t = k.threads.get(thread)  # the create op defines the thread object the first time
         k.mailboxes.pop(thread, None)  # requests the dead thread never took
-        if t.generation:
+        if t is not None and t.generation:
             self.call(Op("join", target=thread))
             if not self.main_idle():
                 return  # the join did not finish within max_run steps: try again later
@@ -310,7 +280,8 @@ class KernelMachine(RuleBasedStateMachine):
     @rule(thread=st.sampled_from(THREADS))
     def join(self, thread: str) -> None:
         """``k_thread_join(thread, K_FOREVER)``: main waits until the thread dies."""
-        if self.kernel.threads.get(thread) is not None and self.thread(thread).generation:
+        t = self.kernel.threads.get(thread)
+        if t is not None and t.generation:
             self.call(Op("join", target=thread))
 
     @precondition(lambda self: self.main_idle())
