@@ -102,27 +102,8 @@ def page_fault(k: Kernel, t: KThread, trap: Trap, sp: int) -> Generator[Any, Non
     if t.escape is not None:  # the access that trapped left the stack object: judge the policy
         t.escape.outcome = reason
         t.escape = None
-    k.faults.append(
-        {
-            "thread": t.name,
-            "cpu": c.id,
-            "vector": vector,
-            "cr2": cr2,
-            "error_code": 0 if double else code,
-            "reason": reason,
-            "sp": sp,
-            "tick": k.clock,
-        }
-    )
-    z_fatal_error(k, t, reason)
-    t.exit_reason = f"fatal: {REASONS[reason]}"
-    # The handler runs in exception context, never on the faulting stack: x86_64 on its IST
-    # exception stack, ia32 (#DF) on the double-fault task's stack. mmusim uses the CPU's interrupt
-    # stack for both (docs/kernel.md), and aborts the thread from there.
-    c.hw.cpl = 0
-    c.hw.sp = c.isr_stack
-    c.running_on = None
-    yield from abort.k_thread_abort(k, t)
+    fatal_fault(k, t, vector, cr2, 0 if double else code, reason, sp)
+    yield from abort.k_thread_abort(k, t)  # from the exception stack
 
 
 def switch_overflow(k: Kernel, old: KThread, trap: Trap) -> Generator[Any, None, None]:
@@ -135,28 +116,39 @@ def switch_overflow(k: Kernel, old: KThread, trap: Trap) -> Generator[Any, None,
     joiners go on; the switch to the incoming thread then completes."""
     c = k.cpu
     k.printk(f"E: Page fault at address {trap.cr2:#x} (error code {trap.error_code:#x})")
-    k.faults.append(
-        {
-            "thread": old.name,
-            "cpu": c.id,
-            "vector": trap.vector,
-            "cr2": trap.cr2,
-            "error_code": trap.error_code,
-            "reason": K_ERR_STACK_CHK_FAIL,
-            "sp": c.hw.sp,
-            "tick": k.clock,
-        }
-    )
-    z_fatal_error(k, old, K_ERR_STACK_CHK_FAIL)
-    old.exit_reason = f"fatal: {REASONS[K_ERR_STACK_CHK_FAIL]} (saving its context)"
-    c.hw.cpl = 0
-    c.hw.sp = c.isr_stack
-    c.running_on = None
+    fatal_fault(k, old, trap.vector, trap.cr2, trap.error_code, K_ERR_STACK_CHK_FAIL, c.hw.sp)
+    old.exit_reason += " (saving its context)"
     yield from k.k_spin_lock(k.sched_lock, "z_x86_switch_fault")
     yield from abort.halt_thread(k, old, ThreadState.DEAD)
     yield from k.k_spin_unlock(k.sched_lock, "z_x86_switch_fault")
     old.sp = c.hw.sp
     old.switch_handle = old.sp
+
+
+def fatal_fault(
+    k: Kernel, t: KThread, vector: int, cr2: int | None, code: int, reason: int, sp: int
+) -> None:
+    """Record the fault, print Zephyr's fatal-error lines, and leave the faulting stack: the
+    handler runs in exception context -- x86_64 on its IST exception stack, ia32 (#DF) on the
+    double-fault task's stack; mmusim uses the CPU's interrupt stack for both (docs/kernel.md)."""
+    c = k.cpu
+    k.faults.append(
+        {
+            "thread": t.name,
+            "cpu": c.id,
+            "vector": vector,
+            "cr2": cr2,
+            "error_code": code,
+            "reason": reason,
+            "sp": sp,
+            "tick": k.clock,
+        }
+    )
+    z_fatal_error(k, t, reason)
+    t.exit_reason = f"fatal: {REASONS[reason]}"
+    c.hw.cpl = 0
+    c.hw.sp = c.isr_stack
+    c.running_on = None
 
 
 def z_fatal_error(k: Kernel, t: KThread, reason: int) -> None:

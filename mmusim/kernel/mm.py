@@ -256,9 +256,8 @@ def unmap_phys_guarded(
         raise KernelAssert(f"{fn}: [{addr:#x}, +{size:#x}) is not a kernel virtual region")
     yield from k.k_spin_lock(k.mm_lock, fn)
     yield Point(fn, "check the guard pages are unmapped", res=LOCAL)
-    if any(arch_page_phys_get(k, g) is not None for g in range(lo, addr, PAGE)) or any(
-        arch_page_phys_get(k, g) is not None for g in range(addr + size, hi, PAGE)
-    ):
+    guards = (*range(lo, addr, PAGE), *range(addr + size, hi, PAGE))
+    if any(arch_page_phys_get(k, g) is not None for g in guards):
         # Zephyr: `if (ret == 0) { __ASSERT(ret == 0, ...); goto out; }` -- the assertion can never
         # fire, so a bad call is a silent no-op (reference section 1.1, ANALYSIS).
         yield from k.k_spin_unlock(k.mm_lock, fn)
