@@ -62,6 +62,22 @@ class PfErrorCode(enum.IntFlag):
     PK = 1 << 5  # protection key (not modelled)
 
 
+# The error-code bits by the short names the SDM's Figure 4-12 gives them.
+PF_ERROR_BIT_NAMES: tuple[tuple[PfErrorCode, str], ...] = (
+    (PfErrorCode.P, "P"),
+    (PfErrorCode.W, "W/R"),
+    (PfErrorCode.US, "U/S"),
+    (PfErrorCode.RSVD, "RSVD"),
+    (PfErrorCode.ID, "I/D"),
+)
+
+
+def error_code_names(code: int) -> str:
+    """``0x5`` -> ``P U/S``: the set bits of a #PF error code by their SDM names."""
+    names = [short for bit, short in PF_ERROR_BIT_NAMES if code & bit]
+    return " ".join(names) if names else "none"
+
+
 class Access(enum.IntEnum):
     """Kind of access. The values index the rights tables, so they are small integers."""
 

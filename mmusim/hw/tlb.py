@@ -40,6 +40,16 @@ class TlbEntry:
     rights: int  # R_USER | R_WRITABLE | R_NX | R_DIRTY
     global_: bool
 
+    @property
+    def user(self) -> bool:
+        """U/S: a CPL-3 access may use it."""
+        return bool(self.rights & R_USER)
+
+    @property
+    def writable(self) -> bool:
+        """R/W: a write may use it (at CPL 3, or at CPL 0 with CR0.WP=1)."""
+        return bool(self.rights & R_WRITABLE)
+
     def describe(self) -> str:
         r = self.rights
         flags = "".join(
@@ -82,6 +92,18 @@ class Tlb:
             self.hits += 1
         return e
 
+    def peek(self, va: int) -> TlbEntry | None:
+        """The cached 4K translation of ``va``'s page, or None: an observer's look (invariants,
+        tests), not an access -- it counts neither a hit nor a miss."""
+        return self._pages.get(va >> 12)
+
+    def cached(self) -> list[TlbEntry]:
+        """Every cached entry in the order it was cached, 4K pages first (no hit counting)."""
+        out = list(self._pages.values())
+        for table in self._by_shift.values():
+            out.extend(table.values())
+        return out
+
     def fill(self, va: int, frame: int, page_size: int, rights: int, global_: bool) -> TlbEntry:
         """Cache the translation of the page containing ``va`` (after a successful walk)."""
         shift = page_size.bit_length() - 1
@@ -114,10 +136,7 @@ class Tlb:
 
     def entries(self) -> list[TlbEntry]:
         """Every cached entry, sorted by linear address."""
-        out = list(self._pages.values())
-        for table in self._by_shift.values():
-            out.extend(table.values())
-        return sorted(out, key=lambda e: e.page)
+        return sorted(self.cached(), key=lambda e: e.page)
 
     def __len__(self) -> int:
         return len(self._pages) + sum(len(t) for t in self._by_shift.values())
