@@ -21,11 +21,8 @@ from typing import Any
 
 from mmusim.explore.model import Action, Model, StepInfo
 from mmusim.explore.search import Result, Violation
-from mmusim.hw import Trap
-from mmusim.kernel import Kernel, KernelAssert
-from mmusim.kernel.geometry import PAGE
-from mmusim.kernel.kernel import thread_state_name
-from mmusim.render.walk import error_code_names
+from mmusim.hw import Trap, error_code_names
+from mmusim.kernel import PAGE, Kernel, KernelAssert, thread_state_name
 
 FORMAT = "mmusim-trace/1"
 _KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernel"

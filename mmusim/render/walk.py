@@ -11,6 +11,7 @@ from typing import Any
 
 from mmusim.hw import (
     MODE_IA32E,
+    PF_ERROR_BIT_NAMES,
     Access,
     ControlState,
     GeneralProtection,
@@ -20,24 +21,21 @@ from mmusim.hw import (
     PteFlags,
     Result,
     Translation,
+    error_code_names,
 )
 from mmusim.hw.paging import PAT_LARGE, LevelPlan
 
 _ACCESS_WORD = {Access.READ: "read", Access.WRITE: "write", Access.EXEC: "execute"}
 
-_ERROR_BITS = (
-    (PfErrorCode.P, "P", "protection violation", "not present"),
-    (PfErrorCode.W, "W/R", "write", "read or fetch"),
-    (PfErrorCode.US, "U/S", "user-mode access", "supervisor-mode access"),
-    (PfErrorCode.RSVD, "RSVD", "reserved bit set", None),
-    (PfErrorCode.ID, "I/D", "instruction fetch", None),
-)
-
-
-def error_code_names(code: int) -> str:
-    """``0x5`` -> ``P U/S`` (the set bits by their SDM names)."""
-    names = [short for bit, short, _, _ in _ERROR_BITS if code & bit]
-    return " ".join(names) if names else "none"
+# What each error-code bit means when set and when clear (None: nothing to say when clear).
+_MEANING: dict[PfErrorCode, tuple[str, str | None]] = {
+    PfErrorCode.P: ("protection violation", "not present"),
+    PfErrorCode.W: ("write", "read or fetch"),
+    PfErrorCode.US: ("user-mode access", "supervisor-mode access"),
+    PfErrorCode.RSVD: ("reserved bit set", None),
+    PfErrorCode.ID: ("instruction fetch", None),
+}
+_ERROR_BITS = tuple((bit, short, *_MEANING[bit]) for bit, short in PF_ERROR_BIT_NAMES)
 
 
 def explain_error_code(code: int) -> list[str]:
