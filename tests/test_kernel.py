@@ -10,10 +10,23 @@ from typing import Any
 
 import pytest
 
-from mmusim.kernel import K_FOREVER, Kernel, KernelAssert, KSpinlock, Op, StackObject, run
-from mmusim.kernel.fault import K_ERR_CPU_EXCEPTION, K_ERR_STACK_CHK_FAIL
+from mmusim.kernel import (
+    K_ERR_CPU_EXCEPTION,
+    K_ERR_STACK_CHK_FAIL,
+    K_FOREVER,
+    Kernel,
+    KernelAssert,
+    KSpinlock,
+    Op,
+    StackObject,
+    fault,
+    lifecycle,
+    run,
+)
+from mmusim.kernel.body import thread_main
 from mmusim.kernel.geometry import PAGE, StackGeometry
 from mmusim.kernel.invariants import assert_invariants, check_all
+from mmusim.kernel.stack import k_thread_stack_space_get
 from mmusim.kernel.thread import EINVAL
 
 X86_64_SMP: dict[str, Any] = dict(
@@ -83,8 +96,6 @@ def test_push_overflow_hits_front_guard_after_the_reserved_page() -> None:
 
 
 def test_stack_bounds_edge_sp_equal_to_start_is_overflow() -> None:
-    from mmusim.kernel import fault
-
     k = boot(X86_64_SMP, ())
     t = k.current
     assert fault.check_stack_bounds(k, t.stack_info.start, 0, 0)  # addr <= start
@@ -185,8 +196,6 @@ def test_reuse_check_unmaps_the_pending_stack_before_remapping() -> None:
 
 
 def test_stack_space_get_is_einval_once_unmapped() -> None:
-    from mmusim.kernel.threads import k_thread_stack_space_get
-
     k = boot(X86_64_SMP, spawn("t", "stack", "ret"), {"ret": ()}, (STACK,))
     assert k_thread_stack_space_get(k, k.current) > 0
     k.run()
@@ -230,11 +239,9 @@ def test_spinlock_validation_names_the_function() -> None:
 
 def test_api_misuse_is_a_zephyr_assert() -> None:
     k = boot(X86_64_SMP, (), {}, (StackObject("kernel_only", 4096, False),))
-    from mmusim.kernel import threads
-
     with pytest.raises(KernelAssert, match="k_thread_create: K_USER thread 'u' on kernel-only"):
-        run(threads.k_thread_create(k, k.add_thread(type(k.current)("u")), k.stacks["kernel_only"],
-                                    (), options=4))  # fmt: skip
+        run(lifecycle.k_thread_create(k, k.add_thread(type(k.current)("u")),
+                                      k.stacks["kernel_only"], thread_main, (), options=4))  # fmt: skip
 
 
 def test_seeded_schedules_are_deterministic_and_differ() -> None:

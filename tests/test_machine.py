@@ -10,7 +10,7 @@ import pytest
 from hypothesis import Phase, settings
 
 import mmusim.testing as mt
-from mmusim.kernel.core import KernelAssert
+from mmusim.kernel import KernelAssert
 from mmusim.kernel.invariants import InvariantViolation
 from mmusim.kernel.thread import Op
 from mmusim.mutants import MUTANTS, mutant_config_lines

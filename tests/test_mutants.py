@@ -17,7 +17,7 @@ import attrs
 import pytest
 
 from mmusim.kconfig import load_config
-from mmusim.kernel import Kernel, KernelAssert, invariants
+from mmusim.kernel import Kernel, KernelAssert, cleanup, invariants
 from mmusim.kernel.geometry import PAGE
 from mmusim.kernel.invariants import (
     InvariantViolation,
@@ -97,9 +97,7 @@ def test_mutant_names_and_lines() -> None:
 
 
 def test_the_slot_check_knows_the_kernels_slot_footprint() -> None:
-    from mmusim.kernel import abort, invariants
-
-    slot = abort.SLOT
+    slot = cleanup.SLOT
     assert slot == (frozenset(), frozenset({invariants._SLOT}))
 
 

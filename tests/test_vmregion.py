@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmusim.kernel.core import KernelAssert
+from mmusim.kernel.routines import KernelAssert
 from mmusim.kernel.vmregion import VirtRegionAllocator
 
 PAGE = 4096
@@ -450,7 +450,7 @@ def test_constructor_rejects_bad_windows() -> None:
 
 def test_check_reports_corruption(capsys: pytest.CaptureFixture[str]) -> None:
     vm = VirtRegionAllocator(0, 64 * PAGE, 4 * PAGE)
-    vm._best[1] += 1  # corrupt the root
+    vm._bits._best[1] += 1  # corrupt the root
     with pytest.raises(AssertionError, match="_check: node 1"):
         vm._check()
     assert "free runs" in capsys.readouterr().out

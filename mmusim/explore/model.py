@@ -29,8 +29,7 @@ from typing import Any
 import attrs
 
 from mmusim.kconfig import Config, load_config
-from mmusim.kernel import Kernel, Op
-from mmusim.kernel.core import Footprint, KSpinlock, Point
+from mmusim.kernel import Footprint, Kernel, KSpinlock, Op, Point
 from mmusim.kernel.invariants import check_all
 from mmusim.kernel.thread import KThread
 from mmusim.scenario.load import Scenario, load_scenario

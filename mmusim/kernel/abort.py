@@ -1,34 +1,14 @@
-"""Thread abort and the deferred stack cleanup (``kernel/sched.c``, ``kernel/thread.c``).
+"""Thread abort: ``k_thread_abort`` (``z_thread_abort`` in ``kernel/sched.c``).
 
-``k_thread_abort(t)`` (``z_thread_abort``), holding ``_sched_spinlock``:
+``k_thread_abort(t)``, holding ``_sched_spinlock``:
 
 * ``t`` dead: nothing to do;
 * ``t`` running on another CPU: mark it ABORTING, send that CPU an IPI, and wait on ``t``'s join
   queue -- the other CPU halts ``t`` itself, in its IPI handler, where ``t`` is ``_current``;
 * otherwise ``halt_thread(t)`` here; if ``t`` is the caller, switch away for good.
 
-``halt_thread`` ends in ``k_thread_abort_cleanup(t)``, which, under ``thread_cleanup_lock``::
-
-    if thread_to_cleanup: unmap the stashed stack; thread_to_cleanup = NULL   # "finish the pending one"
-    if t == _current:     defer: thread_to_cleanup = t; stash t's mapping; mapped.addr = NULL
-    else:                 do_thread_cleanup(t)                                # unmap t's stack now
-
-A running thread cannot unmap its own stack -- it is executing on it -- so its unmap waits for the
-next abort anywhere, or for the same thread object to be created again
-(``k_thread_abort_cleanup_check_reuse``). There is one slot for the whole system.
-
-``do_thread_cleanup`` is the post-fix version (Zephyr PR #116180): it unmaps the stack recorded in
-``t->stack_info.mapped`` and clears it. With ``CONFIG_SIM_ABORT_CLEANUP_LEAK=y`` mmusim reproduces
-the pre-fix code of issue #119098: ``do_thread_cleanup(t)`` ignores ``t`` and only unmaps the
-stash, which step one has just emptied -- so a thread aborted by another thread leaks its stack
-mapping (stack + two guard pages of virtual space) for ever.
-
-Lock order: ``_sched_spinlock`` -> ``thread_cleanup_lock`` -> ``z_mm_lock``.
-
-Mutants for the explorer (``mmusim/mutants.py``; each a ``CONFIG_SIM_MUTANT_*`` knob, marked
-``# MUTANT`` below): ``NO_CLEANUP_LOCK`` stops at the lock points but never takes
-``thread_cleanup_lock``; ``DEFER_NO_DRAIN`` defers a self-abort without draining the slot first
-(the pending stack leaks); ``SELF_UNMAP`` makes a self-aborting thread unmap the stack it runs on.
+``halt_thread`` and the deferred stack cleanup it ends in are ``mmusim.kernel.cleanup``; a thread
+that returns from its entry, or faults, ends here too (``body.thread_main``, ``fault.page_fault``).
 """
 
 from __future__ import annotations
@@ -36,15 +16,14 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from mmusim.kernel import sched
-from mmusim.kernel.core import LOCAL, KernelAssert, Point, reads, writes
-from mmusim.kernel.thread import K_ESSENTIAL, KThread, MappedInfo, ThreadState
+from mmusim.kernel import cleanup, sched
+from mmusim.kernel.routines import KernelAssert, Point, writes
+from mmusim.kernel.thread import K_ESSENTIAL, KThread, ThreadState
 
 if TYPE_CHECKING:
-    from mmusim.kernel.kernel import Kernel
+    from mmusim.kernel.boot import Kernel
 
 Routine = Generator[Any, None, None]
-SLOT = writes(("slot",))  # the deferred-cleanup slot (normally guarded by thread_cleanup_lock)
 
 
 def k_thread_abort(k: Kernel, t: KThread) -> Routine:
@@ -59,14 +38,14 @@ def k_thread_abort(k: Kernel, t: KThread) -> Routine:
     if elsewhere is not None:
         t.state |= ThreadState.ABORTING
         yield Point(fn, f"send scheduler IPI to CPU {elsewhere}", res=writes(("ipi", elsewhere)))
-        sched.send_ipi(k, elsewhere, "sched")
+        k.send_ipi(elsewhere, "sched")
         me = k.current
         me.state |= ThreadState.PENDING
         t.join_waiters.append(me)
         me.pended_on = t
         yield from sched.z_swap(k, fn)  # back once t has been halted over there
         return
-    yield from halt_thread(k, t, ThreadState.DEAD)
+    yield from cleanup.halt_thread(k, t, ThreadState.DEAD)
     if t is k.current:
         yield from sched.z_swap(k, fn)
         raise AssertionError("z_thread_abort: a dead thread ran again")  # pragma: no cover
@@ -78,112 +57,3 @@ def thread_active_elsewhere(k: Kernel, t: KThread) -> int | None:
         if c.id != k._cpu and c.current is t:
             return c.id
     return None
-
-
-def halt_thread(k: Kernel, t: KThread, new_state: ThreadState) -> Routine:
-    """``halt_thread(t, _THREAD_DEAD)``, with ``_sched_spinlock`` held."""
-    fn = "halt_thread"
-    yield Point(fn, f"{t.name}: set _THREAD_DEAD", res=LOCAL)  # under _sched_spinlock
-    t.state |= new_state
-    t.state &= ~ThreadState.ABORTING
-    sched.dequeue(k, t)
-    if t.state & ThreadState.SLEEPING and t in k.sleepers:
-        k.sleepers.remove(t)
-    t.mbox_wait = False
-    if t.pended_on is not None:  # unpend: t may wait on someone's join queue
-        if t in t.pended_on.join_waiters:
-            t.pended_on.join_waiters.remove(t)
-        t.pended_on = None
-    yield Point(fn, f"{t.name}: wake the join queue", res=LOCAL)  # under _sched_spinlock
-    for w in t.join_waiters:
-        w.state &= ~ThreadState.PENDING
-        w.pended_on = None
-        sched.ready_thread(k, w)
-    t.join_waiters = []
-    if not t.exit_reason:
-        t.exit_reason = "aborted"
-    if t.is_user:
-        from mmusim.kernel.threads import set_stack_perms
-
-        yield from set_stack_perms(k, t, user=False)  # z_mem_domain_exit_thread
-    if k.cfg.get("THREAD_ABORT_NEED_CLEANUP"):
-        yield from k_thread_abort_cleanup(k, t)
-
-
-def _cleanup_lock(k: Kernel, fn: str) -> Routine:
-    if k.mutant_no_cleanup_lock:  # MUTANT (SIM_MUTANT_NO_CLEANUP_LOCK): the point, not the lock
-        yield Point(fn, "k_spin_lock(thread_cleanup_lock) [mutant: not taken]", res=LOCAL)
-        return
-    yield from k.k_spin_lock(k.cleanup_lock, fn)
-
-
-def _cleanup_unlock(k: Kernel, fn: str) -> Routine:
-    if k.mutant_no_cleanup_lock:  # MUTANT (SIM_MUTANT_NO_CLEANUP_LOCK): the point, not the lock
-        yield Point(fn, "k_spin_unlock(thread_cleanup_lock) [mutant: not held]", res=LOCAL)
-        return
-    yield from k.k_spin_unlock(k.cleanup_lock, fn)
-
-
-def k_thread_abort_cleanup(k: Kernel, t: KThread) -> Routine:
-    fn = "k_thread_abort_cleanup"
-    yield from _cleanup_lock(k, fn)
-    yield Point(fn, "read thread_to_cleanup", res=SLOT)
-    # MUTANT (SIM_MUTANT_DEFER_NO_DRAIN): a self-abort overwrites the slot without draining it.
-    no_drain = k.mutant_defer_no_drain and t is k.current
-    if k.cleanup.thread is not None and not no_drain:
-        yield from do_deferred_thread_cleanup(k)  # "Finish the pending one first"
-        yield Point(fn, "thread_to_cleanup = NULL", res=SLOT)
-        k.cleanup.thread = None
-    if t is k.current and k.mutant_self_unmap:
-        # MUTANT (SIM_MUTANT_SELF_UNMAP): unmap the stack this thread is still running on.
-        yield from do_thread_cleanup(k, t)
-    elif t is k.current:
-        yield from defer_thread_cleanup(k, t)
-    else:
-        yield from do_thread_cleanup(k, t)
-    yield from _cleanup_unlock(k, fn)
-
-
-def defer_thread_cleanup(k: Kernel, t: KThread) -> Routine:
-    fn = "defer_thread_cleanup"
-    yield Point(fn, f"thread_to_cleanup = {t.name}; stash its mapping", res=SLOT)
-    k.cleanup.thread = t
-    k.cleanup.stack_addr = t.stack_info.mapped.addr
-    k.cleanup.stack_sz = t.stack_info.mapped.sz
-    yield Point(fn, f"{t.name}: stack_info.mapped.addr = NULL", res=SLOT)
-    t.stack_info.mapped = MappedInfo(None, 0)
-
-
-def do_deferred_thread_cleanup(k: Kernel) -> Routine:
-    """Unmap the stashed stack, if any. Never reads the pending thread object."""
-    if k.cleanup.stack_addr is not None:
-        addr, sz = k.cleanup.stack_addr, k.cleanup.stack_sz
-        pending = k.cleanup.thread
-        if k.drain_waits and pending is not None:  # SIM_CLEANUP_WAITS_FOR_SWITCH (not Zephyr)
-            yield Point("do_deferred_thread_cleanup", f"wait for {pending.name} to switch out",
-                        wait=sched._switch_ready(pending), res=reads(("sh", pending.name)))  # fmt: skip
-        yield from k.policy.unmap_stack(k, MappedInfo(addr, sz))
-        yield Point("do_deferred_thread_cleanup", "clear the stash", res=SLOT)
-        k.cleanup.stack_addr = None
-        k.cleanup.stack_sz = 0
-
-
-def do_thread_cleanup(k: Kernel, t: KThread) -> Routine:
-    if k.leak_bug:  # pre-fix: ARG_UNUSED(thread) -- unmap the stash only (#119098)
-        yield from do_deferred_thread_cleanup(k)
-        return
-    addr = t.stack_info.mapped.addr
-    if addr is not None:
-        yield from k.policy.unmap_stack(k, t.stack_info.mapped)
-        yield Point("do_thread_cleanup", f"{t.name}: stack_info.mapped.addr = NULL", res=SLOT)
-        t.stack_info.mapped = MappedInfo(None, 0)
-
-
-def k_thread_abort_cleanup_check_reuse(k: Kernel, t: KThread) -> Routine:
-    fn = "k_thread_abort_cleanup_check_reuse"
-    yield from _cleanup_lock(k, fn)
-    yield Point(fn, "read thread_to_cleanup", res=SLOT)
-    if k.cleanup.thread is t:
-        yield from do_deferred_thread_cleanup(k)
-        k.cleanup.thread = None
-    yield from _cleanup_unlock(k, fn)

@@ -17,14 +17,15 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from mmusim.hw import Trap
-from mmusim.kernel import abort, fault, mm, sched, threads
-from mmusim.kernel.core import LOCAL, KernelAssert, Point, pages_of, touches_pages
+from mmusim.kernel import abort, fault, lifecycle, mm, sched
+from mmusim.kernel.facts import fact
 from mmusim.kernel.geometry import PAGE
 from mmusim.kernel.policy import StackEscape
+from mmusim.kernel.routines import LOCAL, KernelAssert, Point, pages_of, touches_pages
 from mmusim.kernel.thread import K_USER, KThread, Op, ThreadState
 
 if TYPE_CHECKING:
-    from mmusim.kernel.kernel import Kernel
+    from mmusim.kernel.boot import Kernel
 
 Routine = Generator[Any, None, Any]
 FILL = 0x5A  # what pushes write: recognisable in a memory dump
@@ -229,24 +230,23 @@ def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
     elif kind == "create":
         target = k.threads.get(op.target)
         if target is None:
-            from mmusim.kernel.thread import KThread as _K
-
-            target = k.add_thread(_K(op.target))
+            target = k.add_thread(KThread(op.target))
         stack = k.stacks.get(op.stack)
         if stack is None:
             raise KernelAssert(f"k_thread_create: no stack object named {op.stack!r}")
         body = k.bodies.get(op.label, ())
-        yield from threads.k_thread_create(
-            k, target, stack, body, options=K_USER if op.user else 0, prio=op.prio, delay=op.n
-        )
+        yield from lifecycle.k_thread_create(
+            k, target, stack, thread_main, body, options=K_USER if op.user else 0, prio=op.prio,
+            delay=op.n,
+        )  # fmt: skip
     elif kind == "start":
-        yield from threads.k_thread_start(k, k.thread(op.target))
+        yield from lifecycle.k_thread_start(k, k.thread(op.target))
     elif kind == "join":
-        yield from threads.k_thread_join(k, k.thread(op.target))
+        yield from lifecycle.k_thread_join(k, k.thread(op.target))
     elif kind == "suspend":
-        yield from threads.k_thread_suspend(k, k.thread(op.target))
+        yield from lifecycle.k_thread_suspend(k, k.thread(op.target))
     elif kind == "resume":
-        yield from threads.k_thread_resume(k, k.thread(op.target))
+        yield from lifecycle.k_thread_resume(k, k.thread(op.target))
     elif kind == "k_mem_map":
         flags = mm.K_MEM_PERM_RW | (mm.K_MEM_PERM_USER if op.user else 0)
         addr = yield from mm.k_mem_map(k, op.n, flags, op.target)
@@ -292,7 +292,7 @@ def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
         yield from serve(k, t)
     elif kind == "record":
         yield Point(t.name, f"record {op.target}")
-        k.record(op.label or op.target, k.fact(op.target))
+        k.record(op.label or op.target, fact(k, op.target))
     else:  # pragma: no cover - _KERNEL_OPS and this chain list the same kinds
         raise KernelAssert(f"run_ops: unknown kernel op {kind!r}")
     if t.dead:

@@ -1,5 +1,16 @@
-"""Boot: RAM, the kernel image mapped (identity, or offset for qemu_x86_atom_virt), page tables,
-the ``.noinit`` stack objects, the ISR stacks, an idle thread per CPU, and main.
+"""Boot, and ``Kernel``: an ``Engine`` (``mmusim.kernel.engine``) booted from a configuration.
+
+Boot lays out physical RAM and the kernel image, builds the kernel page tables with the hardware
+layer's ``PageTables``, places the statically defined stack objects in ``.noinit``, creates one idle
+thread per CPU and the main thread, and starts the CPUs. The kernel's virtual layout (the
+identity-mapped case; with ``qemu_x86_atom_virt`` virtual = physical + offset)::
+
+    KERNEL_VM_BASE                                                     KERNEL_VM_BASE + KERNEL_VM_SIZE
+    +-------+------+--------+-------------+---------------------+ ... +----------------------------+
+    | text  | data | tables | .noinit     |  free virtual space  ... | mappings: stacks, k_mem_map |
+    | RX    | RW   | RW     | stack objs, |  (K_MEM_VM_FREE_START)   | allocated top-down, each    |
+    |       |      |        | ISR stacks  |                          | guard | region | guard      |
+    +-------+------+--------+-------------+---------------------+ ... +----------------------------+
 
 Deviations (docs/kernel.md): the kernel image is a fixed synthetic layout (text, data, a pool of
 page-table frames, ``.noinit``); page-table frames come from that pool, not from the free page
@@ -8,17 +19,21 @@ frames, as Zephyr x86's statically sized page-table pool does; kernel mappings a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from mmusim.hw import MODES, ControlState, Cpu, PageTables, PhysMem, PteFlags
-from mmusim.kernel.core import KernelAssert, run
+from mmusim.kernel import sched
+from mmusim.kernel.body import thread_main
+from mmusim.kernel.engine import ConfigValues, Engine, PerCpu
+from mmusim.kernel.facts import fact
 from mmusim.kernel.geometry import PAGE, round_up
+from mmusim.kernel.lifecycle import setup_new_thread
 from mmusim.kernel.mm import FrameAllocator
+from mmusim.kernel.policy import StackPolicy, resolve_policy
+from mmusim.kernel.routines import KernelAssert, run
 from mmusim.kernel.thread import KThread, Op, StackObject, ThreadState
 from mmusim.kernel.vmregion import VirtRegionAllocator
-
-if TYPE_CHECKING:
-    from mmusim.kernel.kernel import Kernel
 
 _RW = int(PteFlags.RW)
 _NX = int(PteFlags.NX)
@@ -36,7 +51,39 @@ def _mode_name(cfg: object) -> str:
     return "pae" if get("X86_PAE") else "32"
 
 
+class Kernel(Engine):
+    """A booted kernel on a simulated SMP x86 machine: ``Kernel(cfg, stacks=..., main_body=...)``.
+
+    ``cfg`` is a resolved configuration (``mmusim.kconfig.load_config(...).values``); ``stacks`` the
+    statically defined stack objects; ``main_body`` what the main thread runs and ``bodies`` the
+    bodies other threads are created with (by name); ``check(kernel)`` runs after every step (e.g.
+    ``invariants.assert_invariants``); ``policy`` a stack policy (instance or class) instead of the
+    one Kconfig selects (``mmusim.kernel.policy``).
+    """
+
+    def __init__(
+        self,
+        cfg: ConfigValues,
+        *,
+        stacks: tuple[StackObject, ...] = (),
+        main_body: tuple[Op, ...] = (),
+        bodies: Mapping[str, tuple[Op, ...]] | None = None,
+        check: Callable[[Kernel], None] | None = None,
+        policy: StackPolicy | type[StackPolicy] | None = None,
+    ) -> None:
+        super().__init__(
+            cfg, policy=resolve_policy(cfg, policy), stacks=stacks, bodies=bodies, check=check
+        )
+        boot(self, main_body)
+
+    def fact(self, what: str) -> Any:
+        """A named fact of the current state (``mmusim.kernel.facts``)."""
+        return fact(self, what)
+
+
 def boot(k: Kernel, main_body: tuple[Op, ...]) -> None:
+    """Lay out RAM and the kernel image, build the page tables, start the CPUs with their idle
+    threads, and make ``main`` (running ``main_body``) current on CPU 0."""
     cfg = k.cfg
     sram_base = int(cfg.get("SRAM_BASE_ADDRESS", 0x100000))
     sram_size = int(cfg.get("SRAM_SIZE", 4096)) * 1024  # Zephyr's CONFIG_SRAM_SIZE is in KiB
@@ -115,9 +162,7 @@ def boot(k: Kernel, main_body: tuple[Op, ...]) -> None:
     ctl = ControlState.for_mode(mode.name, cr3=k.pt.root, wp=True, nxe=mode.has_nx)
 
     # CPUs, idle threads, main.
-    from mmusim.kernel import sched, threads
-    from mmusim.kernel.kernel import PerCpu
-
+    k.ipi_handler = sched.z_x86_ipi
     k.cpus = []
     for i in range(k.ncpus):
         idle = KThread(f"idle {i:02d}", prio=IDLE_PRIO, is_idle=True)
@@ -127,17 +172,15 @@ def boot(k: Kernel, main_body: tuple[Op, ...]) -> None:
         k.cpus.append(c)
     k._cpu = 0
     for i, c in enumerate(k.cpus):
-        run(threads.setup_new_thread(k, c.idle, idle_stacks[i], (), 0, IDLE_PRIO))
+        run(setup_new_thread(k, c.idle, idle_stacks[i], (), 0, IDLE_PRIO))
         c.idle.state = ThreadState(0)
         c.idle.gen = sched.idle_main(k, c.idle)
         c.idle.pending = next(c.idle.gen)
         c.idle.cpu = i
     main = KThread("main", prio=MAIN_PRIO)
     k.add_thread(main)
-    run(threads.setup_new_thread(k, main, main_stack, main_body, 0, MAIN_PRIO))
-    from mmusim.kernel import body
-
-    main.gen = body.thread_main(k, main)
+    run(setup_new_thread(k, main, main_stack, main_body, 0, MAIN_PRIO))
+    main.gen = thread_main(k, main)
     main.pending = next(main.gen)
     main.state = ThreadState(0)
     main.cpu = 0

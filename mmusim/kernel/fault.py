@@ -1,4 +1,4 @@
-"""Page-fault handling: Zephyr's classification, reason codes and fatal log (``arch/x86/core/fatal.c``).
+"""Page-fault handling: Zephyr's classification of a #PF (``arch/x86/core/fatal.c``).
 
 ``z_x86_page_fault_handler`` (reference zephyr-mapped-stacks.md section 3.1), in order:
 
@@ -24,28 +24,14 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from mmusim.hw import PF_VECTOR, PfErrorCode, Trap
-from mmusim.hw.paging import DF_VECTOR
-from mmusim.kernel import abort
-from mmusim.kernel.core import KernelAssert
+from mmusim.hw import DF_VECTOR, PF_VECTOR, PfErrorCode, Trap
+from mmusim.kernel.abort import k_thread_abort
+from mmusim.kernel.fatal import K_ERR_CPU_EXCEPTION, K_ERR_STACK_CHK_FAIL, fatal_fault
 from mmusim.kernel.geometry import round_up
-from mmusim.kernel.thread import KThread, ThreadState
+from mmusim.kernel.thread import KThread
 
 if TYPE_CHECKING:
-    from mmusim.kernel.kernel import Kernel
-
-K_ERR_CPU_EXCEPTION = 0
-K_ERR_SPURIOUS_IRQ = 1
-K_ERR_STACK_CHK_FAIL = 2
-K_ERR_KERNEL_OOPS = 3
-K_ERR_KERNEL_PANIC = 4
-REASONS = {
-    0: "CPU exception",
-    1: "Unhandled interrupt",
-    2: "Stack overflow",
-    3: "Kernel oops",
-    4: "Kernel panic",
-}
+    from mmusim.kernel.boot import Kernel
 
 
 def check_stack_bounds(k: Kernel, addr: int, size: int, cs_cpl: int) -> bool:
@@ -103,62 +89,4 @@ def page_fault(k: Kernel, t: KThread, trap: Trap, sp: int) -> Generator[Any, Non
         t.escape.outcome = reason
         t.escape = None
     fatal_fault(k, t, vector, cr2, 0 if double else code, reason, sp)
-    yield from abort.k_thread_abort(k, t)  # from the exception stack
-
-
-def switch_overflow(k: Kernel, old: KThread, trap: Trap) -> Generator[Any, None, None]:
-    """``arch_switch`` faulted saving ``old``'s context on its own stack: the stack was full (an
-    SP at ``stack_info.start`` already counts as overflowed). The fault is taken in exception
-    context (the IST on x86_64, the #DF task on ia32; mmusim: this CPU's interrupt stack) and is a
-    fatal stack overflow of ``old`` -- mmusim attributes it to ``old``, although ``_current`` is
-    already the incoming thread (a documented choice, docs/kernel.md). ``old`` is halted there, its
-    stack unmapped at once (the CPU no longer runs on it), and its switch handle published so
-    joiners go on; the switch to the incoming thread then completes."""
-    c = k.cpu
-    k.printk(f"E: Page fault at address {trap.cr2:#x} (error code {trap.error_code:#x})")
-    fatal_fault(k, old, trap.vector, trap.cr2, trap.error_code, K_ERR_STACK_CHK_FAIL, c.hw.sp)
-    old.exit_reason += " (saving its context)"
-    yield from k.k_spin_lock(k.sched_lock, "z_x86_switch_fault")
-    yield from abort.halt_thread(k, old, ThreadState.DEAD)
-    yield from k.k_spin_unlock(k.sched_lock, "z_x86_switch_fault")
-    old.sp = c.hw.sp
-    old.switch_handle = old.sp
-
-
-def fatal_fault(
-    k: Kernel, t: KThread, vector: int, cr2: int | None, code: int, reason: int, sp: int
-) -> None:
-    """Record the fault, print Zephyr's fatal-error lines, and leave the faulting stack: the
-    handler runs in exception context -- x86_64 on its IST exception stack, ia32 (#DF) on the
-    double-fault task's stack; mmusim uses the CPU's interrupt stack for both (docs/kernel.md)."""
-    c = k.cpu
-    k.faults.append(
-        {
-            "thread": t.name,
-            "cpu": c.id,
-            "vector": vector,
-            "cr2": cr2,
-            "error_code": code,
-            "reason": reason,
-            "sp": sp,
-            "tick": k.clock,
-        }
-    )
-    z_fatal_error(k, t, reason)
-    t.exit_reason = f"fatal: {REASONS[reason]}"
-    c.hw.cpl = 0
-    c.hw.sp = c.isr_stack
-    c.running_on = None
-
-
-def z_fatal_error(k: Kernel, t: KThread, reason: int) -> None:
-    k.printk(f"E: >>> ZEPHYR FATAL ERROR {reason}: {REASONS[reason]} on CPU {k._cpu}")
-    k.printk(f"E: Current thread: {k.thread_id(t):#x} ({t.name})")
-
-
-def kernel_bug(k: Kernel, what: str, exc: BaseException) -> None:
-    """A fault where the kernel cannot take one (e.g. while switching contexts): a kernel bug.
-    Recorded, logged, and raised as a KernelAssert so no run passes silently."""
-    k.printk(f"E: >>> ZEPHYR FATAL ERROR {K_ERR_KERNEL_PANIC}: {REASONS[4]} on CPU {k._cpu}")
-    k.printk(f"E: {what}")
-    raise KernelAssert(what) from exc
+    yield from k_thread_abort(k, t)  # from the exception stack

@@ -15,15 +15,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from mmusim.kernel.core import Point
+from mmusim.hw import PteFlags
+from mmusim.kernel.fatal import REASONS
 from mmusim.kernel.geometry import PAGE
+from mmusim.kernel.routines import Point
+from mmusim.kernel.stack import k_thread_stack_space_get
+from mmusim.kernel.thread import EINVAL
 
 if TYPE_CHECKING:
-    from mmusim.kernel.kernel import Kernel
+    from mmusim.kernel.boot import Kernel
 
 
-_RW = 1 << 1  # PTE R/W
-_US = 1 << 2  # PTE U/S
+_RW = int(PteFlags.RW)
+_US = int(PteFlags.US)
 
 
 class InvariantViolation(AssertionError):
@@ -280,7 +284,7 @@ def check_no_stale_stack_tlb(k: Kernel) -> list[str]:
             continue
         sp = c.hw.sp
         for page in sorted({sp & ~(PAGE - 1), (sp - 1) & ~(PAGE - 1)}):
-            e = c.hw.tlb._pages.get(page >> 12)  # peek: Tlb.lookup would count a hit
+            e = c.hw.tlb.peek(page)  # not Tlb.lookup: that would count a hit
             if e is None:
                 continue
             hit = k.pt.lookup(page)
@@ -297,9 +301,6 @@ def check_no_stale_stack_tlb(k: Kernel) -> list[str]:
 
 def check_space_query(k: Kernel) -> list[str]:
     """(9) ``k_thread_stack_space_get`` is -EINVAL exactly when ``mapped.addr`` is NULL."""
-    from mmusim.kernel.thread import EINVAL
-    from mmusim.kernel.threads import k_thread_stack_space_get
-
     out: list[str] = []
     if not k.mapped_stacks:
         return out
@@ -329,7 +330,6 @@ def check_locks(k: Kernel) -> list[str]:
 def check_user_perms(k: Kernel) -> list[str]:
     """(11) Guards and privilege stacks are never user-accessible; a dead thread's stack is not."""
     out: list[str] = []
-    us = 1 << 2
     for t in k.threads.values():
         m = t.stack_info.mapped
         if m.addr is None or not t.generation:
@@ -337,7 +337,7 @@ def check_user_perms(k: Kernel) -> list[str]:
         lo, hi = t.stack_info.start, t.stack_info.start + t.stack_info.size
         for va in range(m.addr, m.addr + m.sz, PAGE):
             hit = k.pt.lookup(va)
-            if hit is None or not hit[2] & us:
+            if hit is None or not hit[2] & _US:
                 continue
             dead = t.dead and k.sched_lock.holder is None  # halt_thread resets them under the lock
             if not (t.is_user and not dead and lo <= va < hi):
@@ -392,8 +392,6 @@ def check_stack_escapes(k: Kernel) -> list[str]:
         if e.outcome == "silent":
             how = "went through silently"
         else:
-            from mmusim.kernel.fault import REASONS
-
             how = f"was reported as reason {e.outcome} ({REASONS.get(int(e.outcome), '?')})"
         out.append(
             f"escape: {e.thread}: stack {e.kind} at {e.addr:#x} ({e.what}) {how}, not as a "
@@ -408,8 +406,6 @@ def check_tlb_coherent(k: Kernel) -> list[str]:
     TLB shootdown is on its way to that CPU. The unmapping CPU itself must have ``invlpg``-ed.
     Skipped inside ``z_mm_lock`` (an unmap invalidates, then shoots down, after the PTE writes) and
     while a CPU takes rights away (``set_stack_perms``) and owes the shootdown."""
-    from mmusim.hw.tlb import R_USER, R_WRITABLE
-
     out: list[str] = []
     if k.mm_lock.holder is not None or k.shootdowns_owed:
         return out
@@ -417,8 +413,8 @@ def check_tlb_coherent(k: Kernel) -> list[str]:
     for c in k.cpus:
         if c.shootdowns_pending:
             continue
-        for vpn, e in c.hw.tlb._pages.items():  # peek: Tlb.lookup would count a hit
-            if vpn < floor:
+        for e in c.hw.tlb.cached():  # not Tlb.lookup: that would count a hit
+            if e.page >> 12 < floor:
                 continue
             hit = k.pt.lookup(e.page)
             if hit is None:
@@ -428,9 +424,7 @@ def check_tlb_coherent(k: Kernel) -> list[str]:
             frame = entry & k.pt_frame_mask & ~(hit[3] - 1)
             if frame != e.frame:
                 out.append(f"tlb: CPU {c.id} caches {e.describe()}, the tables map {frame:#x}")
-            elif (e.rights & R_WRITABLE and not entry & _RW) or (
-                e.rights & R_USER and not entry & _US
-            ):
+            elif (e.writable and not entry & _RW) or (e.user and not entry & _US):
                 out.append(f"tlb: CPU {c.id} caches {e.describe()}: more rights than the PTE")
     return out
 

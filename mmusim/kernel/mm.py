@@ -30,11 +30,12 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 from mmusim.hw import PteFlags
-from mmusim.kernel.core import LOCAL, KernelAssert, Point, pte_write, writes
+from mmusim.kernel.engine import Region
 from mmusim.kernel.geometry import PAGE
+from mmusim.kernel.routines import LOCAL, KernelAssert, Point, pte_write, writes
 
 if TYPE_CHECKING:
-    from mmusim.kernel.kernel import Kernel
+    from mmusim.kernel.boot import Kernel
 
 # Flags of include/zephyr/kernel/mm.h (values as read there; the bit numbers are UNVERIFIED and
 # only matter inside mmusim).
@@ -85,6 +86,11 @@ class FrameAllocator:
         assert len(self._free) == len(self._is_free), "FrameAllocator: duplicate free frame"
 
 
+def k_mem_free_get(k: Kernel) -> int:
+    """``k_mem_free_get``: bytes of free physical memory (free page frames)."""
+    return k.frames.free_count() * PAGE
+
+
 def pte_flags(k: Kernel, flags: int) -> int:
     out = 0
     if flags & K_MEM_PERM_RW:
@@ -96,7 +102,7 @@ def pte_flags(k: Kernel, flags: int) -> int:
     return out
 
 
-def _kernel_invlpg(k: Kernel, va: int) -> None:
+def kernel_invlpg(k: Kernel, va: int) -> None:
     """INVLPG as the kernel executes it (CPL 0, whatever the interrupted thread's CPL)."""
     hw = k.cpu.hw
     saved, hw.cpl = hw.cpl, 0
@@ -128,7 +134,7 @@ def arch_mem_unmap(k: Kernel, va: int, size: int) -> Routine:
         if k.mutant_no_invlpg:  # MUTANT (SIM_MUTANT_NO_INVLPG): this CPU keeps its stale entry
             continue
         yield Point("arch_mem_unmap", f"invlpg {va + off:#x}", res=LOCAL)
-        _kernel_invlpg(k, va + off)
+        kernel_invlpg(k, va + off)
     if cleared:
         yield from tlb_shootdown(k)
 
@@ -140,11 +146,9 @@ def tlb_shootdown(k: Kernel) -> Routine:
     yield Point(
         "tlb_shootdown", "send TLB IPI to the other CPUs", res=writes(*[("ipi", i) for i in others])
     )
-    from mmusim.kernel.sched import send_ipi
-
     for c in k.cpus:
         if c.id != k._cpu:
-            send_ipi(k, c.id, "tlb")
+            k.send_ipi(c.id, "tlb")
 
 
 def arch_page_phys_get(k: Kernel, va: int) -> int | None:
@@ -221,8 +225,6 @@ def map_phys_guarded(
         if front and kind == "stack" and k.mutant_guard_rw and phys >= PAGE:
             # MUTANT (SIM_MUTANT_GUARD_RW): the front guard maps the page below the object, RW.
             yield from arch_mem_map(k, dst - PAGE, phys - PAGE, PAGE, pte)
-    from mmusim.kernel.kernel import Region
-
     k.regions[dst] = Region(
         dst, size, kind, owner, (front, rear), frames[0] if is_anon else phys,
         bool(flags & K_MEM_PERM_USER),
@@ -305,8 +307,6 @@ def k_mem_map_phys_bare(
     dst: int | None = k.vm.alloc(size, PAGE)
     if dst is not None:
         yield from arch_mem_map(k, dst, phys, size, pte_flags(k, flags))
-        from mmusim.kernel.kernel import Region
-
         k.regions[dst] = Region(
             dst, size, "bare", name, (0, 0), phys, bool(flags & K_MEM_PERM_USER)
         )

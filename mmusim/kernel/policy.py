@@ -42,19 +42,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from mmusim.hw import PteFlags
-from mmusim.kernel.core import Point, pte_write
 from mmusim.kernel.geometry import PAGE
 from mmusim.kernel.mm import (
     K_MEM_MAP_UNINIT,
     K_MEM_PERM_RW,
-    _kernel_invlpg,
+    kernel_invlpg,
     map_phys_guarded,
     unmap_phys_guarded,
 )
+from mmusim.kernel.routines import KernelAssert, Point, pte_write
 from mmusim.kernel.thread import KThread, MappedInfo, StackObject
 
 if TYPE_CHECKING:
-    from mmusim.kernel.kernel import Kernel
+    from mmusim.kernel.boot import Kernel
 
 Routine = Generator[Any, None, None]
 ESCAPE_KINDS = frozenset({"overflow", "underflow"})
@@ -174,7 +174,7 @@ class LegacyGuard(StackPolicy):
             res=pte_write(stack.addr),
         )  # fmt: skip
         k.pt.set_flags(stack.addr, int(PteFlags.NX) if k.mode.has_nx else 0)
-        _kernel_invlpg(k, stack.addr)
+        kernel_invlpg(k, stack.addr)
         return MappedInfo(None, 0)
 
     def unmap_stack(self, k: Kernel, mapped: MappedInfo) -> Routine:
@@ -228,8 +228,6 @@ def resolve_policy(cfg: Any, policy: StackPolicy | type[StackPolicy] | None) -> 
     """The policy a kernel runs: ``policy`` (an instance or a class), else the Kconfig choice.
     A policy that remaps stacks needs ``CONFIG_THREAD_STACK_MEM_MAPPED=y``; a built-in one must
     match the configuration that selects it."""
-    from mmusim.kernel.core import KernelAssert
-
     if policy is None:
         return policy_for_config(cfg)
     if isinstance(policy, type):

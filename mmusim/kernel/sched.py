@@ -1,4 +1,5 @@
-"""The scheduler: ready queue, ``do_swap``/``arch_switch``, IPIs, idle threads, sleeping.
+"""The scheduler: ``next_up``, ``do_swap``/``arch_switch``, the IPI handler, idle threads, sleep and
+yield. The ready queue itself is ``mmusim.kernel.runqueue``.
 
 ``do_swap`` follows ``kernel/include/kswap.h`` (reference zephyr-mapped-stacks.md section 2.5), in
 order, entered with ``_sched_spinlock`` held::
@@ -28,7 +29,11 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from mmusim.hw import Trap
-from mmusim.kernel.core import (
+from mmusim.kernel import runqueue
+from mmusim.kernel.cleanup import halt_thread
+from mmusim.kernel.engine import IrqExit, PerCpu, SwitchOut
+from mmusim.kernel.fatal import kernel_bug, switch_overflow
+from mmusim.kernel.routines import (
     LOCAL,
     Condition,
     KernelAssert,
@@ -38,43 +43,14 @@ from mmusim.kernel.core import (
     touches_pages,
     writes,
 )
-from mmusim.kernel.thread import KThread, ThreadState
+from mmusim.kernel.thread import KThread, ThreadState, switch_ready
 
 if TYPE_CHECKING:
-    from mmusim.kernel.kernel import Kernel, PerCpu
+    from mmusim.kernel.boot import Kernel
 
 Routine = Generator[Any, None, None]
 
-_NOT_RUNNABLE = (
-    ThreadState.DEAD
-    | ThreadState.PENDING
-    | ThreadState.PRESTART
-    | ThreadState.SUSPENDED
-    | ThreadState.SLEEPING
-)
-SWITCHED_OUT = "switched out"  # KThread.pending while its generator sits at `yield SwitchOut`
 CONTEXT_WORDS = 7  # callee-saved registers + return address, pushed by arch_switch
-
-
-def runnable(t: KThread) -> bool:
-    return not t.state & _NOT_RUNNABLE
-
-
-def ready_thread(k: Kernel, t: KThread) -> None:
-    """``z_ready_thread``: queue ``t`` (caller holds ``_sched_spinlock``)."""
-    if t.is_idle or t.state & ThreadState.QUEUED or not runnable(t):
-        return
-    if any(c.current is t for c in k.cpus):
-        return  # running threads are not queued (SMP)
-    t.queue_seq = k.next_seq()
-    t.state |= ThreadState.QUEUED
-    k.ready.add(t)
-
-
-def dequeue(k: Kernel, t: KThread) -> None:
-    if t.state & ThreadState.QUEUED:
-        k.ready.remove(t)
-        t.state &= ~ThreadState.QUEUED
 
 
 def next_up(k: Kernel, c: PerCpu) -> KThread:
@@ -82,11 +58,11 @@ def next_up(k: Kernel, c: PerCpu) -> KThread:
     runnable, else this CPU's idle thread. Caller holds ``_sched_spinlock``."""
     cur = c.current
     best = k.ready[0] if k.ready else None
-    if not cur.is_idle and runnable(cur) and (best is None or cur.prio <= best.prio):
+    if not cur.is_idle and runqueue.runnable(cur) and (best is None or cur.prio <= best.prio):
         return cur
     if best is not None:
         return best  # type: ignore[no-any-return]
-    return cur if (not cur.is_idle and runnable(cur)) else c.idle
+    return cur if (not cur.is_idle and runqueue.runnable(cur)) else c.idle
 
 
 def z_swap(k: Kernel, routine: str) -> Routine:
@@ -96,12 +72,12 @@ def z_swap(k: Kernel, routine: str) -> Routine:
     old = c.current
     new = next_up(k, c)
     if new is old:
-        dequeue(k, old)  # k_yield queued it, and it picked itself: it runs on
+        runqueue.dequeue(k, old)  # k_yield queued it, and it picked itself: it runs on
         yield from k.k_spin_unlock(k.sched_lock, "do_swap")
         return
     yield from _become_current(k, c, new, "do_swap")
-    if runnable(old) and not old.is_idle:
-        ready_thread(k, old)  # z_requeue_current
+    if runqueue.runnable(old) and not old.is_idle:
+        runqueue.ready_thread(k, old)  # z_requeue_current
     yield from k.k_spin_unlock(k.sched_lock, "do_swap")
     yield from arch_switch(k, old, new)
 
@@ -109,22 +85,16 @@ def z_swap(k: Kernel, routine: str) -> Routine:
 def _become_current(k: Kernel, c: PerCpu, new: KThread, routine: str) -> Routine:
     """Make ``new`` this CPU's ``_current`` once its context is saved (``z_sched_switch_spin``);
     its switch handle becomes NULL, as for every active thread. Under ``_sched_spinlock``."""
-    yield Point(routine, f"z_sched_switch_spin({new.name})", wait=_switch_ready(new),
+    yield Point(routine, f"z_sched_switch_spin({new.name})", wait=switch_ready(new),
                 res=reads(("sh", new.name)))  # fmt: skip
-    dequeue(k, new)
+    runqueue.dequeue(k, new)
     new.cpu = c.id
     c.current = new
     new.switch_handle = None
 
 
-def _switch_ready(t: KThread) -> Condition:
-    return Condition(f"{t.name}'s switch_handle", lambda: t.switch_handle is not None)
-
-
 def arch_switch(k: Kernel, old: KThread, new: KThread) -> Routine:
     """Save ``old``'s context on its own stack, publish its switch handle, run ``new``."""
-    from mmusim.kernel import fault
-
     c = k.cpu
     sp = c.hw.sp
     yield Point(
@@ -138,8 +108,8 @@ def arch_switch(k: Kernel, old: KThread, new: KThread) -> Routine:
             c.hw.push(bytes(k.word))
     except Trap as trap:  # the outgoing stack is full: a stack overflow of ``old``
         if trap.vector != 14:
-            fault.kernel_bug(k, f"arch_switch: {trap} saving {old.name}'s context", trap)
-        yield from fault.switch_overflow(k, old, trap)
+            kernel_bug(k, f"arch_switch: {trap} saving {old.name}'s context", trap)
+        yield from switch_overflow(k, old, trap)
         yield from _switch_to(k, old, new)
         return
     old.sp = c.hw.sp
@@ -150,8 +120,6 @@ def arch_switch(k: Kernel, old: KThread, new: KThread) -> Routine:
 
 
 def _switch_to(k: Kernel, old: KThread, new: KThread) -> Routine:
-    from mmusim.kernel.kernel import SwitchOut
-
     yield SwitchOut(new)  # the engine sets old.pending = SWITCHED_OUT
     # -- ``old`` runs again, on whichever CPU switched to it.
     yield Point(
@@ -168,16 +136,6 @@ def _switch_to(k: Kernel, old: KThread, new: KThread) -> Routine:
     c.hw.cpl = old.cpl
 
 
-def resume_switched_in(k: Kernel, c: PerCpu, new: KThread) -> Any:
-    """CPU ``c`` switched to ``new``: the point ``new`` waits at."""
-    if new.pending is SWITCHED_OUT:
-        gen = new.gen
-        return gen.send(None)
-    # A thread that never ran: arch_switch loads its initial context.
-    c.hw.sp, c.hw.cpl, c.running_on = new.sp, 0, new
-    return new.pending
-
-
 def idle_main(k: Kernel, me: KThread) -> Routine:
     """The idle thread: wait until there is work, then reschedule."""
     while True:
@@ -189,14 +147,6 @@ def idle_main(k: Kernel, me: KThread) -> Routine:
         )
         yield from k.k_spin_lock(k.sched_lock, "idle")
         yield from z_swap(k, "idle")
-
-
-def wake(k: Kernel, t: KThread) -> None:
-    """The timer woke ``t`` (the clock jumped to its wake tick)."""
-    k.sleepers.remove(t)
-    t.wake_tick = None
-    t.state &= ~ThreadState.SLEEPING
-    ready_thread(k, t)
 
 
 def k_sleep(k: Kernel, ticks: int) -> Routine:
@@ -222,15 +172,8 @@ def k_yield(k: Kernel) -> Routine:
     me = k.current
     yield from k.k_spin_lock(k.sched_lock, "k_yield")
     if not me.is_idle:
-        ready_thread_behind(k, me)
+        runqueue.ready_thread_behind(k, me)
     yield from z_swap(k, "k_yield")
-
-
-def ready_thread_behind(k: Kernel, t: KThread) -> None:
-    """Queue the running thread behind its equals (k_yield): it is current, so queue directly."""
-    t.queue_seq = k.next_seq()
-    t.state |= ThreadState.QUEUED
-    k.ready.add(t)
 
 
 def z_reschedule(k: Kernel, routine: str) -> Routine:
@@ -247,26 +190,10 @@ def z_reschedule(k: Kernel, routine: str) -> Routine:
 # -- interrupts ---------------------------------------------------------------------------------
 
 
-def send_ipi(k: Kernel, cpu_id: int, kind: str) -> None:
-    k.cpus[cpu_id].pending_ipis.append(kind)
-    k.ipis[kind] += 1
-    if kind == "tlb":
-        k.cpus[cpu_id].shootdowns_pending += 1
-
-
-def enter_irq(k: Kernel, c: PerCpu) -> None:
-    """Deliver this CPU's pending IPIs: start the handler (x86_64 takes IRQs on the IST interrupt
-    stack, so the interrupted thread's stack is not touched)."""
-    kinds, c.pending_ipis = c.pending_ipis, []
-    c.irq_thread = c.ctx
-    c.irq = _ipi_handler(k, c, kinds)
-    c.irq_pending = next(c.irq)
-
-
-def _ipi_handler(k: Kernel, c: PerCpu, kinds: list[str]) -> Generator[Any, None, None]:
-    from mmusim.kernel import abort
-    from mmusim.kernel.kernel import IrqExit
-
+def z_x86_ipi(k: Kernel, c: PerCpu, kinds: list[str]) -> Generator[Any, None, None]:
+    """The IPI handler (boot installs it as ``Engine.ipi_handler``): flush the TLB for a
+    shootdown, wake mailbox servers, and -- ``z_sched_ipi`` -- halt ``_current`` if another CPU
+    marked it ABORTING. Yields ``IrqExit`` with the thread to switch to, if it halted one."""
     yield Point("z_x86_ipi", f"interrupt entry ({', '.join(kinds)})", res=writes(("ipi", c.id)))
     saved_cpl, c.hw.cpl = c.hw.cpl, 0
     for i in range(len(kinds)):  # an index loop: the explorer's fingerprint sees `i`
@@ -281,13 +208,13 @@ def _ipi_handler(k: Kernel, c: PerCpu, kinds: list[str]) -> Generator[Any, None,
             if t.mbox_wait and k.mailboxes.get(t.name):
                 t.mbox_wait = False
                 t.state &= ~ThreadState.PENDING
-                ready_thread(k, t)
+                runqueue.ready_thread(k, t)
         yield from k.k_spin_unlock(k.sched_lock, "mbox_isr")
     if "sched" in kinds:
         yield from k.k_spin_lock(k.sched_lock, "z_sched_ipi")
         cur = c.current
         if cur.state & ThreadState.ABORTING and not cur.dead:
-            yield from abort.halt_thread(k, cur, ThreadState.DEAD)
+            yield from halt_thread(k, cur, ThreadState.DEAD)
             new = next_up(k, c)
             yield from _become_current(k, c, new, "z_sched_ipi")
         yield from k.k_spin_unlock(k.sched_lock, "z_sched_ipi")
@@ -295,26 +222,8 @@ def _ipi_handler(k: Kernel, c: PerCpu, kinds: list[str]) -> Generator[Any, None,
     yield IrqExit(new)
 
 
-def exit_irq(k: Kernel, c: PerCpu, new: KThread | None) -> None:
-    c.irq = None
-    c.irq_pending = None
-    interrupted = c.irq_thread
-    c.irq_thread = None
-    if new is None or new is interrupted:
-        return
-    assert interrupted is not None and interrupted.dead, (
-        "exit_irq: switching away from a live thread"
-    )
-    interrupted.switch_handle = interrupted.sp  # its context was saved at interrupt entry
-    interrupted.pending = None
-    interrupted.gen = None  # a dead thread never runs again
-    c.running_on = None
-    c.ctx = new
-    new.pending = resume_switched_in(k, c, new)
-
-
 def check_sched(k: Kernel) -> None:
     """Scheduler sanity: ready threads are runnable and not running anywhere."""
     for t in k.ready:
-        if not runnable(t) or any(c.current is t for c in k.cpus):
+        if not runqueue.runnable(t) or any(c.current is t for c in k.cpus):
             raise KernelAssert(f"check_sched: {t.name} is queued but not runnable or is running")

@@ -20,6 +20,8 @@ from typing import Any
 
 import attrs
 
+from mmusim.kernel.routines import Condition
+
 
 class ThreadState(enum.IntFlag):
     """Zephyr's ``thread_state`` bits (kernel_structs.h)."""
@@ -167,3 +169,9 @@ class KThread:
 
     def describe(self) -> str:
         return f"thread {self.name!r}"
+
+
+def switch_ready(t: KThread) -> Condition:
+    """What ``z_sched_switch_spin(t)`` waits for: ``t``'s context is saved (its switch handle is
+    published by ``arch_switch``), so another CPU may run it, or its stack may go."""
+    return Condition(f"{t.name}'s switch_handle", lambda: t.switch_handle is not None)

@@ -47,29 +47,21 @@ Where this module deliberately differs (both documented at the code):
   no-op that leaves the caller believing the region is gone (and leaks any allocated pages of a
   partly-free range). Here it is a ``KernelAssert``; so are unaligned frees.
 
-Every assertion is a :class:`~mmusim.kernel.core.KernelAssert` whose message starts with the Zephyr
+Every assertion is a :class:`~mmusim.kernel.routines.KernelAssert` whose message starts with the Zephyr
 function that asserts (``virt_region_free: ...``, ``virt_region_alloc: ...``).
 
-Data structure: an array-based segment tree over bit offsets (leaf ``i`` = bit ``i`` = the page
-``i + 1`` pages below ``VIRT_RAM_END``), padded to a power of two with allocated leaves. Each node
-keeps the length of its longest free run, of its free prefix (from its lowest offset, i.e. the
-high-address end) and of its free suffix, plus a lazy "assign all free / all allocated" tag. First
-fit from bit 0 is a single root-to-leaf descent; assigning a range touches O(log N) nodes.
+Data structure: the bitmap is a ``BitArray`` (``mmusim.kernel.bitarray``): a segment tree that
+answers first fit and range assignment in O(log N).
 """
 
 from __future__ import annotations
 
-import functools
-
-from mmusim.kernel.core import KernelAssert
+from mmusim.kernel.bitarray import ALLOCATED as _ALLOCATED
+from mmusim.kernel.bitarray import FREE as _FREE
+from mmusim.kernel.bitarray import BitArray
+from mmusim.kernel.routines import KernelAssert
 
 __all__ = ["VirtRegionAllocator"]
-
-# Lazy tags. A tag on a node means: every page under it is in that state, and the node's own
-# (best, pre, suf) already say so; the children have not been told yet.
-_NO_TAG = -1
-_ALLOCATED = 0
-_FREE = 1
 
 
 class VirtRegionAllocator:
@@ -106,21 +98,14 @@ class VirtRegionAllocator:
         "_end",
         "_page",
         "_n",
-        "_cap",
-        "_log",
         "_free_start",
         "_reserved_top",
         "_zephyr_free_bug",
         "_mutant_double_alloc",
         "_allocs",
-        "_best",
-        "_pre",
-        "_suf",
-        "_len",
-        "_tag",
+        "_bits",
         "_allocated",
         "_boot_bits",
-        "ops",
     )
 
     def __init__(
@@ -156,20 +141,10 @@ class VirtRegionAllocator:
         self._zephyr_free_bug = zephyr_free_bug
         self._mutant_double_alloc = mutant_double_alloc
         self._allocs = 0  # successful allocations (for the mutant)
-        self.ops = 0
 
         n = size // page
         self._n = n
-        cap, log, lens, best, pre, suf = _empty_tree(n)
-        self._cap = cap
-        self._log = log
-        # Copies of a cached all-free tree: every kernel boot of a configuration builds the same
-        # one, and the explorer boots thousands of kernels.
-        self._len = list(lens)
-        self._best = list(best)
-        self._pre = list(pre)
-        self._suf = list(suf)
-        self._tag = [_NO_TAG] * (2 * cap)
+        self._bits = BitArray(n)  # bit i: the page i + 1 pages below the top of the window
         self._allocated = 0
 
         # virt_region_init(): the same bit ranges Zephyr's integer arithmetic computes.
@@ -183,7 +158,7 @@ class VirtRegionAllocator:
             # virt_to_bitmap_offset(VIRT_RAM_START, image) = (END - START - image) // PAGE
             boot.append(((end - base - image) // page, image_bits))
         for off, bits in boot:
-            self._assign(off, off + bits, _ALLOCATED)
+            self._bits.assign(off, off + bits, _ALLOCATED)
         self._boot_bits = tuple(boot)
         self._allocated = _union_length([(off, off + bits) for off, bits in boot])
 
@@ -246,27 +221,16 @@ class VirtRegionAllocator:
     def is_allocated(self, addr: int) -> bool:
         """Whether the page containing ``addr`` is allocated. Runtime: O(log N)."""
         self._check_in_window(addr)
-        node = 1
-        bit = (self._end - 1 - addr) // self._page
-        size = self._cap
-        tag = self._tag
-        half = size >> 1
-        lo = 0
-        touched = 1
-        while node < size:
-            t = tag[node]
-            if t != _NO_TAG:
-                self.ops += touched
-                return t == _ALLOCATED
-            if bit < lo + half:
-                node = 2 * node
-            else:
-                node = 2 * node + 1
-                lo += half
-            half >>= 1
-            touched += 1
-        self.ops += touched
-        return self._best[node] == 0
+        return self._bits.test((self._end - 1 - addr) // self._page)
+
+    @property
+    def ops(self) -> int:
+        """Segment-tree nodes touched so far (complexity tests may reset it)."""
+        return self._bits.ops
+
+    @ops.setter
+    def ops(self, value: int) -> None:
+        self._bits.ops = value
 
     def free_runs(self) -> list[tuple[int, int]]:
         """The free runs as ``(addr, size)`` in ascending address order.
@@ -274,7 +238,7 @@ class VirtRegionAllocator:
         Runtime: O(R log N) for R maximal free/allocated runs (only nodes holding both free and
         allocated pages are opened).
         """
-        runs_bits = self._free_bit_runs()
+        runs_bits = self._bits.free_runs()
         page = self._page
         end = self._end
         return [(end - hi * page, (hi - lo) * page) for lo, hi in reversed(runs_bits)]
@@ -310,10 +274,10 @@ class VirtRegionAllocator:
         # sys_bitarray_alloc(): -EINVAL for 0 bits or more bits than the array has.
         if num_bits == 0 or num_bits > self._n:
             return None
-        offset = self._first_fit(num_bits)
+        offset = self._bits.first_fit(num_bits)
         if offset < 0:
             return None  # -ENOSPC: "insufficient virtual address space"
-        self._assign(offset, offset + num_bits, _ALLOCATED)
+        self._bits.assign(offset, offset + num_bits, _ALLOCATED)
         self._allocated += num_bits
 
         alloc_size = num_bits * page
@@ -335,7 +299,7 @@ class VirtRegionAllocator:
             elif size > 0:
                 # What the allocation still holds after the head/tail were given back.
                 first = (self._end - dest - size) // page
-                self._assign(first, first + size // page, _FREE)
+                self._bits.assign(first, first + size // page, _FREE)
                 self._allocated -= size // page
             return None
         if self._mutant_double_alloc and size > 0:
@@ -343,7 +307,7 @@ class VirtRegionAllocator:
             if self._allocs % 2 == 0:
                 # MUTANT (SIM_MUTANT_VA_DOUBLE_ALLOC): hand the region out, but leave it free.
                 first = (self._end - dest - size) // page
-                self._assign(first, first + size // page, _FREE)
+                self._bits.assign(first, first + size // page, _FREE)
                 self._allocated -= size // page
         return dest
 
@@ -360,54 +324,17 @@ class VirtRegionAllocator:
     # ------------------------------------------------------------------ invariants
 
     def _check(self) -> None:
-        """Structural invariants; on failure print the state, then raise ``AssertionError``.
-
-        Checks every node not covered by an ancestor's tag against values recomputed from the
-        materialised bitmap, that tags sit only on internal nodes, that padding leaves are
-        allocated, the page counter, and that the boot reservations are still allocated.
-        Runtime: O(N).
-        """
-        problems: list[str] = []
-        cap = self._cap
-        n = self._n
-        bits = self._materialise()
-        allocated = sum(bits[:n])
+        """Invariants; on failure print the state, then raise ``AssertionError``: the bitmap's
+        structure (``BitArray._check``), the page counter, and that the boot reservations are
+        still allocated. Runtime: O(N)."""
+        problems = self._bits._check()
+        bits = self._bits.materialise()
+        allocated = sum(bits[: self._n])
         if allocated != self._allocated:
-            problems.append(f"allocated counter {self._allocated} != {allocated} set bits")
-        if not all(bits[n:]):
-            problems.append("a padding leaf is free")
-        for leaf in range(cap, 2 * cap):
-            if self._tag[leaf] != _NO_TAG:
-                problems.append(f"leaf {leaf - cap} carries a tag")
+            problems.insert(0, f"allocated counter {self._allocated} != {allocated} set bits")
         for off, count in self._boot_bits:
             if not all(bits[off : off + count]):
                 problems.append(f"boot reservation bits [{off}, {off + count}) not all set")
-        # Recompute (len, best, pre, suf) bottom-up from the materialised bits.
-        best = [0] * (2 * cap)
-        pre = [0] * (2 * cap)
-        suf = [0] * (2 * cap)
-        length = [0] * (2 * cap)
-        for i in range(cap):
-            free = 0 if bits[i] else 1
-            best[cap + i] = pre[cap + i] = suf[cap + i] = free
-            length[cap + i] = 1
-        for node in range(cap - 1, 0, -1):
-            a, b = 2 * node, 2 * node + 1
-            length[node] = length[a] + length[b]
-            pre[node] = pre[a] if pre[a] < length[a] else length[a] + pre[b]
-            suf[node] = suf[b] if suf[b] < length[b] else length[b] + suf[a]
-            best[node] = max(best[a], best[b], suf[a] + pre[b])
-        # Walk the nodes whose stored values must be current: those without a tagged ancestor.
-        stack = [1]
-        while stack:
-            node = stack.pop()
-            got = (self._len[node], self._best[node], self._pre[node], self._suf[node])
-            want = (length[node], best[node], pre[node], suf[node])
-            if got != want:
-                problems.append(f"node {node}: (len, best, pre, suf) = {got}, expected {want}")
-            if node < cap and self._tag[node] == _NO_TAG:
-                stack.append(2 * node)
-                stack.append(2 * node + 1)
         if problems:
             print(self._dump())
             raise AssertionError("VirtRegionAllocator._check: " + "; ".join(problems[:10]))
@@ -429,7 +356,7 @@ class VirtRegionAllocator:
         if len(runs) > 50:
             lines.append(f"  ... {len(runs) - 50} more")
         if self._n <= 1024:
-            bits = self._materialise()[: self._n]
+            bits = self._bits.materialise()[: self._n]
             lines.append(
                 "bitmap (bit 0 = top page first): " + "".join("1" if b else "." for b in bits)
             )
@@ -463,14 +390,14 @@ class VirtRegionAllocator:
         num_bits = size // page
         # Zephyr: sys_bitarray_free() returns -EFAULT unless every bit is set and
         # virt_region_free() drops that return value -- a silent no-op. We assert instead.
-        if self._any_free(first, first + num_bits):
+        if self._bits.any_free(first, first + num_bits):
             if self._mutant_double_alloc:
                 return  # MUTANT (SIM_MUTANT_VA_DOUBLE_ALLOC): Zephyr's silent no-op
             raise KernelAssert(
                 f"virt_region_free: region {addr:#x} ({size:#x}) is not wholly allocated "
                 f"(double free?)"
             )
-        self._assign(first, first + num_bits, _FREE, pushed=True)
+        self._bits.assign(first, first + num_bits, _FREE, pushed=True)
         self._allocated -= num_bits
 
     def _bitarray_free(self, num_bits: int, offset: int) -> None:
@@ -478,248 +405,10 @@ class VirtRegionAllocator:
         n = self._n
         if num_bits == 0 or num_bits > n or offset >= n or offset + num_bits - 1 >= n:
             return  # -EINVAL
-        if self._any_free(offset, offset + num_bits):
+        if self._bits.any_free(offset, offset + num_bits):
             return  # -EFAULT
-        self._assign(offset, offset + num_bits, _FREE, pushed=True)
+        self._bits.assign(offset, offset + num_bits, _FREE, pushed=True)
         self._allocated -= num_bits
-
-    def _pull(self, node: int) -> None:
-        """Recompute ``node`` from its children (no tag handling)."""
-        a = 2 * node
-        b = a + 1
-        pre = self._pre
-        suf = self._suf
-        length = self._len
-        best = self._best
-        pa = pre[a]
-        la = length[a]
-        pre[node] = pa if pa < la else la + pre[b]
-        sb = suf[b]
-        lb = length[b]
-        suf[node] = sb if sb < lb else lb + suf[a]
-        m = suf[a] + pre[b]
-        ba = best[a]
-        bb = best[b]
-        if ba < bb:
-            ba = bb
-        best[node] = ba if ba > m else m
-
-    def _push_paths(self, lo: int, hi: int) -> int:
-        """Hand tags down along the root-to-leaf paths of the boundaries of ``[lo, hi)``.
-
-        Afterwards every node that partly overlaps ``[lo, hi)`` is untagged, so the nodes fully
-        inside it (the canonical cover) hold current values. Returns the nodes touched.
-        """
-        cap = self._cap
-        left = lo + cap
-        right = hi + cap
-        path: list[int] = []
-        for i in range(self._log, 0, -1):
-            if ((left >> i) << i) != left:
-                path.append(left >> i)
-            if ((right >> i) << i) != right:
-                path.append((right - 1) >> i)
-        tag = self._tag
-        best = self._best
-        pre = self._pre
-        suf = self._suf
-        length = self._len
-        touched = len(path)
-        for node in path:
-            t = tag[node]
-            if t == _NO_TAG:
-                continue
-            tag[node] = _NO_TAG
-            a = 2 * node
-            b = a + 1
-            if t == _FREE:
-                best[a] = pre[a] = suf[a] = length[a]
-                best[b] = pre[b] = suf[b] = length[b]
-            else:
-                best[a] = pre[a] = suf[a] = 0
-                best[b] = pre[b] = suf[b] = 0
-            if a < cap:
-                tag[a] = tag[b] = t
-            touched += 2
-        return touched
-
-    def _assign(self, lo: int, hi: int, state: int, *, pushed: bool = False) -> None:
-        """Set bits ``[lo, hi)`` to ``state`` (lazy range assignment). Runtime: O(log N).
-
-        ``pushed``: the boundary paths of exactly this range were just pushed (by ``_any_free``).
-        """
-        if lo >= hi:
-            return
-        cap = self._cap
-        log = self._log
-        touched = 0 if pushed else self._push_paths(lo, hi)
-        best = self._best
-        pre = self._pre
-        suf = self._suf
-        length = self._len
-        tag = self._tag
-        left = lo + cap
-        right = hi + cap
-        while left < right:
-            if left & 1:
-                v = length[left] if state == _FREE else 0
-                best[left] = pre[left] = suf[left] = v
-                if left < cap:
-                    tag[left] = state
-                left += 1
-                touched += 1
-            if right & 1:
-                right -= 1
-                v = length[right] if state == _FREE else 0
-                best[right] = pre[right] = suf[right] = v
-                if right < cap:
-                    tag[right] = state
-                touched += 1
-            left >>= 1
-            right >>= 1
-        left = lo + cap
-        right = hi + cap
-        for i in range(1, log + 1):
-            for node in (
-                left >> i if ((left >> i) << i) != left else 0,
-                (right - 1) >> i if ((right >> i) << i) != right else 0,
-            ):
-                if node == 0:
-                    continue
-                # Recompute node from its children (it is untagged: it partly overlaps the range).
-                a = 2 * node
-                b = a + 1
-                la = length[a]
-                pa = pre[a]
-                pre[node] = pa if pa < la else la + pre[b]
-                lb = length[b]
-                sb = suf[b]
-                suf[node] = sb if sb < lb else lb + suf[a]
-                m = suf[a] + pre[b]
-                ba = best[a]
-                bb = best[b]
-                if ba < bb:
-                    ba = bb
-                best[node] = ba if ba > m else m
-                touched += 1
-        self.ops += touched
-
-    def _any_free(self, lo: int, hi: int) -> bool:
-        """Whether any bit in ``[lo, hi)`` is clear. Runtime: O(log N)."""
-        if lo >= hi:
-            return False
-        cap = self._cap
-        touched = self._push_paths(lo, hi)
-        best = self._best
-        left = lo + cap
-        right = hi + cap
-        found = False
-        while left < right:
-            if left & 1:
-                touched += 1
-                if best[left]:
-                    found = True
-                    break
-                left += 1
-            if right & 1:
-                right -= 1
-                touched += 1
-                if best[right]:
-                    found = True
-                    break
-            left >>= 1
-            right >>= 1
-        self.ops += touched
-        return found
-
-    def _first_fit(self, k: int) -> int:
-        """Lowest offset starting ``k`` clear bits (``sys_bitarray_alloc``'s answer), or -1.
-
-        One root-to-leaf descent: go left while the left half holds a long enough run, else the
-        run straddling the middle if long enough, else go right. Runtime: O(log N).
-        """
-        best = self._best
-        if best[1] < k:
-            self.ops += 1
-            return -1
-        pre = self._pre
-        suf = self._suf
-        tag = self._tag
-        cap = self._cap
-        node = 1
-        lo = 0
-        half = cap >> 1
-        touched = 1
-        while node < cap:
-            # Nodes on this path have no tagged ancestor, so their children's values are
-            # current: the descent only reads.
-            if tag[node] != _NO_TAG:
-                # The whole node is free (it holds a run >= k): its lowest offset is the answer.
-                self.ops += touched
-                return lo
-            a = 2 * node
-            touched += 2
-            if best[a] >= k:
-                node = a
-            elif suf[a] + pre[a + 1] >= k:
-                self.ops += touched
-                return lo + half - suf[a]
-            else:
-                node = a + 1
-                lo += half
-            half >>= 1
-        # A leaf with best >= k >= 1: k == 1 and this bit is clear.
-        self.ops += touched
-        return lo
-
-    def _free_bit_runs(self) -> list[tuple[int, int]]:
-        """Maximal runs ``[lo, hi)`` of clear bits in ascending bit order. O(R log N)."""
-        cap = self._cap
-        best = self._best
-        length = self._len
-        tag = self._tag
-        runs: list[tuple[int, int]] = []
-        # Iterative in-order walk: (node, lo). Right child pushed first so left comes out first.
-        stack = [(1, 0)]
-        while stack:
-            node, lo = stack.pop()
-            b = best[node]
-            ln = length[node]
-            if b == 0:
-                continue
-            if b == ln:
-                hi = lo + ln
-                if runs and runs[-1][1] == lo:
-                    runs[-1] = (runs[-1][0], hi)
-                else:
-                    runs.append((lo, hi))
-                continue
-            # Mixed node: it has no tag (a tagged node is uniform), so its children are current.
-            assert tag[node] == _NO_TAG and node < cap
-            half = ln >> 1
-            stack.append((2 * node + 1, lo + half))
-            stack.append((2 * node, lo))
-        return runs
-
-    def _materialise(self) -> list[bool]:
-        """The bitmap (True = set/allocated) over all ``cap`` leaves, respecting tags. O(N)."""
-        cap = self._cap
-        bits = [True] * cap
-        stack = [(1, 0, cap)]
-        while stack:
-            node, lo, ln = stack.pop()
-            t = self._tag[node] if node < cap else _NO_TAG
-            if t != _NO_TAG:
-                if t == _FREE:
-                    bits[lo : lo + ln] = [False] * ln
-                continue
-            if node >= cap:
-                bits[lo] = self._best[node] == 0
-                continue
-            half = ln >> 1
-            stack.append((2 * node, lo, half))
-            stack.append((2 * node + 1, lo + half, half))
-        return bits
 
 
 def _union_length(intervals: list[tuple[int, int]]) -> int:
@@ -734,32 +423,3 @@ def _union_length(intervals: list[tuple[int, int]]) -> int:
             total += hi - reach
             reach = hi
     return total
-
-
-@functools.lru_cache(maxsize=8)
-def _empty_tree(
-    n: int,
-) -> tuple[int, int, tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    """The segment tree of ``n`` free pages: (cap, log, len, best, pre, suf). Runtime: O(n), once.
-
-    Leaves [cap, cap + n) are the window's bits, all free; padding leaves are allocated.
-    """
-    cap, log = 1, 0
-    while cap < n:
-        cap <<= 1
-        log += 1
-    lens = [0] * (2 * cap)
-    best = [0] * (2 * cap)
-    for leaf in range(cap, 2 * cap):
-        lens[leaf] = 1
-    for leaf in range(cap, cap + n):
-        best[leaf] = 1
-    pre, suf = list(best), list(best)
-    for node in range(cap - 1, 0, -1):
-        left, right = 2 * node, 2 * node + 1
-        lens[node] = lens[left] + lens[right]
-        # The same combination _pull performs (no lazy tags exist yet).
-        best[node] = max(best[left], best[right], suf[left] + pre[right])
-        pre[node] = pre[left] if pre[left] < lens[left] else lens[left] + pre[right]
-        suf[node] = suf[right] if suf[right] < lens[right] else lens[right] + suf[left]
-    return cap, log, tuple(lens), tuple(best), tuple(pre), tuple(suf)

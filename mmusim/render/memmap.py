@@ -39,8 +39,8 @@ from xml.sax.saxutils import escape
 import attrs
 
 from mmusim.hw import PteFlags
+from mmusim.kernel import Kernel, Region
 from mmusim.kernel.geometry import PAGE
-from mmusim.kernel.kernel import Kernel, Region
 from mmusim.kernel.thread import KThread, StackObject
 
 __all__ = [

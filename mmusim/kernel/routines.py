@@ -15,9 +15,6 @@ A ``Point`` may name something it waits for (``wait``): a spinlock to be free, a
 handle to be published. Such a step is *enabled* only when ``wait.ready()`` -- there are no
 busy-wait steps, and a state where nothing is enabled while work remains is a deadlock that can be
 reported as who waits for what.
-
-Spinlocks validate their use as Zephyr's ``SPIN_VALIDATE`` does: a recursive acquire asserts
-"Recursive spinlock", a release by a CPU that does not hold it asserts "Not my spinlock".
 """
 
 from __future__ import annotations
@@ -120,51 +117,6 @@ def run(routine: Generator[Point, None, T]) -> T:
             point = routine.send(None)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
-
-
-@attrs.define(eq=False)
-class KSpinlock:
-    """A ``struct k_spinlock`` with validation. ``holder`` is the CPU id that holds it, or None.
-
-    Lock order (reference zephyr-mapped-stacks.md section 2.2): ``_sched_spinlock`` ->
-    ``thread_cleanup_lock`` -> ``z_mm_lock``; never the reverse. ``rank`` encodes that order and
-    ``acquire`` checks it against the locks the CPU already holds.
-    """
-
-    name: str
-    rank: int
-    holder: int | None = None
-    acquisitions: int = 0
-
-    def ready(self) -> bool:
-        return self.holder is None
-
-    def describe(self) -> str:
-        who = "free" if self.holder is None else f"held by CPU {self.holder}"
-        return f"spinlock {self.name} ({who})"
-
-    def acquire(self, cpu: int, held: list[KSpinlock]) -> None:
-        if self.holder == cpu:
-            raise KernelAssert(f"k_spin_lock: Recursive spinlock {self.name} on CPU {cpu}")
-        if self.holder is not None:
-            raise KernelAssert(f"k_spin_lock: {self.name} taken while held by CPU {self.holder}")
-        for other in held:
-            if other.rank >= self.rank:
-                raise KernelAssert(
-                    f"k_spin_lock: lock order violated: {self.name} taken while holding {other.name}"
-                )
-        self.holder = cpu
-        self.acquisitions += 1
-        held.append(self)
-
-    def release(self, cpu: int, held: list[KSpinlock]) -> None:
-        if self.holder != cpu:
-            raise KernelAssert(f"k_spin_unlock: Not my spinlock {self.name} (CPU {cpu})")
-        self.holder = None
-        held.remove(self)
-
-    def _check(self) -> None:
-        assert self.holder is None or self.holder >= 0, f"{self.name}: bad holder {self.holder}"
 
 
 @attrs.frozen(slots=True)

@@ -1,22 +1,17 @@
-"""The kernel: boot, per-CPU state, and the engine that steps CPUs through kernel routines.
+"""The engine: the kernel's state, and the loop that steps the CPUs through kernel routines.
 
-Boot lays out physical RAM and the kernel image, builds the kernel page tables with the hardware
-layer's ``PageTables``, places the statically defined stack objects in ``.noinit``, creates one idle
-thread per CPU and the main thread, and starts the CPUs. The kernel's virtual layout (the
-identity-mapped case; with ``qemu_x86_atom_virt`` virtual = physical + offset)::
+``Engine`` holds what Zephyr keeps in ``struct z_kernel`` and each ``struct _cpu`` -- CPUs, threads,
+locks, the ready queue, the deferred-cleanup slot, the kernel mappings, the tick clock, the console
+-- and drives the routines (``mmusim.kernel.routines``): every thread has a generator (its Python
+frames are its "kernel stack"); each CPU runs its current thread's generator, or an interrupt
+handler's, one interleaving ``Point`` at a time. ``do(action)`` performs one step; ``run()`` steps
+CPUs in a deterministic round-robin order, or in a seeded random order (``seed=``), until the
+system is quiescent. Threads sleeping on the tick clock wake when nothing else can run (the clock
+jumps to the first wake-up). ``mmusim.kernel.boot`` builds a ``Kernel`` -- an ``Engine``, booted.
 
-    KERNEL_VM_BASE                                                     KERNEL_VM_BASE + KERNEL_VM_SIZE
-    +-------+------+--------+-------------+---------------------+ ... +----------------------------+
-    | text  | data | tables | .noinit     |  free virtual space  ... | mappings: stacks, k_mem_map |
-    | RX    | RW   | RW     | stack objs, |  (K_MEM_VM_FREE_START)   | allocated top-down, each    |
-    |       |      |        | ISR stacks  |                          | guard | region | guard      |
-    +-------+------+--------+-------------+---------------------+ ... +----------------------------+
-
-Execution: every thread has a generator (its Python frames are its "kernel stack"); each CPU runs
-its current thread's generator, or an interrupt handler's, one interleaving ``Point`` at a time.
-``step(cpu)`` performs one step; ``run()`` steps CPUs in a deterministic round-robin order, or in a
-seeded random order (``seed=``), until the system is quiescent. Threads sleeping on the tick clock
-wake when nothing else can run (the clock jumps, as trio's ``MockClock(autojump)`` does).
+Interrupts: an IPI is delivered through the handler boot installs in ``ipi_handler`` (as Zephyr's
+x86 boot code connects ``z_sched_ipi`` and the TLB-shootdown handler to their vectors); the engine
+itself only starts and ends handlers and switches threads when a handler says so.
 
 The kernel never uses the wall clock or global randomness.
 """
@@ -26,21 +21,27 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable, Generator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from sortedcontainers import SortedKeyList
 
 from mmusim.hw import Cpu, PageTables, PagingMode, PhysMem
-from mmusim.kernel import sched
-from mmusim.kernel.core import KernelAssert, KSpinlock, Point, writes
+from mmusim.kernel import runqueue
 from mmusim.kernel.geometry import PAGE, StackGeometry
-from mmusim.kernel.mm import FrameAllocator
-from mmusim.kernel.policy import StackEscape, StackPolicy, resolve_policy
+from mmusim.kernel.routines import KernelAssert, Point, writes
+from mmusim.kernel.spinlock import KSpinlock
 from mmusim.kernel.thread import KThread, Op, Request, StackObject
-from mmusim.kernel.vmregion import VirtRegionAllocator
+
+if TYPE_CHECKING:
+    from mmusim.kernel.boot import Kernel
+    from mmusim.kernel.mm import FrameAllocator
+    from mmusim.kernel.policy import StackEscape, StackPolicy
+    from mmusim.kernel.vmregion import VirtRegionAllocator
 
 ConfigValues = Mapping[str, bool | int | str]
+IpiHandler = Callable[["Kernel", "PerCpu", list[str]], Generator[Any, None, None]]
+SWITCHED_OUT = "switched out"  # KThread.pending while its generator sits at `yield SwitchOut`
 
 
 @attrs.frozen
@@ -121,8 +122,9 @@ class CleanupSlot:
     stack_sz: int = 0  # thread_cleanup_stack_sz
 
 
-class Kernel:
-    """A booted kernel on a simulated SMP x86 machine."""
+class Engine:
+    """The state of a kernel on a simulated SMP x86 machine, and the loop that steps its CPUs.
+    ``mmusim.kernel.boot.Kernel`` is an Engine that boots itself; use that."""
 
     # Set by boot.boot():
     mem: PhysMem
@@ -144,21 +146,21 @@ class Kernel:
     vm_reserved_pages: (
         int  # virtual pages reserved at boot (the kernel image, DEMAND_PAGING's page)
     )
+    ipi_handler: IpiHandler  # the IPI vector's handler (sched.z_x86_ipi), installed at boot
 
     def __init__(
         self,
         cfg: ConfigValues,
         *,
+        policy: StackPolicy,
         stacks: tuple[StackObject, ...] = (),
-        main_body: tuple[Op, ...] = (),
         bodies: Mapping[str, tuple[Op, ...]] | None = None,
         check: Callable[[Kernel], None] | None = None,
-        policy: StackPolicy | type[StackPolicy] | None = None,
     ) -> None:
         self.cfg = cfg
         self.geometry = StackGeometry.from_config(cfg)
         self.mapped_stacks = bool(cfg.get("THREAD_STACK_MEM_MAPPED"))
-        self.policy = resolve_policy(cfg, policy)  # where stacks live (mmusim.kernel.policy)
+        self.policy = policy  # where stacks live (mmusim.kernel.policy)
         self.escapes: list[StackEscape] = []  # stack accesses that left their object (policy.py)
         self.mailboxes: dict[str, deque[Request]] = {}  # requests for "serve" ops (body.py)
         self.leak_bug = bool(cfg.get("SIM_ABORT_CLEANUP_LEAK"))
@@ -169,7 +171,7 @@ class Kernel:
         self.mutant_guard_off_by_one = bool(cfg.get("SIM_MUTANT_GUARD_OFF_BY_ONE"))  # mm.py
         self.mutant_guard_rw = bool(cfg.get("SIM_MUTANT_GUARD_RW"))  # mm.py
         self.mutant_stack_size_unrounded = bool(cfg.get("SIM_MUTANT_STACK_SIZE_UNROUNDED"))
-        self.mutant_user_priv_stack = bool(cfg.get("SIM_MUTANT_USER_PRIV_STACK"))  # threads.py
+        self.mutant_user_priv_stack = bool(cfg.get("SIM_MUTANT_USER_PRIV_STACK"))  # stack.py
         self.mutant_no_invlpg = bool(cfg.get("SIM_MUTANT_NO_INVLPG"))  # mm.py
         self.mutant_va_double_alloc = bool(cfg.get("SIM_MUTANT_VA_DOUBLE_ALLOC"))  # vmregion.py
         self.drain_waits = bool(cfg.get("SIM_CLEANUP_WAITS_FOR_SWITCH"))
@@ -197,9 +199,6 @@ class Kernel:
         self.ipis: dict[str, int] = {"sched": 0, "tlb": 0, "mbox": 0}  # IPIs sent, by kind
         self.check = check
         self._cpu = 0
-        from mmusim.kernel import boot
-
-        boot.boot(self, main_body)
 
     # -- the CPU a routine runs on -------------------------------------------------------
 
@@ -264,13 +263,13 @@ class Kernel:
         c = self.cpus[cpu_id]
         self.steps += 1
         if kind == "irq":
-            sched.enter_irq(self, c)
+            self._enter_irq(c)
         elif c.irq is not None:
             self._resume_irq(c)
         else:
             self._resume_thread(c)
         if self.check is not None:
-            self.check(self)
+            self.check(self)  # type: ignore[arg-type]  # an Engine is always a Kernel
 
     def _resume_thread(self, c: PerCpu) -> None:
         t = c.ctx
@@ -282,10 +281,10 @@ class Kernel:
     def _settle(self, c: PerCpu, t: KThread, out: Any) -> None:
         """Record where thread ``t`` stopped; follow a context switch to the next thread."""
         while isinstance(out, SwitchOut):
-            t.pending = sched.SWITCHED_OUT
+            t.pending = SWITCHED_OUT
             new = out.new
             c.ctx = new
-            t, out = new, sched.resume_switched_in(self, c, new)
+            t, out = new, self._switched_in(c, new)
         t.pending = out
 
     def _resume_irq(self, c: PerCpu) -> None:
@@ -295,7 +294,43 @@ class Kernel:
         except StopIteration:
             raise AssertionError("interrupt handler returned without IrqExit") from None
         if isinstance(c.irq_pending, IrqExit):
-            sched.exit_irq(self, c, c.irq_pending.new)
+            self._exit_irq(c, c.irq_pending.new)
+
+    def _enter_irq(self, c: PerCpu) -> None:
+        """Deliver this CPU's pending IPIs: start the handler (x86_64 takes IRQs on the IST
+        interrupt stack, so the interrupted thread's stack is not touched)."""
+        kinds, c.pending_ipis = c.pending_ipis, []
+        c.irq_thread = c.ctx
+        c.irq = self.ipi_handler(self, c, kinds)  # type: ignore[arg-type]  # self is a Kernel
+        c.irq_pending = next(c.irq)
+
+    def _exit_irq(self, c: PerCpu, new: KThread | None) -> None:
+        """The handler returned: resume the interrupted thread, or switch to ``new`` if the
+        handler halted the interrupted one."""
+        c.irq = None
+        c.irq_pending = None
+        interrupted = c.irq_thread
+        c.irq_thread = None
+        if new is None or new is interrupted:
+            return
+        assert interrupted is not None and interrupted.dead, (
+            "exit_irq: switching away from a live thread"
+        )
+        interrupted.switch_handle = interrupted.sp  # its context was saved at interrupt entry
+        interrupted.pending = None
+        interrupted.gen = None  # a dead thread never runs again
+        c.running_on = None
+        c.ctx = new
+        new.pending = self._switched_in(c, new)
+
+    def _switched_in(self, c: PerCpu, new: KThread) -> Any:
+        """CPU ``c`` switched to ``new``: the point ``new`` waits at."""
+        if new.pending is SWITCHED_OUT:
+            gen = new.gen
+            return gen.send(None)
+        # A thread that never ran: arch_switch loads its initial context.
+        c.hw.sp, c.hw.cpl, c.running_on = new.sp, 0, new
+        return new.pending
 
     def run(
         self,
@@ -320,7 +355,8 @@ class Kernel:
         rng = random.Random(seed) if seed is not None else None
         turn = 0
         done = 0
-        while (steps is None or done < steps) and not (until is not None and until(self)):
+        me: Kernel = self  # type: ignore[assignment]  # an Engine is always a Kernel (boot.py)
+        while (steps is None or done < steps) and not (until is not None and until(me)):
             actions = self.actions()
             if not actions:
                 if self.wake_sleepers():
@@ -351,7 +387,7 @@ class Kernel:
             return False
         self.clock = first.wake_tick
         while self.sleepers and self.sleepers[0].wake_tick == self.clock:
-            sched.wake(self, self.sleepers[0])
+            runqueue.wake(self, self.sleepers[0])
         return True
 
     def check_deadlock(self) -> None:
@@ -378,9 +414,17 @@ class Kernel:
         made between steps (as an ISR's ``k_msgq_put`` would be); ``guard(kernel)`` is evaluated
         when the thread takes the request, which it skips if the guard fails."""
         self.mailboxes.setdefault(thread, deque()).append(Request(op, guard))
-        sched.send_ipi(self, cpu, "mbox")
+        self.send_ipi(cpu, "mbox")
 
-    # -- facts ------------------------------------------------------------------------------
+    def send_ipi(self, cpu_id: int, kind: str) -> None:
+        """Raise an IPI of ``kind`` ("sched", "tlb", "mbox") on CPU ``cpu_id`` (the local APIC's
+        ICR write; the other CPU takes it when its interrupts are enabled)."""
+        self.cpus[cpu_id].pending_ipis.append(kind)
+        self.ipis[kind] += 1
+        if kind == "tlb":
+            self.cpus[cpu_id].shootdowns_pending += 1
+
+    # -- threads ------------------------------------------------------------------------------
 
     def add_thread(self, t: KThread) -> KThread:
         """Define a thread object (a static ``struct k_thread``)."""
@@ -400,74 +444,5 @@ class Kernel:
         except KeyError:
             raise KernelAssert(f"no thread named {name!r}") from None
 
-    def _nonzero_bytes(self, va: int, size: int) -> int:
-        """Non-zero bytes of ``[va, va+size)``, read through the page tables (no TLB, no A bits)."""
-        count = 0
-        for off in range(0, size, PAGE):
-            hit = self.pt.lookup(va + off)
-            if hit is not None:
-                page = hit[3]
-                pa = (hit[2] & self.pt_frame_mask & ~(page - 1)) + (va + off) % page
-                count += sum(1 for b in self.mem.read(pa, min(PAGE, size - off)) if b)
-        return count
 
-    def k_mem_free_get(self) -> int:
-        return self.frames.free_count() * PAGE
-
-    def fact(self, what: str) -> Any:
-        """A named fact of the current state: ``T.mapped_addr``, ``T.mapped_sz``,
-        ``T.stack_start``, ``T.stack_size``, ``T.state``, ``T.stack_space``, ``free_mem``,
-        ``vm_free_pages``, ``vm_free_start``, ``clock``, ``pending_cleanup``, ``mapping.NAME``,
-        ``mapping.NAME.nonzero_bytes``, ``stack.NAME.addr`` / ``.obj_len`` / ``.nonzero_bytes``."""
-        from mmusim.kernel import threads as kthreads
-
-        if what == "free_mem":
-            return self.k_mem_free_get()
-        if what == "vm_free_pages":
-            return self.vm.free_pages
-        if what == "vm_free_start":
-            return self.image_end_virt  # K_MEM_VM_FREE_START
-        if what == "clock":
-            return self.clock
-        if what == "pending_cleanup":
-            return self.cleanup.thread.name if self.cleanup.thread else None
-        if what.startswith("mapping."):  # mapping.NAME: its address; .nonzero_bytes: contents
-            name, _, field = what.split(".", 1)[1].partition(".")
-            r = self.mappings.get(name)
-            if field == "nonzero_bytes":
-                return None if r is None else self._nonzero_bytes(r.addr, r.size)
-            return r.addr if r else None
-        if what.startswith("stack."):  # stack.NAME.addr / .obj_len / .nonzero_bytes (the object)
-            name, _, field = what.split(".", 1)[1].rpartition(".")
-            obj = self.stacks.get(name) or self.boot_stacks.get(name)
-            if obj is None or field not in ("addr", "obj_len", "nonzero_bytes"):
-                raise KernelAssert(f"Kernel.fact: unknown fact {what!r}")
-            if field == "nonzero_bytes":
-                pa = obj.addr - self.virt_offset
-                return sum(1 for b in self.mem.read(pa, obj.obj_len) if b)
-            return obj.addr if field == "addr" else obj.obj_len
-        name, _, field = what.rpartition(".")
-        t = self.thread(name)
-        if field == "mapped_addr":
-            return t.stack_info.mapped.addr
-        if field == "mapped_sz":
-            return t.stack_info.mapped.sz
-        if field == "stack_start":
-            return t.stack_info.start
-        if field == "stack_size":
-            return t.stack_info.size
-        if field == "state":
-            return thread_state_name(self, t)
-        if field == "stack_space":
-            return kthreads.k_thread_stack_space_get(self, t)
-        raise KernelAssert(f"Kernel.fact: unknown fact {what!r}")
-
-
-def thread_state_name(k: Kernel, t: KThread) -> str:
-    """``dead``, ``prestart|suspended``, ... or ``running`` / ``ready`` for a state of 0."""
-    if t.state:
-        return "|".join(f.name.lower() for f in type(t.state) if f in t.state and f.name)
-    return "running" if any(c.current is t for c in k.cpus) else "ready"
-
-
-__all__ = ["CleanupSlot", "IrqExit", "Kernel", "PerCpu", "Region", "SwitchOut", "thread_state_name"]
+__all__ = ["SWITCHED_OUT", "CleanupSlot", "Engine", "IrqExit", "PerCpu", "Region", "SwitchOut"]

@@ -1,0 +1,108 @@
+"""A thread's stack: ``setup_thread_stack``, user access to it, ``k_thread_stack_space_get``.
+
+``setup_thread_stack`` (``kernel/thread.c``; reference zephyr-mapped-stacks.md section 1.3), with S
+the stack size (the mapping itself is the stack policy's, ``mmusim.kernel.policy``; this is
+Zephyr's)::
+
+    obj = K_THREAD_STACK_LEN(S) (user-capable) or K_KERNEL_STACK_LEN(S); rsv = the reserved part
+    M = k_mem_map_phys_guard(stack, obj, RW | UNINIT, false)   # mapped stacks only; else M = stack
+    stack_info.start = M + rsv; stack_info.size = obj - rsv; initial SP = M + obj - delta
+    stack_info.mapped = {M, obj}
+
+``delta`` (TLS, local data, random offset) is 0 in mmusim: none of those features is modelled.
+The stack object's address is passed as the physical address, which is right only because the
+kernel image is identity-mapped -- the reason ``qemu_x86_atom_virt`` turns mapped stacks off.
+mmusim maps ``stack.addr - virt_offset`` instead, so the alias is correct on every board.
+
+User threads (``K_USER``): the pages of ``[stack_info.start, start + size)`` get U/S=1 when the
+thread is created and lose it when it dies, before the cleanup hook runs (Zephyr applies them
+through the thread's memory domain; mmusim has one page table shared by all threads, so another
+user thread could reach them too -- a documented deviation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from mmusim.hw import PteFlags
+from mmusim.kernel.geometry import PAGE
+from mmusim.kernel.mm import kernel_invlpg, tlb_shootdown
+from mmusim.kernel.routines import KernelAssert, Point, pte_write
+from mmusim.kernel.thread import EINVAL, ENOTSUP, K_USER, KThread, StackInfo, StackObject
+
+if TYPE_CHECKING:
+    from mmusim.kernel.boot import Kernel
+
+Routine = Generator[Any, None, None]
+_RW = int(PteFlags.RW)
+_US = int(PteFlags.US)
+_NX = int(PteFlags.NX)
+STACK_FILL = 0xAA  # CONFIG_INIT_STACKS
+
+
+def setup_thread_stack(k: Kernel, t: KThread, stack: StackObject, size: int) -> Routine:
+    """Place the stack through the kernel's stack policy (``mmusim.kernel.policy``), then derive
+    ``stack_info`` from the mapping and Zephyr's geometry macros."""
+    geo = k.geometry
+    user_capable = stack.user_capable and geo.userspace
+    obj = geo.obj_len(size, user_capable)
+    rsv = geo.reserved(user_capable)
+    phys = stack.addr - k.virt_offset
+    mapped = yield from k.policy.map_stack(k, t, stack, obj)
+    if k.policy.remaps and mapped.addr is None:
+        raise KernelAssert(
+            f"setup_thread_stack: __ASSERT_NO_MSG(stack_mapped != 0) failed for {t.name!r} "
+            "(kernel virtual space exhausted)"
+        )
+    m = mapped.addr if mapped.addr is not None else stack.addr
+    t.stack_extent = (m, m + (mapped.sz or obj))
+    t.stack_info = StackInfo(m + rsv, (mapped.sz or obj) - rsv, 0, mapped)
+    if k.cfg.get("INIT_STACKS"):
+        k.mem.write(phys + rsv, bytes([STACK_FILL]) * (t.stack_info.size))
+    t.sp = t.stack_info.start + t.stack_info.size
+    if t.options & K_USER:
+        yield from set_stack_perms(k, t, user=True)
+
+
+def set_stack_perms(k: Kernel, t: KThread, user: bool) -> Routine:
+    """Give (or take back) user access to ``[stack_info.start, start + size)``."""
+    nx = _NX if k.mode.has_nx else 0
+    flags = _RW | nx | (_US if user else 0)
+    start, end = t.stack_info.start, t.stack_info.start + t.stack_info.size
+    if k.mutant_user_priv_stack:  # MUTANT (SIM_MUTANT_USER_PRIV_STACK): privilege stack too
+        assert t.stack is not None
+        start = t.stack_info.mapped.addr or t.stack.addr
+    changed = False
+    for va in range(start - start % PAGE, end, PAGE):
+        if k.pt.lookup(va) is None:
+            continue
+        yield Point(
+            "set_stack_perms", f"{va:#x} {'user' if user else 'supervisor'} RW", res=pte_write(va)
+        )
+        if not user and not changed:
+            k.shootdowns_owed += 1  # other CPUs may cache the rights until the shootdown below
+        k.pt.set_flags(va, flags)
+        kernel_invlpg(k, va)
+        changed = True
+    if changed and not user:  # taking rights away: other CPUs may cache them
+        yield from tlb_shootdown(k)
+        k.shootdowns_owed -= 1
+
+
+def k_thread_stack_space_get(k: Kernel, t: KThread) -> int:
+    """Unused stack bytes, or a negative errno: -EINVAL once the stack is no longer mapped
+    (``stack_info.mapped.addr == NULL``), -ENOTSUP without CONFIG_INIT_STACKS."""
+    if k.mapped_stacks and t.stack_info.mapped.addr is None:
+        return -EINVAL
+    if not k.cfg.get("INIT_STACKS"):
+        return -ENOTSUP
+    assert t.stack is not None
+    rsv = t.stack_info.start - (t.stack_info.mapped.addr or t.stack.addr)
+    data = k.mem.read(t.stack.addr - k.virt_offset + rsv, t.stack_info.size)
+    unused = 0
+    for b in data:
+        if b != STACK_FILL:
+            break
+        unused += 1
+    return unused
