@@ -166,7 +166,7 @@ class KernelMachine(RuleBasedStateMachine):
         lines += [f"  {s}" for s in self.trail]
         for t in k.threads.values():
             if t.generation:
-                from mmusim.kernel.kernel import thread_state_name
+                from mmusim.kernel import thread_state_name
 
                 m = t.stack_info.mapped
                 if m.addr is not None:
