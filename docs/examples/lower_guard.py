@@ -5,10 +5,15 @@ cleanup hook unmaps it. ``catches`` is inherited: it promises both overflow and 
 the property test finds the underflow it cannot keep (docs/property-tests.md).
 """
 
-from mmusim.kernel.geometry import PAGE
-from mmusim.kernel.mm import K_MEM_MAP_UNINIT, K_MEM_PERM_RW, map_phys_guarded, unmap_phys_guarded
-from mmusim.kernel.policy import StackPolicy
-from mmusim.kernel.thread import MappedInfo
+from mmusim.kernel import (
+    K_MEM_MAP_UNINIT,
+    K_MEM_PERM_RW,
+    PAGE,
+    MappedInfo,
+    StackPolicy,
+    map_phys_guarded,
+    unmap_phys_guarded,
+)
 
 
 class LowerGuardPolicy(StackPolicy):

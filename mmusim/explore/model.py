@@ -29,9 +29,7 @@ from typing import Any
 import attrs
 
 from mmusim.kconfig import Config, load_config
-from mmusim.kernel import Footprint, Kernel, KSpinlock, Op, Point
-from mmusim.kernel.invariants import check_all
-from mmusim.kernel.thread import KThread
+from mmusim.kernel import Footprint, Kernel, KSpinlock, KThread, Op, Point, check_all
 from mmusim.scenario.load import Scenario, load_scenario
 
 Action = tuple[int, str]

@@ -16,8 +16,7 @@ import time
 
 from mmusim.explore.model import Action, Model, StepInfo
 from mmusim.explore.search import Result, Stats, Violation
-from mmusim.kernel import KernelAssert
-from mmusim.kernel.invariants import check_quiescent
+from mmusim.kernel import KernelAssert, check_quiescent
 
 
 def pct(model: Model, *, depth: int, runs: int, seed: int, max_steps: int = 200_000) -> Result:

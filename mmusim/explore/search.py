@@ -29,8 +29,7 @@ from typing import Any
 import attrs
 
 from mmusim.explore.model import Action, Model, StepInfo
-from mmusim.kernel import Footprint, Kernel, KernelAssert
-from mmusim.kernel.invariants import check_quiescent
+from mmusim.kernel import Footprint, Kernel, KernelAssert, check_quiescent
 
 
 @attrs.define

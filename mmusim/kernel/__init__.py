@@ -41,6 +41,7 @@ from mmusim.kernel.fatal import K_ERR_CPU_EXCEPTION, K_ERR_STACK_CHK_FAIL, REASO
 from mmusim.kernel.geometry import PAGE, StackGeometry
 from mmusim.kernel.invariants import (
     CHECKS,
+    QUIESCENT_CHECKS,
     InvariantViolation,
     assert_invariants,
     check_all,
@@ -89,6 +90,7 @@ __all__ = [
     "K_NO_WAIT",
     "K_USER",
     "PAGE",
+    "QUIESCENT_CHECKS",
     "REASONS",
     "Engine",
     "Footprint",

@@ -39,9 +39,7 @@ from xml.sax.saxutils import escape
 import attrs
 
 from mmusim.hw import PteFlags
-from mmusim.kernel import Kernel, Region
-from mmusim.kernel.geometry import PAGE
-from mmusim.kernel.thread import KThread, StackObject
+from mmusim.kernel import PAGE, Kernel, KThread, Region, StackObject
 
 __all__ = [
     "MapRow",

@@ -12,7 +12,7 @@
 See ``docs/property-tests.md``.
 """
 
-from mmusim.kernel.policy import LegacyGuard, MappedStacks, NoProtection, StackPolicy
+from mmusim.kernel import LegacyGuard, MappedStacks, NoProtection, StackPolicy
 from mmusim.testing.config import BoardConfig, configs
 from mmusim.testing.hw import (
     AddressSpace,

@@ -33,13 +33,26 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
-from mmusim.kernel import Kernel, Op
-from mmusim.kernel.geometry import PAGE
-from mmusim.kernel.invariants import CHECKS, QUIESCENT_CHECKS, InvariantViolation, check_all
-from mmusim.kernel.policy import StackPolicy
-from mmusim.kernel.thread import StackObject
+from mmusim.kernel import (
+    CHECKS,
+    PAGE,
+    QUIESCENT_CHECKS,
+    InvariantViolation,
+    Kernel,
+    Op,
+    StackObject,
+    StackPolicy,
+    check_all,
+    thread_state_name,
+)
 from mmusim.testing.config import load_board_config
 from mmusim.testing.specs import (
     DEFAULT_STACK_SIZES,
@@ -142,8 +155,6 @@ class KernelMachine(RuleBasedStateMachine):
     @classmethod
     def check(cls, settings: Any = None) -> None:
         """Run this machine as a test under ``settings`` (default: the active profile)."""
-        from hypothesis.stateful import run_state_machine_as_test
-
         run_state_machine_as_test(cls, settings=settings)
 
     # -- checking ----------------------------------------------------------------------------
@@ -166,8 +177,6 @@ class KernelMachine(RuleBasedStateMachine):
         lines += [f"  {s}" for s in self.trail]
         for t in k.threads.values():
             if t.generation:
-                from mmusim.kernel import thread_state_name
-
                 m = t.stack_info.mapped
                 if m.addr is not None:
                     where = f"mapped {m.addr:#x}+{m.sz:#x}"

@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from mmusim.kernel import Kernel
-from mmusim.kernel.invariants import assert_invariants
+from mmusim.kernel import Kernel, assert_invariants
 from mmusim.testing.machine import KernelMachine, boot_kernel
 
 _SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]

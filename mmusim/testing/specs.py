@@ -29,8 +29,7 @@ from typing import Any
 import attrs
 from hypothesis import strategies as st
 
-from mmusim.kernel.geometry import PAGE
-from mmusim.kernel.thread import Op
+from mmusim.kernel import PAGE, Op
 
 __all__ = [
     "DEFAULT_STACK_SIZES",
