@@ -3,7 +3,8 @@
 The page tables here are written by hand, entry by entry, into a ``PhysMem``; the builder in
 ``mmusim.hw.pagetables`` is not used, so these tests do not depend on it. Every expected value
 (error codes, physical addresses, entry values) is a literal or plain arithmetic on the layout
-below, taken from the reference tables -- never produced by the code under test.
+below, taken from the reference tables -- never produced by the code under test. The entry bits
+come from ``helpers``, where they are written out from the reference as well.
 
 Layout (one page, one path through the tables per mode)::
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from helpers import G1, K4, M2, M4, NX, PS, PTR, RW, US, A, D, G, P
 
 from mmusim.hw import (
     GP_VECTOR,
@@ -35,13 +37,7 @@ from mmusim.hw import (
     translate,
 )
 
-# Entry bits, written out from the reference (§2.2-2.4) rather than imported.
-P, RW, US, PWT, PCD, A, D, PS, G = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40, 0x80, 0x100
-NX = 1 << 63
-PTR = P | RW | US  # a permissive table pointer
 OFF = 0x5A5  # byte offset inside the 4K page
-
-K4, M2, M4, G1 = 1 << 12, 1 << 21, 1 << 22, 1 << 30
 
 ACCESS = {"r": Access.READ, "w": Access.WRITE, "x": Access.EXEC}
 
@@ -287,12 +283,28 @@ def rights_flags(mode: str, row: str, placement: str, large: int | None = None) 
     return flags
 
 
-def matrix_cases(mode: str, tables: dict[str, tuple[str | int, ...]]) -> list[tuple]:
+def matrix_cases(tables: dict[str, tuple[str | int, ...]]) -> list[tuple]:
+    """One (row, CPL, access, expected outcome) case per cell of ``tables``."""
     return [(row, cpl, acc, tables[row][c]) for row in tables for c, (cpl, acc) in enumerate(COLS)]
 
 
+def run_matrix(
+    mode: str, placement: str, table: dict[str, tuple[str | int, ...]], flags: dict[str, bool]
+) -> dict[str, tuple[str | int, ...]]:
+    """Every cell of ``table``'s rows, each on freshly built tables under control ``flags``: the
+    outcomes laid out as ``table`` is, so that the two compare with one ``==``."""
+    got = {}
+    for row in table:
+        cells = []
+        for cpl, acc in COLS:
+            fx = build(mode, rights_flags(mode, row, placement))
+            cells.append(outcome(fx, fx.run(acc, cpl, **flags)))
+        got[row] = tuple(cells)
+    return got
+
+
 @pytest.mark.parametrize("placement", ["leaf", "upper"])
-@pytest.mark.parametrize(("row", "cpl", "acc", "expected"), matrix_cases("ia32e", BASE))
+@pytest.mark.parametrize(("row", "cpl", "acc", "expected"), matrix_cases(BASE))
 def test_outcome_matrix_ia32e(
     row: str, cpl: int, acc: str, expected: str | int, placement: str
 ) -> None:
@@ -301,7 +313,7 @@ def test_outcome_matrix_ia32e(
 
 
 @pytest.mark.parametrize(("large", "size"), [(2, M2), (1, G1)], ids=["2M", "1G"])
-@pytest.mark.parametrize(("row", "cpl", "acc", "expected"), matrix_cases("ia32e", BASE))
+@pytest.mark.parametrize(("row", "cpl", "acc", "expected"), matrix_cases(BASE))
 def test_outcome_matrix_ia32e_large_leaf(
     row: str, cpl: int, acc: str, expected: str | int, large: int, size: int
 ) -> None:
@@ -314,14 +326,7 @@ def test_outcome_matrix_ia32e_large_leaf(
 @pytest.mark.parametrize("modifier", [m for m in MODIFIERS if m != "baseline"])
 def test_outcome_matrix_modifiers_ia32e(modifier: str, placement: str) -> None:
     mod, table = MODIFIERS[modifier]
-    got = {}
-    for row in table:
-        cells = []
-        for cpl, acc in COLS:
-            fx = build("ia32e", rights_flags("ia32e", row, placement))
-            cells.append(outcome(fx, fx.run(acc, cpl, **{**BASE_FLAGS, **mod})))
-        got[row] = tuple(cells)
-    assert got == table
+    assert run_matrix("ia32e", placement, table, {**BASE_FLAGS, **mod}) == table
 
 
 @pytest.mark.parametrize("placement", ["leaf", "upper"])
@@ -336,14 +341,7 @@ def test_outcome_matrix_modifiers_ia32e(modifier: str, placement: str) -> None:
     ],
 )
 def test_outcome_matrix_pae(modifier: str, flags: dict[str, bool], table: dict, placement: str):
-    got = {}
-    for row in table:
-        cells = []
-        for cpl, acc in COLS:
-            fx = build("pae", rights_flags("pae", row, placement))
-            cells.append(outcome(fx, fx.run(acc, cpl, **flags)))
-        got[row] = tuple(cells)
-    assert got == table
+    assert run_matrix("pae", placement, table, flags) == table
 
 
 @pytest.mark.parametrize("placement", ["leaf", "upper"])
@@ -365,14 +363,7 @@ def test_outcome_matrix_pae(modifier: str, flags: dict[str, bool], table: dict, 
     ],
 )
 def test_outcome_matrix_32bit(modifier: str, flags: dict[str, bool], table: dict, placement: str):
-    got = {}
-    for row in table:
-        cells = []
-        for cpl, acc in COLS:
-            fx = build("32", rights_flags("32", row, placement))
-            cells.append(outcome(fx, fx.run(acc, cpl, **flags)))
-        got[row] = tuple(cells)
-    assert got == table
+    assert run_matrix("32", placement, table, flags) == table
 
 
 def test_32bit_bit63_does_not_exist() -> None:
