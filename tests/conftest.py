@@ -10,7 +10,6 @@ here as well, so that those imports hold in any import mode and no test module n
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,11 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
+from helpers import TmpFile  # noqa: E402 (needs the sys.path entry above)
+
 
 @pytest.fixture
-def tmp_file(tmp_path: Path) -> Callable[[str, str], Path]:
+def tmp_file(tmp_path: Path) -> TmpFile:
     """A writer of small text files in the test's ``tmp_path``: ``tmp_file(name, text)`` writes
     ``text`` to ``tmp_path / name`` and returns that path (a prj.conf fragment, a scenario)."""
 

@@ -1,4 +1,4 @@
-"""Plain helpers shared by the hardware tests: x86 entry bits, page sizes, a table-frame allocator.
+"""Plain helpers shared by the tests: x86 entry bits, page sizes, a table-frame allocator.
 
 Everything here is written out from the reference (x86-paging.md §1.4, §2.2-2.4), never imported
 from ``mmusim``: a wrong constant in mmusim then cannot make a test agree with it. These are plain
@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from pathlib import Path
+
+#: The type of conftest's ``tmp_file`` fixture: ``tmp_file(name, text) -> path``.
+TmpFile = Callable[[str, str], Path]
 
 # Entry bits (§2.2-2.4). Bit 7 is PS in a PDE or PDPTE but PAT in a PTE; NX is the SDM's XD.
 P, RW, US, PWT, PCD, A, D, PS, G = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40, 0x80, 0x100

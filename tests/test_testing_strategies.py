@@ -12,11 +12,10 @@ rebuild the value, and false claims are refuted -- the strategies reach the inte
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import K4, NX, leaf_frame
+from helpers import K4, NX, TmpFile, leaf_frame
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
@@ -230,7 +229,7 @@ def test_configs_refuses_bad_extra_lines_at_once() -> None:
         configs("qemu_arm")
 
 
-def test_fragment_is_a_prj_conf(tmp_file: Callable[[str, str], Path]) -> None:
+def test_fragment_is_a_prj_conf(tmp_file: TmpFile) -> None:
     bc = BoardConfig("qemu_x86_64", ("CONFIG_SMP=n", "CONFIG_MP_MAX_NUM_CPUS=1"))
     conf = tmp_file("prj.conf", bc.fragment())
     assert load_config("qemu_x86_64", [conf]).values == bc.values
