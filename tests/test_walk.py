@@ -894,30 +894,22 @@ def test_pae_pdpte_gets_no_a_bit() -> None:
 # -------------------------------------------------------------------------------------------------
 
 
-def test_ad_read_sets_a_everywhere_no_d() -> None:
+@pytest.mark.parametrize(
+    ("acc", "leaf_d"),
+    [("r", 0), ("w", D)],
+    ids=["read-sets-a-everywhere-no-d", "write-sets-d-only-in-leaf"],
+)
+def test_ad_read_and_write(acc: str, leaf_d: int) -> None:
     fx = build("ia32e", [PTR, PTR, PTR, P | RW])
-    res = fx.run("r", 0)
+    res = fx.run(acc, 0)
     assert isinstance(res, Translation)
     assert [fx.get(i) for i in range(4)] == [
         0x2000 | PTR | A,
         0x3000 | PTR | A,
         0x4000 | PTR | A,
-        fx.frame | P | RW | A,
+        fx.frame | P | RW | A | leaf_d,
     ]
-    assert res.dirty is False
-
-
-def test_ad_write_sets_d_only_in_leaf() -> None:
-    fx = build("ia32e", [PTR, PTR, PTR, P | RW])
-    res = fx.run("w", 0)
-    assert isinstance(res, Translation)
-    assert [fx.get(i) for i in range(4)] == [
-        0x2000 | PTR | A,
-        0x3000 | PTR | A,
-        0x4000 | PTR | A,
-        fx.frame | P | RW | A | D,
-    ]
-    assert res.dirty is True
+    assert res.dirty is bool(leaf_d)
 
 
 def test_ad_fetch_is_like_read() -> None:
