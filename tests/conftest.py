@@ -1,8 +1,8 @@
 """Fixtures shared by the test modules, and the one place that says how they import helpers.
 
 Test modules import their shared helpers by plain module name: ``helpers`` (entry bits, page
-sizes, the table-frame allocator) and the ``oracle`` package (random raw tables, the Unicorn
-oracle). pytest's default import mode already puts this directory on ``sys.path``; it is added
+sizes, the table-frame allocator, the leaf-frame decoder) and the ``oracle`` package (random and
+hand-written raw tables, the Unicorn oracle). pytest's default import mode already puts this directory on ``sys.path``; it is added
 here as well, so that those imports hold in any import mode and no test module needs an
 ``ImportError`` fallback of its own.
 """
