@@ -25,6 +25,21 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from helpers import NX, PS, PTR, RW, US, A, P
+from oracle.randtables import (
+    EXCLUDED_DEVIATIONS,
+    HAND_DATA,
+    HAND_PT,
+    HAND_VA,
+    MAXPHYADDR,
+    AccessSpec,
+    RandomCase,
+    RawImage,
+    generate,
+    hand_image,
+    raw_path,
+)
+from oracle.unicorn_oracle import OracleResult, UnicornOracle
 
 from mmusim.hw import (
     Access,
@@ -36,37 +51,12 @@ from mmusim.hw import (
     translate,
 )
 
-try:  # pytest puts tests/ on sys.path (rootdir-relative "prepend" import mode)
-    from oracle.randtables import (
-        EXCLUDED_DEVIATIONS,
-        MAXPHYADDR,
-        AccessSpec,
-        RandomCase,
-        RawImage,
-        generate,
-        raw_path,
-    )
-    from oracle.unicorn_oracle import OracleResult, UnicornOracle
-except ImportError:  # tests/ became a package
-    from tests.oracle.randtables import (  # type: ignore[no-redef]
-        EXCLUDED_DEVIATIONS,
-        MAXPHYADDR,
-        AccessSpec,
-        RandomCase,
-        RawImage,
-        generate,
-        raw_path,
-    )
-    from tests.oracle.unicorn_oracle import OracleResult, UnicornOracle  # type: ignore[no-redef]
-
 pytestmark = pytest.mark.differential
 
 MODES = ("32", "pae", "ia32e")
 ACCESSES_PER_SEED = 250
 DEFAULT_SEEDS_PER_MODE = 100  # 3 modes x 100 seeds x 250 accesses = 75,000 accesses (~10 s)
 _ACCESS = {"r": Access.READ, "w": Access.WRITE, "x": Access.EXEC}
-_A_BIT = 1 << 5
-_PS_BIT = 1 << 7
 
 
 # -- one comparable outcome ----------------------------------------------------------------------
@@ -142,11 +132,11 @@ class Pair:
         if not faulted or self.mode != "ia32e":
             return None
         for level, ea, value in path:
-            if level == "PDPT" and value & 1 and value & _PS_BIT:
+            if level == "PDPT" and value & P and value & PS:
                 mine = self.mem.read(ea, 8)
                 theirs = self.oracle.read_phys(ea, 8)
                 a_only = int.from_bytes(mine, "little") ^ int.from_bytes(theirs, "little")
-                if a_only == _A_BIT:
+                if a_only == A:
                     self.oracle.write_phys(ea, mine)
                     return f"1G leaf at {ea:#x}: Unicorn's A bit ignored (unicorn-1g-leaf-a)"
         return None
@@ -277,38 +267,20 @@ def test_excluded_deviations_are_documented() -> None:
 
 # -- reference §4.5: observed error codes --------------------------------------------------------
 
-_P, _RW, _US, _PS = 0x1, 0x2, 0x4, 0x80
-_XD = 1 << 63
-_DATA = 0x10000  # data frame of the hand-written pages
-
-# Hand-written layouts (physical addresses of the tables). The page under test is VA 0x400000.
-#   ia32e: PML4 0x1000 -> PDPT 0x2000 -> PD 0x3000 -> [2] PT 0x4000
-#   pae:   PDPT 0x1000 -> [0] PD 0x2000 -> [2] PT 0x3000
-#   32:    PD 0x1000 -> [1] PT 0x2000
-_VA = 0x40_0000
+# The cases use the hand-written layout of oracle.randtables (HAND_*): the page under test is
+# VA 0x400000, mapped by entry 0 of the PT.
 
 
-def _base(mode: str, pde_flags: int = _P | _RW | _US) -> tuple[RawImage, int]:
-    """An image where VA 0x400000's PTE is still empty; returns (image, PT address)."""
-    img = RawImage(mode)
-    if mode == "ia32e":
-        img.set(0x1000, 0, 0x2000 | 7).set(0x2000, 0, 0x3000 | 7).set(0x3000, 2, 0x4000 | pde_flags)
-        return img, 0x4000
-    if mode == "pae":
-        img.set(0x1000, 0, 0x2000 | _P).set(0x2000, 2, 0x3000 | pde_flags)
-        return img, 0x3000
-    img.set(0x1000, 1, 0x2000 | pde_flags)
-    return img, 0x2000
-
-
-def _pte(flags: int, mode: str = "ia32e", pde_flags: int = _P | _RW | _US) -> bytes:
-    img, pt = _base(mode, pde_flags)
-    img.set(pt, 0, _DATA | flags)
+def _pte(flags: int, mode: str = "ia32e", pde_flags: int = PTR) -> bytes:
+    """The hand-written image whose PTE for VA 0x400000 is HAND_DATA | ``flags``."""
+    img = hand_image(mode, pde_flags)
+    img.set(HAND_PT[mode], 0, HAND_DATA | flags)
     return img.image()
 
 
 def _ia32e(*sets: tuple[int, int, int]) -> bytes:
-    img, _ = _base("ia32e")
+    """The hand-written IA-32e image (PTE still empty) with (table, index, value) entries added."""
+    img = hand_image("ia32e")
     for table, index, value in sets:
         img.set(table, index, value)
     return img.image()
@@ -328,7 +300,7 @@ class Observed:
     cpl: int
     expect: int | str  # "ok", "gp", or a #PF error code
     mode: str = "ia32e"
-    vaddr: int = _VA
+    vaddr: int = HAND_VA
     wp: bool = True
     nxe: bool = True
     smep: bool = False
@@ -339,35 +311,33 @@ class Observed:
     paddr: int | None = None  # for "ok": the expected physical address, if worth stating
 
 
-_SUP_RW, _SUP_RO = _P | _RW, _P
-_USR_RW, _USR_RO = _P | _RW | _US, _P | _US
+_SUP_RW, _SUP_RO = P | RW, P
+_USR_RW, _USR_RO = P | RW | US, P | US
 OBSERVED = [
-    Observed("supervisor RW page, read", _pte(_SUP_RW), "r", 0, "ok", paddr=_DATA),
+    Observed("supervisor RW page, read", _pte(_SUP_RW), "r", 0, "ok", paddr=HAND_DATA),
     Observed("supervisor RW page, write", _pte(_SUP_RW), "w", 0, "ok"),
     Observed("supervisor RO page, write", _pte(_SUP_RO), "w", 0, 0x3),
     Observed("supervisor page, read", _pte(_SUP_RW), "r", 3, 0x5),
     Observed("supervisor RO page, write", _pte(_SUP_RO), "w", 3, 0x7),
     Observed("user RO page, write", _pte(_USR_RO), "w", 3, 0x7),
     Observed("user RO page, write", _pte(_USR_RO), "w", 0, 0x3),
-    Observed("PDE U/S=0 above a PTE with U/S=1", _pte(_USR_RW, pde_flags=_P | _RW), "r", 3, 0x5),
+    Observed("PDE U/S=0 above a PTE with U/S=1", _pte(_USR_RW, pde_flags=P | RW), "r", 3, 0x5),
     Observed("PTE P=0, read", _pte(0), "r", 0, 0x0),
     Observed("PTE P=0, write", _pte(0), "w", 3, 0x6),
     Observed("PML4E P=0", _pte(_SUP_RW), "r", 0, 0x0, vaddr=0x80_0000_0000),
-    Observed("XD page, fetch", _pte(_SUP_RW | _XD), "x", 0, 0x11),
+    Observed("XD page, fetch", _pte(_SUP_RW | NX), "x", 0, 0x11),
     Observed("PTE P=0, fetch", _pte(0), "x", 0, 0x10),
     Observed("user page, SMEP=0, fetch", _pte(_USR_RW), "x", 0, "ok"),
     Observed("PTE bit 45 set", _pte(_SUP_RW | 1 << 45), "r", 0, 0x9),
+    Observed("PML4E PS=1", _ia32e((0x1000, 1, 0x2000 | 7 | PS)), "r", 0, 0x9, vaddr=0x80_0000_0000),
     Observed(
-        "PML4E PS=1", _ia32e((0x1000, 1, 0x2000 | 7 | _PS)), "r", 0, 0x9, vaddr=0x80_0000_0000
+        "2M PDE bit 13 set", _ia32e((0x3000, 3, 7 | PS | 1 << 13)), "r", 0, 0x9, vaddr=0x60_0000
     ),
     Observed(
-        "2M PDE bit 13 set", _ia32e((0x3000, 3, 7 | _PS | 1 << 13)), "r", 0, 0x9, vaddr=0x60_0000
+        "2M page, read", _ia32e((0x3000, 3, 7 | PS)), "r", 3, "ok", vaddr=0x60_1234, paddr=0x1234
     ),
     Observed(
-        "2M page, read", _ia32e((0x3000, 3, 7 | _PS)), "r", 3, "ok", vaddr=0x60_1234, paddr=0x1234
-    ),
-    Observed(
-        "1G page, read", _ia32e((0x2000, 1, 7 | _PS)), "r", 0, "ok", vaddr=0x4000_5678, paddr=0x5678
+        "1G page, read", _ia32e((0x2000, 1, 7 | PS)), "r", 0, "ok", vaddr=0x4000_5678, paddr=0x5678
     ),
     Observed("non-canonical", _pte(_SUP_RW), "r", 0, "gp", vaddr=0x0000_8000_0000_0000),
     Observed("WP=0: supervisor RO page, write", _pte(_SUP_RO), "w", 0, "ok", wp=False),
@@ -376,14 +346,14 @@ OBSERVED = [
     Observed("SMAP=1, AC=0: user page, read", _pte(_USR_RW), "r", 0, 0x1, smap=True),
     Observed("SMAP=1, AC=0: user page, write", _pte(_USR_RW), "w", 0, 0x3, smap=True),
     Observed("SMAP=1, AC=1: user page, read", _pte(_USR_RW), "r", 0, "ok", smap=True, ac=True),
-    Observed("NXE=0: XD set, read", _pte(_SUP_RW | _XD), "r", 0, 0x9, nxe=False),
+    Observed("NXE=0: XD set, read", _pte(_SUP_RW | NX), "r", 0, 0x9, nxe=False),
     Observed("NXE=0: PTE P=0, fetch", _pte(0), "x", 0, 0x0, nxe=False),
-    Observed("PAE, NXE=1: user XD page, fetch", _pte(_USR_RW | _XD, "pae"), "x", 3, 0x15, "pae"),
+    Observed("PAE, NXE=1: user XD page, fetch", _pte(_USR_RW | NX, "pae"), "x", 3, 0x15, "pae"),
     Observed("PAE: supervisor page, read", _pte(_SUP_RW, "pae"), "r", 3, 0x5, "pae"),
     Observed("32-bit: user RO page, write", _pte(_USR_RO, "32"), "w", 3, 0x7, "32", nxe=False),
     Observed(
         "32-bit, PSE=1: 4M PDE with bit 21 set",
-        _pde_4m(_P | _RW | _PS | 1 << 21),
+        _pde_4m(P | RW | PS | 1 << 21),
         "r",
         0,
         0x9,
@@ -398,17 +368,17 @@ OBSERVED = [
 
 # Further rules of reference §2.6 (reserved bits), §3.2 (combining levels), §4.3 (I/D) and §4.4
 # (order of checks), in the same form: both machines must agree and match the expectation.
-_PDE_RO, _PDE_SUP = _P | _US, _P | _RW
+_PDE_RO, _PDE_SUP = P | US, P | RW
 SDM_CASES = [
     Observed("R/W ANDed: PDE R/W=0 over PTE R/W=1", _pte(_USR_RW, pde_flags=_PDE_RO), "w", 3, 0x7),
-    Observed("XD ORed: XD in the PDE only", _pte(_SUP_RW, pde_flags=7 | _XD), "x", 0, 0x11),
+    Observed("XD ORed: XD in the PDE only", _pte(_SUP_RW, pde_flags=7 | NX), "x", 0, 0x11),
     Observed("not-present PTE under a supervisor PDE", _pte(0, pde_flags=_PDE_SUP), "r", 3, 0x4),
     Observed("reserved PDE hides a not-present PTE", _pte(0, pde_flags=7 | 1 << 40), "r", 0, 0x9),
     Observed("IA-32e: bits 62:52 ignored", _pte(_SUP_RW | 0x7FF << 52), "r", 0, "ok"),
     Observed("PAE: bit 52 reserved", _pte(_SUP_RW | 1 << 52, "pae"), "r", 0, 0x9, "pae"),
     Observed(
         "PAE: 2M PDE bit 13 set",
-        RawImage("pae").set(0x1000, 0, 0x2000 | _P).set(0x2000, 3, 7 | _PS | 1 << 13).image(),
+        RawImage("pae").set(0x1000, 0, 0x2000 | P).set(0x2000, 3, 7 | PS | 1 << 13).image(),
         "r",
         0,
         0x9,
@@ -417,7 +387,7 @@ SDM_CASES = [
     ),
     Observed(
         "PAE: 2M page, user write",
-        RawImage("pae").set(0x1000, 0, 0x2000 | _P).set(0x2000, 3, 7 | _PS).image(),
+        RawImage("pae").set(0x1000, 0, 0x2000 | P).set(0x2000, 3, 7 | PS).image(),
         "w",
         3,
         "ok",
@@ -426,7 +396,7 @@ SDM_CASES = [
     ),
     Observed(
         "1G leaf: bit 13 reserved",
-        _ia32e((0x2000, 1, 7 | _PS | 1 << 13)),
+        _ia32e((0x2000, 1, 7 | PS | 1 << 13)),
         "r",
         0,
         0x9,
@@ -434,7 +404,7 @@ SDM_CASES = [
     ),
     Observed(
         "1G leaf: bit 12 is PAT",
-        _ia32e((0x2000, 1, 7 | _PS | 1 << 12)),
+        _ia32e((0x2000, 1, 7 | PS | 1 << 12)),
         "r",
         0,
         "ok",
@@ -442,7 +412,7 @@ SDM_CASES = [
     ),
     Observed(
         "1G leaf: read-only, write (A quirk)",
-        _ia32e((0x2000, 1, _P | _PS)),
+        _ia32e((0x2000, 1, P | PS)),
         "w",
         0,
         0x3,
@@ -455,7 +425,7 @@ SDM_CASES = [
     ),
     Observed(
         "32-bit, PSE=1: PSE-36 4M page above 4 GiB",
-        _pde_4m(_P | _RW | _PS | 0x3 << 13),
+        _pde_4m(P | RW | PS | 0x3 << 13),
         "r",
         0,
         "ok",
@@ -466,7 +436,7 @@ SDM_CASES = [
     ),
     Observed(
         "32-bit, PSE=0: PS ignored, the PDE points to a table",
-        _pde_4m(0x3000 | _P | _RW | _PS),
+        _pde_4m(0x3000 | P | RW | PS),
         "r",
         0,
         0x0,

@@ -2,14 +2,32 @@
 
 Expected entry values and addresses are computed by hand from the entry formats of reference
 x86-paging.md §1.4 and §2.2-2.4 (table base + index x entry size; frame | flags | P, PS in large
-leaves). Table frames come from a counter, so the n-th table the builder takes is known.
+leaves). Table frames come from ``helpers.frame_counter``, so the n-th table the builder takes is
+known.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
+from helpers import (
+    G1,
+    K4,
+    M2,
+    M4,
+    NX,
+    PCD,
+    PS,
+    PTR,
+    PWT,
+    RW,
+    US,
+    A,
+    D,
+    G,
+    P,
+    frame_counter,
+    leaf_frame,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,27 +46,12 @@ from mmusim.hw import (
     translate,
 )
 
-P, RW, US, PWT, PCD, A, D, PS, G = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40, 0x80, 0x100
-NX = 1 << 63
-PTR = P | RW | US
-K4, M2, M4, G1 = 1 << 12, 1 << 21, 1 << 22, 1 << 30
-
 MODE_NAMES = {MODE_IA32E: "ia32e", MODE_PAE: "pae", MODE_32: "32"}
 
 
-def counter(start: int = 0x1000) -> Callable[[], int]:
-    nxt = [start]
-
-    def alloc() -> int:
-        pa = nxt[0]
-        nxt[0] += 0x1000
-        return pa
-
-    return alloc
-
-
 def make(mode: PagingMode, **kw: int | bool) -> PageTables:
-    return PageTables(PhysMem(), mode, counter(), **kw)  # type: ignore[arg-type]
+    """Empty tables of ``mode`` whose n-th table takes frame 0x1000 * n (the root 0x1000)."""
+    return PageTables(PhysMem(), mode, frame_counter(), **kw)  # type: ignore[arg-type]
 
 
 def u64(pt: PageTables, pa: int) -> int:
@@ -308,7 +311,7 @@ def test_allocator_contract() -> None:
 def test_new_table_frames_are_zeroed() -> None:
     mem = PhysMem()
     mem.write(0x2000, b"\xff" * 4096)  # garbage in the frame the PDPT will get
-    pt = PageTables(mem, MODE_IA32E, counter())
+    pt = PageTables(mem, MODE_IA32E, frame_counter())
     pt.map(0x1000, 0x9000, RW)
     assert mem.read(0x2008, 4088) == bytes(4088)
     assert list(pt.leaves()) == [(0x1000, 0x9000 | RW | P, K4)]
@@ -509,18 +512,6 @@ def test_check_fails_32bit_and_pae() -> None:
 # Property: random non-overlapping mappings in each mode
 # -------------------------------------------------------------------------------------------------
 
-M40 = 0xFF_FFFF_F000  # frame bits 39:12
-
-
-def decode(mode: PagingMode, entry: int, size: int) -> int:
-    """Frame of a leaf, decoded from the entry formats of §2.2-2.4 (independently of mmusim)."""
-    if mode is MODE_32:
-        if size == M4:
-            return (entry & 0xFFC0_0000) | (((entry >> 13) & 0xFF) << 32)
-        return entry & 0xFFFF_F000
-    return entry & M40 & ~(size - 1)
-
-
 SIZES = {MODE_IA32E: (K4, M2, G1), MODE_PAE: (K4, M2), MODE_32: (K4, M4)}
 FLAG_BITS = {
     MODE_IA32E: (RW, US, PWT, PCD, A, D, G, NX),
@@ -586,7 +577,7 @@ def check_tables(
     by_va = {va: (size, frame, flags) for va, size, frame, flags, _ in kept}
     for v, e, s in leaves:
         size, frame, flags = by_va[v]
-        assert decode(mode, e, s) == frame
+        assert leaf_frame(MODE_NAMES[mode], e, s) == frame
         # A may have been set by translate() in an earlier round; the builder never sets it.
         assert e & (0x1FF | NX) & ~A == (flags | P | (PS if s != K4 else 0)) & ~A
     for va, size, frame, _, off in kept:
@@ -607,7 +598,7 @@ def test_property_random_mappings(mode: PagingMode) -> None:
         st.lists(va_strategy(mode), max_size=8),
     )
     def prop(maps: list[tuple[int, int, int, int, int, bool]], probes: list[int]) -> None:
-        pt = PageTables(PhysMem(), mode, counter(0x1000), pse=True, nxe=True)
+        pt = PageTables(PhysMem(), mode, frame_counter(), pse=True, nxe=True)
         kept: list[tuple[int, int, int, int, int]] = []
         drop: list[tuple[int, int]] = []
         for va, size, frame, flags, off, unmap in maps:

@@ -12,10 +12,10 @@ rebuild the value, and false claims are refuted -- the strategies reach the inte
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import K4, NX, TmpFile, leaf_frame
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
@@ -47,8 +47,6 @@ from mmusim.testing.hw import (
 )
 
 FAST = settings(max_examples=60, deadline=None)
-K4 = 0x1000
-NX = int(PteFlags.NX)
 
 Case = tuple[AddressSpace, list[MemoryAccess]]
 
@@ -60,15 +58,6 @@ def cases(mode: str | None = None, max_accesses: int = 12) -> st.SearchStrategy[
             st.just(space), st.lists(accesses(space), min_size=1, max_size=max_accesses)
         )
     )
-
-
-def leaf_frame(space: AddressSpace, entry: int, size: int) -> int:
-    """The frame of a present leaf entry, decoded from the entry formats (MAXPHYADDR 40)."""
-    if space.mode == "32":
-        if size == K4:
-            return entry & 0xFFFF_F000
-        return (entry & 0xFFC0_0000) | ((entry >> 13) & 0xFF) << 32  # PSE-36
-    return entry & ((1 << 40) - 1) & ~(size - 1)
 
 
 def expected_allowed(space: AddressSpace, m: PageMapping, acc: MemoryAccess) -> bool:
@@ -102,7 +91,7 @@ def check_access(space: AddressSpace, acc: MemoryAccess) -> None:
         assert found is not None and m is not None
         _, slot, entry, size = found
         assert res.page_size == size == m.size
-        assert res.frame == leaf_frame(space, entry, size) == m.pa
+        assert res.frame == leaf_frame(space.mode, entry, size) == m.pa
         assert res.paddr == m.pa + (acc.va - m.va)
         assert expected_allowed(space, m, acc)
         assert before is not None and entry & PteFlags.A  # found is the entry after the walk
@@ -240,10 +229,9 @@ def test_configs_refuses_bad_extra_lines_at_once() -> None:
         configs("qemu_arm")
 
 
-def test_fragment_is_a_prj_conf(tmp_path: Path) -> None:
+def test_fragment_is_a_prj_conf(tmp_file: TmpFile) -> None:
     bc = BoardConfig("qemu_x86_64", ("CONFIG_SMP=n", "CONFIG_MP_MAX_NUM_CPUS=1"))
-    conf = tmp_path / "prj.conf"
-    conf.write_text(bc.fragment())
+    conf = tmp_file("prj.conf", bc.fragment())
     assert load_config("qemu_x86_64", [conf]).values == bc.values
 
 

@@ -7,6 +7,7 @@ hold distinct byte patterns, so a read shows which frame a translation went to.
 from __future__ import annotations
 
 import pytest
+from helpers import NX, PS, PTR, RW, US, A, D, G, P, frame_counter
 
 from mmusim.hw import (
     Access,
@@ -19,10 +20,6 @@ from mmusim.hw import (
     Trap,
 )
 from mmusim.hw.tlb import R_DIRTY, R_NX, R_USER, R_WRITABLE
-
-P, RW, US, A, D, PS, G = 0x1, 0x2, 0x4, 0x20, 0x40, 0x80, 0x100
-NX = 1 << 63
-PTR = P | RW | US
 
 # -------------------------------------------------------------------------------------------------
 # Tlb
@@ -147,14 +144,13 @@ class Tables:
     def __init__(self, mem: PhysMem) -> None:
         self.mem = mem
         self.root = 0x1000
-        self.next = 0x2000
+        self.alloc = frame_counter(0x2000)
 
     def _down(self, entry_addr: int) -> int:
         e = self.mem.read_u64(entry_addr)
         if e & P:
             return e & 0xFF_FFFF_F000
-        t = self.next
-        self.next += 0x1000
+        t = self.alloc()
         self.mem.write_u64(entry_addr, t | PTR)
         return t
 

@@ -3,7 +3,8 @@
 The page tables here are written by hand, entry by entry, into a ``PhysMem``; the builder in
 ``mmusim.hw.pagetables`` is not used, so these tests do not depend on it. Every expected value
 (error codes, physical addresses, entry values) is a literal or plain arithmetic on the layout
-below, taken from the reference tables -- never produced by the code under test.
+below, taken from the reference tables -- never produced by the code under test. The entry bits
+come from ``helpers``, where they are written out from the reference as well.
 
 Layout (one page, one path through the tables per mode)::
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from helpers import G1, K4, M2, M4, NX, PS, PTR, RW, US, A, D, G, P
 
 from mmusim.hw import (
     GP_VECTOR,
@@ -35,13 +37,7 @@ from mmusim.hw import (
     translate,
 )
 
-# Entry bits, written out from the reference (§2.2-2.4) rather than imported.
-P, RW, US, PWT, PCD, A, D, PS, G = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40, 0x80, 0x100
-NX = 1 << 63
-PTR = P | RW | US  # a permissive table pointer
 OFF = 0x5A5  # byte offset inside the 4K page
-
-K4, M2, M4, G1 = 1 << 12, 1 << 21, 1 << 22, 1 << 30
 
 ACCESS = {"r": Access.READ, "w": Access.WRITE, "x": Access.EXEC}
 
@@ -287,12 +283,28 @@ def rights_flags(mode: str, row: str, placement: str, large: int | None = None) 
     return flags
 
 
-def matrix_cases(mode: str, tables: dict[str, tuple[str | int, ...]]) -> list[tuple]:
+def matrix_cases(tables: dict[str, tuple[str | int, ...]]) -> list[tuple]:
+    """One (row, CPL, access, expected outcome) case per cell of ``tables``."""
     return [(row, cpl, acc, tables[row][c]) for row in tables for c, (cpl, acc) in enumerate(COLS)]
 
 
+def run_matrix(
+    mode: str, placement: str, table: dict[str, tuple[str | int, ...]], flags: dict[str, bool]
+) -> dict[str, tuple[str | int, ...]]:
+    """Every cell of ``table``'s rows, each on freshly built tables under control ``flags``: the
+    outcomes laid out as ``table`` is, so that the two compare with one ``==``."""
+    got = {}
+    for row in table:
+        cells = []
+        for cpl, acc in COLS:
+            fx = build(mode, rights_flags(mode, row, placement))
+            cells.append(outcome(fx, fx.run(acc, cpl, **flags)))
+        got[row] = tuple(cells)
+    return got
+
+
 @pytest.mark.parametrize("placement", ["leaf", "upper"])
-@pytest.mark.parametrize(("row", "cpl", "acc", "expected"), matrix_cases("ia32e", BASE))
+@pytest.mark.parametrize(("row", "cpl", "acc", "expected"), matrix_cases(BASE))
 def test_outcome_matrix_ia32e(
     row: str, cpl: int, acc: str, expected: str | int, placement: str
 ) -> None:
@@ -301,7 +313,7 @@ def test_outcome_matrix_ia32e(
 
 
 @pytest.mark.parametrize(("large", "size"), [(2, M2), (1, G1)], ids=["2M", "1G"])
-@pytest.mark.parametrize(("row", "cpl", "acc", "expected"), matrix_cases("ia32e", BASE))
+@pytest.mark.parametrize(("row", "cpl", "acc", "expected"), matrix_cases(BASE))
 def test_outcome_matrix_ia32e_large_leaf(
     row: str, cpl: int, acc: str, expected: str | int, large: int, size: int
 ) -> None:
@@ -314,14 +326,7 @@ def test_outcome_matrix_ia32e_large_leaf(
 @pytest.mark.parametrize("modifier", [m for m in MODIFIERS if m != "baseline"])
 def test_outcome_matrix_modifiers_ia32e(modifier: str, placement: str) -> None:
     mod, table = MODIFIERS[modifier]
-    got = {}
-    for row in table:
-        cells = []
-        for cpl, acc in COLS:
-            fx = build("ia32e", rights_flags("ia32e", row, placement))
-            cells.append(outcome(fx, fx.run(acc, cpl, **{**BASE_FLAGS, **mod})))
-        got[row] = tuple(cells)
-    assert got == table
+    assert run_matrix("ia32e", placement, table, {**BASE_FLAGS, **mod}) == table
 
 
 @pytest.mark.parametrize("placement", ["leaf", "upper"])
@@ -336,14 +341,7 @@ def test_outcome_matrix_modifiers_ia32e(modifier: str, placement: str) -> None:
     ],
 )
 def test_outcome_matrix_pae(modifier: str, flags: dict[str, bool], table: dict, placement: str):
-    got = {}
-    for row in table:
-        cells = []
-        for cpl, acc in COLS:
-            fx = build("pae", rights_flags("pae", row, placement))
-            cells.append(outcome(fx, fx.run(acc, cpl, **flags)))
-        got[row] = tuple(cells)
-    assert got == table
+    assert run_matrix("pae", placement, table, flags) == table
 
 
 @pytest.mark.parametrize("placement", ["leaf", "upper"])
@@ -365,14 +363,7 @@ def test_outcome_matrix_pae(modifier: str, flags: dict[str, bool], table: dict, 
     ],
 )
 def test_outcome_matrix_32bit(modifier: str, flags: dict[str, bool], table: dict, placement: str):
-    got = {}
-    for row in table:
-        cells = []
-        for cpl, acc in COLS:
-            fx = build("32", rights_flags("32", row, placement))
-            cells.append(outcome(fx, fx.run(acc, cpl, **flags)))
-        got[row] = tuple(cells)
-    assert got == table
+    assert run_matrix("32", placement, table, flags) == table
 
 
 def test_32bit_bit63_does_not_exist() -> None:
@@ -386,121 +377,67 @@ def test_32bit_bit63_does_not_exist() -> None:
 # -------------------------------------------------------------------------------------------------
 
 
-def _case_45(name: str) -> tuple[Fx, str, int, dict[str, bool]]:
-    """Build the situation of one §4.5 row; returns (fixture, access, cpl, control flags)."""
-    sup_rw = [PTR, PTR, PTR, P | RW]
-    sup_ro = [PTR, PTR, PTR, P]
-    user_ro = [PTR, PTR, PTR, P | US]
-    user_rw = [PTR, PTR, PTR, P | RW | US]
-    f = {"nxe": True, "wp": True}
-    match name:
-        case "sup-rw-read":
-            return build("ia32e", sup_rw), "r", 0, f
-        case "sup-rw-write":
-            return build("ia32e", sup_rw), "w", 0, f
-        case "sup-ro-write-cpl0":
-            return build("ia32e", sup_ro), "w", 0, f
-        case "sup-read-cpl3":
-            return build("ia32e", sup_rw), "r", 3, f
-        case "sup-ro-write-cpl3":
-            return build("ia32e", sup_ro), "w", 3, f
-        case "user-ro-write-cpl3":
-            return build("ia32e", user_ro), "w", 3, f
-        case "user-ro-write-cpl0":
-            return build("ia32e", user_ro), "w", 0, f
-        case "pde-us0-above-user-pte":
-            return build("ia32e", [PTR, PTR, P | RW, P | RW | US]), "r", 3, f
-        case "pte-p0-read-cpl0":
-            return build("ia32e", [PTR, PTR, PTR, RW | US]), "r", 0, f
-        case "pte-p0-write-cpl3":
-            return build("ia32e", [PTR, PTR, PTR, RW | US]), "w", 3, f
-        case "pml4e-p0-read":
-            return build("ia32e", [RW | US, PTR, PTR, PTR]), "r", 0, f
-        case "xd-fetch-cpl0":
-            return build("ia32e", [PTR, PTR, PTR, P | RW | NX]), "x", 0, f
-        case "pte-p0-fetch-cpl0":
-            return build("ia32e", [PTR, PTR, PTR, 0]), "x", 0, f
-        case "user-fetch-cpl0-smep0":
-            return build("ia32e", user_rw), "x", 0, f
-        case "pte-bit45":
-            return build("ia32e", [PTR, PTR, PTR, P | RW | (1 << 45)]), "r", 0, f
-        case "pml4e-ps":
-            return build("ia32e", [PTR | PS, PTR, PTR, P | RW]), "r", 0, f
-        case "2m-pde-bit13":
-            return build("ia32e", [PTR, PTR, P | RW | (1 << 13)], large=2), "r", 0, f
-        case "2m-read-cpl3":
-            return build("ia32e", [PTR, PTR, P | US], large=2), "r", 3, f
-        case "1g-read-cpl0":
-            return build("ia32e", [PTR, P | RW], large=1), "r", 0, f
-        case "wp0-sup-ro-write":
-            return build("ia32e", sup_ro), "w", 0, {**f, "wp": False}
-        case "wp0-user-ro-write-cpl3":
-            return build("ia32e", user_ro), "w", 3, {**f, "wp": False}
-        case "smep-user-fetch":
-            return build("ia32e", user_rw), "x", 0, {**f, "smep": True}
-        case "smap-ac0-read":
-            return build("ia32e", user_rw), "r", 0, {**f, "smap": True}
-        case "smap-ac0-write":
-            return build("ia32e", user_rw), "w", 0, {**f, "smap": True}
-        case "smap-ac1-read":
-            return build("ia32e", user_rw), "r", 0, {**f, "smap": True, "ac": True}
-        case "nxe0-xd-read":
-            return build("ia32e", [PTR, PTR, PTR, P | RW | NX]), "r", 0, {**f, "nxe": False}
-        case "nxe0-pte-p0-fetch":
-            return build("ia32e", [PTR, PTR, PTR, 0]), "x", 0, {**f, "nxe": False}
-        case "pae-user-xd-fetch-cpl3":
-            return build("pae", [P, PTR, P | RW | US | NX]), "x", 3, f
-        case "pae-sup-read-cpl3":
-            return build("pae", [P, PTR, P | RW]), "r", 3, f
-        case "32-user-ro-write-cpl3":
-            return build("32", [PTR, P | US]), "w", 3, {}
-        case "32-pse-4m-bit21":
-            return build("32", [P | RW | (1 << 21)], large=0), "r", 0, {"pse": True}
-        case "32-not-present-fetch":
-            return build("32", [PTR, 0]), "x", 0, {}
-    raise AssertionError(name)
+_F45 = {"nxe": True, "wp": True}  # the controls of most rows
 
 
+@dataclasses.dataclass(frozen=True)
+class Row45:
+    """One §4.5 row: the entries to ``build`` (flags per level), the access, its outcome."""
+
+    name: str
+    entries: tuple[int, ...]
+    acc: str
+    cpl: int
+    expected: str | int
+    mode: str = "ia32e"
+    large: int | None = None
+    ctl: dict[str, bool] = dataclasses.field(default_factory=lambda: _F45)
+
+
+SUP_RW, SUP_RO = (PTR, PTR, PTR, P | RW), (PTR, PTR, PTR, P)
+USER_RO, USER_RW = (PTR, PTR, PTR, P | US), (PTR, PTR, PTR, P | RW | US)
 OBSERVED_45 = [
-    ("sup-rw-read", ok),
-    ("sup-rw-write", ok),
-    ("sup-ro-write-cpl0", 0x3),
-    ("sup-read-cpl3", 0x5),
-    ("sup-ro-write-cpl3", 0x7),
-    ("user-ro-write-cpl3", 0x7),
-    ("user-ro-write-cpl0", 0x3),
-    ("pde-us0-above-user-pte", 0x5),
-    ("pte-p0-read-cpl0", 0x0),
-    ("pte-p0-write-cpl3", 0x6),
-    ("pml4e-p0-read", 0x0),
-    ("xd-fetch-cpl0", 0x11),
-    ("pte-p0-fetch-cpl0", 0x10),
-    ("user-fetch-cpl0-smep0", ok),
-    ("pte-bit45", 0x9),
-    ("pml4e-ps", 0x9),
-    ("2m-pde-bit13", 0x9),
-    ("2m-read-cpl3", ok),
-    ("1g-read-cpl0", ok),
-    ("wp0-sup-ro-write", ok),
-    ("wp0-user-ro-write-cpl3", 0x7),
-    ("smep-user-fetch", 0x11),
-    ("smap-ac0-read", 0x1),
-    ("smap-ac0-write", 0x3),
-    ("smap-ac1-read", ok),
-    ("nxe0-xd-read", 0x9),
-    ("nxe0-pte-p0-fetch", 0x0),
-    ("pae-user-xd-fetch-cpl3", 0x15),
-    ("pae-sup-read-cpl3", 0x5),
-    ("32-user-ro-write-cpl3", 0x7),
-    ("32-pse-4m-bit21", 0x9),
-    ("32-not-present-fetch", 0x0),
+    Row45("sup-rw-read", SUP_RW, "r", 0, ok),
+    Row45("sup-rw-write", SUP_RW, "w", 0, ok),
+    Row45("sup-ro-write-cpl0", SUP_RO, "w", 0, 0x3),
+    Row45("sup-read-cpl3", SUP_RW, "r", 3, 0x5),
+    Row45("sup-ro-write-cpl3", SUP_RO, "w", 3, 0x7),
+    Row45("user-ro-write-cpl3", USER_RO, "w", 3, 0x7),
+    Row45("user-ro-write-cpl0", USER_RO, "w", 0, 0x3),
+    Row45("pde-us0-above-user-pte", (PTR, PTR, P | RW, P | RW | US), "r", 3, 0x5),
+    Row45("pte-p0-read-cpl0", (PTR, PTR, PTR, RW | US), "r", 0, 0x0),
+    Row45("pte-p0-write-cpl3", (PTR, PTR, PTR, RW | US), "w", 3, 0x6),
+    Row45("pml4e-p0-read", (RW | US, PTR, PTR, PTR), "r", 0, 0x0),
+    Row45("xd-fetch-cpl0", (PTR, PTR, PTR, P | RW | NX), "x", 0, 0x11),
+    Row45("pte-p0-fetch-cpl0", (PTR, PTR, PTR, 0), "x", 0, 0x10),
+    Row45("user-fetch-cpl0-smep0", USER_RW, "x", 0, ok),
+    Row45("pte-bit45", (PTR, PTR, PTR, P | RW | (1 << 45)), "r", 0, 0x9),
+    Row45("pml4e-ps", (PTR | PS, PTR, PTR, P | RW), "r", 0, 0x9),
+    Row45("2m-pde-bit13", (PTR, PTR, P | RW | (1 << 13)), "r", 0, 0x9, large=2),
+    Row45("2m-read-cpl3", (PTR, PTR, P | US), "r", 3, ok, large=2),
+    Row45("1g-read-cpl0", (PTR, P | RW), "r", 0, ok, large=1),
+    Row45("wp0-sup-ro-write", SUP_RO, "w", 0, ok, ctl={**_F45, "wp": False}),
+    Row45("wp0-user-ro-write-cpl3", USER_RO, "w", 3, 0x7, ctl={**_F45, "wp": False}),
+    Row45("smep-user-fetch", USER_RW, "x", 0, 0x11, ctl={**_F45, "smep": True}),
+    Row45("smap-ac0-read", USER_RW, "r", 0, 0x1, ctl={**_F45, "smap": True}),
+    Row45("smap-ac0-write", USER_RW, "w", 0, 0x3, ctl={**_F45, "smap": True}),
+    Row45("smap-ac1-read", USER_RW, "r", 0, ok, ctl={**_F45, "smap": True, "ac": True}),
+    Row45("nxe0-xd-read", (PTR, PTR, PTR, P | RW | NX), "r", 0, 0x9, ctl={**_F45, "nxe": False}),
+    Row45("nxe0-pte-p0-fetch", (PTR, PTR, PTR, 0), "x", 0, 0x0, ctl={**_F45, "nxe": False}),
+    Row45("pae-user-xd-fetch-cpl3", (P, PTR, P | RW | US | NX), "x", 3, 0x15, mode="pae"),
+    Row45("pae-sup-read-cpl3", (P, PTR, P | RW), "r", 3, 0x5, mode="pae"),
+    Row45("32-user-ro-write-cpl3", (PTR, P | US), "w", 3, 0x7, mode="32", ctl={}),
+    Row45(
+        "32-pse-4m-bit21", (P | RW | (1 << 21),), "r", 0, 0x9, mode="32", large=0, ctl={"pse": True}
+    ),
+    Row45("32-not-present-fetch", (PTR, 0), "x", 0, 0x0, mode="32", ctl={}),
 ]
 
 
-@pytest.mark.parametrize(("name", "expected"), OBSERVED_45, ids=[n for n, _ in OBSERVED_45])
-def test_observed_error_codes(name: str, expected: str | int) -> None:
-    fx, acc, cpl, flags = _case_45(name)
-    assert outcome(fx, fx.run(acc, cpl, **flags)) == expected
+@pytest.mark.parametrize("row", OBSERVED_45, ids=lambda row: row.name)
+def test_observed_error_codes(row: Row45) -> None:
+    fx = build(row.mode, list(row.entries), large=row.large)
+    assert outcome(fx, fx.run(row.acc, row.cpl, **row.ctl)) == row.expected
 
 
 @pytest.mark.parametrize(
@@ -957,30 +894,22 @@ def test_pae_pdpte_gets_no_a_bit() -> None:
 # -------------------------------------------------------------------------------------------------
 
 
-def test_ad_read_sets_a_everywhere_no_d() -> None:
+@pytest.mark.parametrize(
+    ("acc", "leaf_d"),
+    [("r", 0), ("w", D)],
+    ids=["read-sets-a-everywhere-no-d", "write-sets-d-only-in-leaf"],
+)
+def test_ad_read_and_write(acc: str, leaf_d: int) -> None:
     fx = build("ia32e", [PTR, PTR, PTR, P | RW])
-    res = fx.run("r", 0)
+    res = fx.run(acc, 0)
     assert isinstance(res, Translation)
     assert [fx.get(i) for i in range(4)] == [
         0x2000 | PTR | A,
         0x3000 | PTR | A,
         0x4000 | PTR | A,
-        fx.frame | P | RW | A,
+        fx.frame | P | RW | A | leaf_d,
     ]
-    assert res.dirty is False
-
-
-def test_ad_write_sets_d_only_in_leaf() -> None:
-    fx = build("ia32e", [PTR, PTR, PTR, P | RW])
-    res = fx.run("w", 0)
-    assert isinstance(res, Translation)
-    assert [fx.get(i) for i in range(4)] == [
-        0x2000 | PTR | A,
-        0x3000 | PTR | A,
-        0x4000 | PTR | A,
-        fx.frame | P | RW | A | D,
-    ]
-    assert res.dirty is True
+    assert res.dirty is bool(leaf_d)
 
 
 def test_ad_fetch_is_like_read() -> None:

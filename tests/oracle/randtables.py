@@ -33,12 +33,17 @@ from dataclasses import dataclass
 
 __all__ = [
     "EXCLUDED_DEVIATIONS",
+    "HAND_DATA",
+    "HAND_PT",
+    "HAND_VA",
     "MAXPHYADDR",
     "MODES",
     "AccessSpec",
     "RandomCase",
     "RawImage",
     "generate",
+    "hand_image",
+    "hand_upper",
     "raw_path",
 ]
 
@@ -530,6 +535,36 @@ class RawImage:
 
     def image(self) -> bytes:
         return bytes(self.data)
+
+
+# The hand-written layout of the targeted tests (test_differential's §4.5 cases and
+# test_oracle_selfcheck): one path down to the page table that maps VA 0x400000.
+#   ia32e: PML4 0x1000 -> PDPT 0x2000 -> PD 0x3000 -> [2] PT 0x4000
+#   pae:   PDPT 0x1000 -> [0] PD 0x2000 -> [2] PT 0x3000
+#   32:    PD 0x1000 -> [1] PT 0x2000
+HAND_VA = 0x40_0000  # mapped by entry 0 of HAND_PT
+HAND_PT = {"ia32e": 0x4000, "pae": 0x3000, "32": 0x2000}
+HAND_DATA = 0x10000  # the data frame the tests' PTEs point to
+_PTR = _P | _RW | _US
+
+
+def hand_upper(mode: str, pde_flags: int = _PTR) -> list[tuple[int, int, int]]:
+    """The entries above ``HAND_PT[mode]`` as (table, index, value): permissive table pointers
+    (a PAE PDPTE has only P), except the PDE that points to the PT, which gets ``pde_flags``."""
+    pt = HAND_PT[mode]
+    if mode == "ia32e":
+        return [(0x1000, 0, 0x2000 | _PTR), (0x2000, 0, 0x3000 | _PTR), (0x3000, 2, pt | pde_flags)]
+    if mode == "pae":
+        return [(0x1000, 0, 0x2000 | _P), (0x2000, 2, pt | pde_flags)]
+    return [(0x1000, 1, pt | pde_flags)]
+
+
+def hand_image(mode: str, pde_flags: int = _PTR, size: int = 0x40000) -> RawImage:
+    """A ``size``-byte image holding ``hand_upper(mode, pde_flags)``; the PT itself is empty."""
+    img = RawImage(mode, size)
+    for table, index, value in hand_upper(mode, pde_flags):
+        img.set(table, index, value)
+    return img
 
 
 def raw_path(

@@ -1,0 +1,43 @@
+"""Plain helpers shared by the tests: x86 entry bits, page sizes, a table-frame allocator.
+
+Everything here is written out from the reference (x86-paging.md §1.4, §2.2-2.4), never imported
+from ``mmusim``: a wrong constant in mmusim then cannot make a test agree with it. These are plain
+names and functions, not fixtures, because tests use them at import time (in ``parametrize``
+lists) or call them with arguments, and Hypothesis examples need a fresh allocator each.
+Fixtures live in ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+
+#: The type of conftest's ``tmp_file`` fixture: ``tmp_file(name, text) -> path``.
+TmpFile = Callable[[str, str], Path]
+
+# Entry bits (§2.2-2.4). Bit 7 is PS in a PDE or PDPTE but PAT in a PTE; NX is the SDM's XD.
+P, RW, US, PWT, PCD, A, D, PS, G = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40, 0x80, 0x100
+NX = 1 << 63
+PTR = P | RW | US  # a permissive table pointer
+
+# Page sizes.
+K4, M2, M4, G1 = 1 << 12, 1 << 21, 1 << 22, 1 << 30
+
+
+def frame_counter(start: int = 0x1000) -> Callable[[], int]:
+    """A table-frame allocator: successive calls return ``start``, ``start + 4K``, ... so a test
+    knows which frame the n-th table gets. Each call of ``frame_counter`` starts afresh."""
+    frames = itertools.count(start, K4)
+    return lambda: next(frames)
+
+
+def leaf_frame(mode: str, entry: int, size: int) -> int:
+    """The frame a present leaf ``entry`` of ``size`` maps in paging ``mode`` ("32", "pae" or
+    "ia32e"), decoded from the entry formats of §2.2-2.4 with MAXPHYADDR = 40. A 32-bit 4M
+    entry carries PA bits 39:32 in bits 20:13 (PSE-36)."""
+    if mode == "32":
+        if size == M4:
+            return (entry & 0xFFC0_0000) | ((entry >> 13) & 0xFF) << 32
+        return entry & 0xFFFF_F000
+    return entry & ((1 << 40) - 1) & ~(size - 1)
