@@ -1,7 +1,8 @@
-"""Plain helpers shared by the tests: x86 entry bits, page sizes, a table-frame allocator.
+"""Plain helpers shared by the tests: x86 entry bits, page sizes, a table-frame allocator, and a
+kernel configuration with a booter for the kernel tests.
 
-Everything here is written out from the reference (x86-paging.md §1.4, §2.2-2.4), never imported
-from ``mmusim``: a wrong constant in mmusim then cannot make a test agree with it. These are plain
+The paging constants are written out from the reference (x86-paging.md §1.4, §2.2-2.4), never
+imported from ``mmusim``: a wrong constant in mmusim then cannot make a test agree with it. These are plain
 names and functions, not fixtures, because tests use them at import time (in ``parametrize``
 lists) or call them with arguments, and Hypothesis examples need a fresh allocator each.
 Fixtures live in ``conftest.py``.
@@ -10,8 +11,11 @@ Fixtures live in ``conftest.py``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
+
+from mmusim.kernel import Kernel, Op, StackObject, assert_invariants
 
 #: The type of conftest's ``tmp_file`` fixture: ``tmp_file(name, text) -> path``.
 TmpFile = Callable[[str, str], Path]
@@ -41,3 +45,27 @@ def leaf_frame(mode: str, entry: int, size: int) -> int:
             return (entry & 0xFFC0_0000) | ((entry >> 13) & 0xFF) << 32
         return entry & 0xFFFF_F000
     return entry & ((1 << 40) - 1) & ~(size - 1)
+
+
+# -- kernel set-ups ---------------------------------------------------------------------------------
+
+#: A qemu_x86_64-like kernel configuration as a plain dict (the Kconfig layer is tested on its own):
+#: two CPUs, IA-32e paging, mapped stacks with their abort cleanup, user mode, INIT_STACKS.
+X86_64_SMP: dict[str, Any] = dict(
+    X86_64=True, SMP=True, MP_MAX_NUM_CPUS=2, THREAD_STACK_MEM_MAPPED=True,
+    THREAD_ABORT_NEED_CLEANUP=True, THREAD_STACK_INFO=True, X86_STACK_PROTECTION=True,
+    USERSPACE=True, PRIVILEGED_STACK_SIZE=4096, SRAM_BASE_ADDRESS=0x100000, SRAM_SIZE=8192,
+    KERNEL_VM_BASE=0x100000, KERNEL_VM_SIZE=0x800000, INIT_STACKS=True, SIM_TLB_SHOOTDOWN=True,
+    ISR_STACK_SIZE=16384,
+)  # fmt: skip
+
+
+def boot_kernel(
+    cfg: Mapping[str, Any], main: tuple[Op, ...] = (),
+    bodies: Mapping[str, tuple[Op, ...]] | None = None, stacks: tuple[StackObject, ...] = (),
+    **overrides: Any,
+) -> Kernel:  # fmt: skip
+    """A kernel booted on ``cfg`` (with ``overrides``), main running ``main``, every invariant
+    checked after every step."""
+    return Kernel({**cfg, **overrides}, stacks=stacks, main_body=main, bodies=bodies or {},
+                  check=assert_invariants)  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers import X86_64_SMP, boot_kernel
 
 from mmusim.kernel import (
     K_ERR_CPU_EXCEPTION,
@@ -25,31 +26,16 @@ from mmusim.kernel import (
 )
 from mmusim.kernel.body import thread_main
 from mmusim.kernel.geometry import PAGE, StackGeometry
-from mmusim.kernel.invariants import assert_invariants, check_all
+from mmusim.kernel.invariants import check_all
 from mmusim.kernel.stack import k_thread_stack_space_get
 from mmusim.kernel.thread import EINVAL
 
-X86_64_SMP: dict[str, Any] = dict(
-    X86_64=True, SMP=True, MP_MAX_NUM_CPUS=2, THREAD_STACK_MEM_MAPPED=True,
-    THREAD_ABORT_NEED_CLEANUP=True, THREAD_STACK_INFO=True, X86_STACK_PROTECTION=True,
-    USERSPACE=True, PRIVILEGED_STACK_SIZE=4096, SRAM_BASE_ADDRESS=0x100000, SRAM_SIZE=8192,
-    KERNEL_VM_BASE=0x100000, KERNEL_VM_SIZE=0x800000, INIT_STACKS=True, SIM_TLB_SHOOTDOWN=True,
-    ISR_STACK_SIZE=16384,
-)  # fmt: skip
 IA32: dict[str, Any] = dict(
     X86_64=False, X86_PAE=True, SMP=False, THREAD_STACK_MEM_MAPPED=False,
     THREAD_ABORT_NEED_CLEANUP=False, THREAD_STACK_INFO=True, X86_STACK_PROTECTION=True,
     USERSPACE=False, SRAM_BASE_ADDRESS=0x100000, SRAM_SIZE=4096, KERNEL_VM_BASE=0x100000,
     KERNEL_VM_SIZE=0x800000, INIT_STACKS=True, ISR_STACK_SIZE=2048,
 )  # fmt: skip
-
-
-def boot(
-    cfg: dict[str, Any], main: tuple[Op, ...], bodies: dict[str, tuple[Op, ...]] | None = None,
-    stacks: tuple[StackObject, ...] = (), **overrides: Any,
-) -> Kernel:  # fmt: skip
-    return Kernel({**cfg, **overrides}, stacks=stacks, main_body=main, bodies=bodies or {},
-                  check=assert_invariants)  # fmt: skip
 
 
 def spawn(
@@ -68,7 +54,7 @@ STACK = StackObject("stack", PAGE + 4096, True)
 @pytest.mark.parametrize("user", [False, True])
 @pytest.mark.parametrize("where", ["front_guard", "rear_guard"])
 def test_guard_pages_catch_overflow_with_reason_2(where: str, user: bool) -> None:
-    k = boot(X86_64_SMP, spawn("t", "stack", "b", user=user),
+    k = boot_kernel(X86_64_SMP, spawn("t", "stack", "b", user=user),
              {"b": (Op("touch", where=where),)}, (STACK,))  # fmt: skip
     k.run()
     assert [(f["thread"], f["reason"]) for f in k.faults] == [("t", K_ERR_STACK_CHK_FAIL)]
@@ -85,7 +71,9 @@ def test_push_overflow_hits_front_guard_after_the_reserved_page() -> None:
     # A kernel-only stack keeps its reserved page (ANALYSIS in the reference): pushing past the
     # buffer runs through it before the front guard faults; SP <= start -> reason 2.
     kstack = StackObject("kstack", 4096, False)
-    k = boot(X86_64_SMP, spawn("t", "kstack", "b"), {"b": (Op("push", n=3 * PAGE),)}, (kstack,))
+    k = boot_kernel(
+        X86_64_SMP, spawn("t", "kstack", "b"), {"b": (Op("push", n=3 * PAGE),)}, (kstack,)
+    )
     k.run()
     (f,) = k.faults
     t = k.thread("t")
@@ -96,7 +84,7 @@ def test_push_overflow_hits_front_guard_after_the_reserved_page() -> None:
 
 
 def test_stack_bounds_edge_sp_equal_to_start_is_overflow() -> None:
-    k = boot(X86_64_SMP, ())
+    k = boot_kernel(X86_64_SMP, ())
     t = k.current
     assert fault.check_stack_bounds(k, t.stack_info.start, 0, 0)  # addr <= start
     assert not fault.check_stack_bounds(k, t.stack_info.start + 16, 0, 0)
@@ -105,7 +93,7 @@ def test_stack_bounds_edge_sp_equal_to_start_is_overflow() -> None:
 
 def test_kmem_map_guard_is_cpu_exception_not_stack_overflow() -> None:
     body = (Op("k_mem_map", n=PAGE, target="m"), Op("write", target="m", offset=-8))
-    k = boot(X86_64_SMP, spawn("t", "stack", "b"), {"b": body}, (STACK,))
+    k = boot_kernel(X86_64_SMP, spawn("t", "stack", "b"), {"b": body}, (STACK,))
     k.run()
     assert [f["reason"] for f in k.faults] == [K_ERR_CPU_EXCEPTION]
 
@@ -114,7 +102,9 @@ def test_ia32_push_into_guard_is_a_double_fault() -> None:
     # Legacy X86_STACK_PROTECTION on ia32: the in-object guard page is present, read-only. The
     # push faults, and pushing the #PF frame on the same stack faults again: #DF, reason 2.
     kstack = StackObject("kstack", 4096, False)
-    k = boot(IA32, spawn("t", "kstack", "b", prio=-1), {"b": (Op("push", n=2 * PAGE),)}, (kstack,))
+    k = boot_kernel(
+        IA32, spawn("t", "kstack", "b", prio=-1), {"b": (Op("push", n=2 * PAGE),)}, (kstack,)
+    )
     k.run()
     (f,) = k.faults
     assert f["vector"] == 8 and f["reason"] == K_ERR_STACK_CHK_FAIL
@@ -126,7 +116,7 @@ def test_no_protection_silently_corrupts_the_neighbour() -> None:
     # the object below it. No fault at all.
     low = StackObject("low", 4096, False)
     high = StackObject("high", 4096, False)
-    k = boot(IA32, spawn("t", "high", "b"), {"b": (Op("push", n=4096 + 64),)}, (low, high),
+    k = boot_kernel(IA32, spawn("t", "high", "b"), {"b": (Op("push", n=4096 + 64),)}, (low, high),
              X86_STACK_PROTECTION=False)  # fmt: skip
     k.run()
     assert k.faults == []
@@ -139,7 +129,7 @@ def test_self_abort_defers_and_next_abort_drains() -> None:
     main = (*spawn("a", "sa", "ret"), Op("record", target="pending_cleanup", label="p1"),
             Op("record", target="a.mapped_addr", label="a1"),
             *spawn("b", "sb", "ret"), Op("record", target="pending_cleanup", label="p2"))  # fmt: skip
-    k = boot(
+    k = boot_kernel(
         X86_64_SMP, main, bodies, (StackObject("sa", 4096, True), StackObject("sb", 4096, True))
     )
     k.run()
@@ -159,7 +149,7 @@ def test_abort_by_another_thread_pre_and_post_fix(leak: bool) -> None:
         Op("record", target="s.mapped_addr", label="after"),
         Op("record", target="vm_free_pages", label="vm"),
     )
-    k = boot(X86_64_SMP, (Op("repeat", n=4, body=cycle),), {"sleep": (Op("sleep", n=K_FOREVER),)},
+    k = boot_kernel(X86_64_SMP, (Op("repeat", n=4, body=cycle),), {"sleep": (Op("sleep", n=K_FOREVER),)},
              (STACK,), SIM_ABORT_CLEANUP_LEAK=leak)  # fmt: skip
     if leak:  # #119098: the region is never unmapped; stack_info.mapped is left as it was
         k.check = None  # the leak breaks the VA-conservation invariant by design
@@ -177,7 +167,7 @@ def test_abort_of_thread_running_on_other_cpu_goes_through_ipi() -> None:
     spin = (Op("repeat", n=50, body=(Op("touch", where="sp", offset=-8),)),)
     main = (Op("create", target="r", stack="stack", label="spin", prio=0, n=0),
             Op("sleep", n=0), Op("abort", target="r"), Op("record", target="r.state", label="st"))  # fmt: skip
-    k = boot(X86_64_SMP, main, {"spin": spin}, (STACK,))
+    k = boot_kernel(X86_64_SMP, main, {"spin": spin}, (STACK,))
     k.run()
     r = k.thread("r")
     assert r.dead and k.facts["st"] == ["dead"]
@@ -189,14 +179,14 @@ def test_reuse_check_unmaps_the_pending_stack_before_remapping() -> None:
     main = (*spawn("t", "stack", "ret"), Op("record", target="pending_cleanup", label="p"),
             *spawn("t", "stack", "ret"), Op("record", target="vm_free_pages", label="vm"),
             *spawn("t", "stack", "ret"), Op("record", target="vm_free_pages", label="vm"))  # fmt: skip
-    k = boot(X86_64_SMP, main, {"ret": ()}, (STACK,))
+    k = boot_kernel(X86_64_SMP, main, {"ret": ()}, (STACK,))
     k.run()
     assert k.facts["p"] == ["t"]
     assert k.facts["vm"][0] == k.facts["vm"][1]
 
 
 def test_stack_space_get_is_einval_once_unmapped() -> None:
-    k = boot(X86_64_SMP, spawn("t", "stack", "ret"), {"ret": ()}, (STACK,))
+    k = boot_kernel(X86_64_SMP, spawn("t", "stack", "ret"), {"ret": ()}, (STACK,))
     assert k_thread_stack_space_get(k, k.current) > 0
     k.run()
     assert k_thread_stack_space_get(k, k.thread("t")) == -EINVAL
@@ -208,7 +198,7 @@ def test_without_shootdown_a_stale_tlb_entry_reaches_an_unmapped_page() -> None:
     main = (Op("k_mem_map", n=PAGE, target="m"), Op("create", target="r", stack="stack",
             label="touch", prio=0, n=0), Op("sleep", n=1), Op("k_mem_unmap", target="m"))  # fmt: skip
     for shootdown in (True, False):
-        k = boot(X86_64_SMP, main, {"touch": (Op("write", target="m", offset=0), Op("sleep", n=5))},
+        k = boot_kernel(X86_64_SMP, main, {"touch": (Op("write", target="m", offset=0), Op("sleep", n=5))},
                  (STACK,), SIM_TLB_SHOOTDOWN=shootdown)  # fmt: skip
         addr = None
 
@@ -238,7 +228,7 @@ def test_spinlock_validation_names_the_function() -> None:
 
 
 def test_api_misuse_is_a_zephyr_assert() -> None:
-    k = boot(X86_64_SMP, (), {}, (StackObject("kernel_only", 4096, False),))
+    k = boot_kernel(X86_64_SMP, (), {}, (StackObject("kernel_only", 4096, False),))
     with pytest.raises(KernelAssert, match="k_thread_create: K_USER thread 'u' on kernel-only"):
         run(lifecycle.k_thread_create(k, k.add_thread(type(k.current)("u")),
                                       k.stacks["kernel_only"], thread_main, (), options=4))  # fmt: skip
@@ -251,7 +241,7 @@ def test_seeded_schedules_are_deterministic_and_differ() -> None:
     stacks = tuple(StackObject(f"s{i}", 4096, True) for i in range(3))
 
     def trace(seed: int) -> list[str]:
-        k = boot(X86_64_SMP, main, {"spin": spin}, stacks)
+        k = boot_kernel(X86_64_SMP, main, {"spin": spin}, stacks)
         seen: list[str] = []
         orig = k.do
 

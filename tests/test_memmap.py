@@ -10,34 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import X86_64_SMP, boot_kernel
 
 from mmusim.cli import _Parser
 from mmusim.kernel import K_FOREVER, Kernel, KernelAssert, Op, StackObject
 from mmusim.kernel.geometry import PAGE
-from mmusim.kernel.invariants import assert_invariants
 from mmusim.map_cli import add_map_command, run_steps, scenario_kernel, scenario_loader
 from mmusim.render.memmap import MapRow, human_size, memory_map, render_svg, render_text
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
-MAPPED = dict(
-    X86_64=True,
-    SMP=True,
-    MP_MAX_NUM_CPUS=2,
-    THREAD_STACK_MEM_MAPPED=True,
-    THREAD_ABORT_NEED_CLEANUP=True,
-    THREAD_STACK_INFO=True,
-    X86_STACK_PROTECTION=True,
-    USERSPACE=True,
-    PRIVILEGED_STACK_SIZE=4096,
-    SRAM_BASE_ADDRESS=0x100000,
-    SRAM_SIZE=8192,
-    KERNEL_VM_BASE=0x100000,
-    KERNEL_VM_SIZE=0x800000,
-    INIT_STACKS=True,
-    SIM_TLB_SHOOTDOWN=True,
-    ISR_STACK_SIZE=16384,
-)
+MAPPED = X86_64_SMP
 # qemu_x86-like: ia32 PAE, one CPU, no mapped stacks (the legacy in-object guard page instead).
 UNMAPPED = dict(
     X86_64=False,
@@ -70,7 +53,7 @@ MAIN = (
 
 
 def make_kernel(cfg: dict[str, Any] = MAPPED, main: tuple[Op, ...] = MAIN) -> Kernel:
-    return Kernel(cfg, stacks=STACKS, main_body=main, bodies=BODIES, check=assert_invariants)
+    return boot_kernel(cfg, main, BODIES, STACKS)
 
 
 def run_kernel(cfg: dict[str, Any] = MAPPED, main: tuple[Op, ...] = MAIN) -> Kernel:
