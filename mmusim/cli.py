@@ -19,8 +19,9 @@ from mmusim.config_cli import add_config_commands
 from mmusim.examples import EXAMPLES
 from mmusim.explore_cli import add_explore_commands
 from mmusim.hw import MODE_IA32E, MODES, Access, ControlState, PhysMem, translate
-from mmusim.map_cli import add_map_command, scenario_kernel
+from mmusim.map_cli import add_map_command
 from mmusim.render.walk import render_walk, result_json, result_line
+from mmusim.scenario import scenario_kernel
 from mmusim.scenario_cli import add_scenario_commands
 
 _ACCESS = {"r": Access.READ, "w": Access.WRITE, "x": Access.EXEC}

@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mmusim.kernel import Kernel, KernelAssert
+from mmusim.kernel import KernelAssert
 from mmusim.kernel.invariants import InvariantViolation
 from mmusim.render.memmap import memory_map, render_svg, render_text, rows_json
+from mmusim.scenario import ScenarioError
+from mmusim.scenario.kernel import LoadKernel, run_steps, scenario_kernel, scenario_loader
 
 __all__ = [
     "LoadKernel",
@@ -38,12 +39,6 @@ __all__ = [
     "scenario_kernel",
     "scenario_loader",
 ]
-
-LoadKernel = Callable[[str, int | None], Kernel]
-"""``load_kernel(path, step)``: the kernel of scenario ``path`` after ``step`` engine steps (None:
-after the whole run). For bad input it raises ``MapInputError`` or one of the ``errors`` given to
-``add_map_command`` (printed as they are), or ``OSError``, ``ValueError``, ``KernelAssert`` (printed
-after the scenario's path); the command reports each in one line."""
 
 
 class MapInputError(Exception):
@@ -109,7 +104,7 @@ def cmd_map(
 ) -> int:
     """Load and run the scenario, print its map, write the SVG if asked. Exit 0, or 2 with one
     line on bad input."""
-    as_is: tuple[type[Exception], ...] = (MapInputError, *errors)
+    as_is: tuple[type[Exception], ...] = (MapInputError, ScenarioError, *errors)
     try:
         k = load_kernel(args.scenario, args.step)
     except as_is as exc:
@@ -133,55 +128,3 @@ def cmd_map(
     else:
         print(render_text(rows), end="")
     return 0
-
-
-# -- running a kernel to a step --------------------------------------------------------------
-
-
-def run_steps(k: Kernel, n: int, *, seed: int | None = None) -> int:
-    """Perform up to ``n`` engine steps (``k.do``) choosing actions as ``Kernel.run(seed=seed)``
-    does -- round robin over the CPUs with an interrupt before a step on the same CPU, or the
-    seeded random choice; sleepers woken by a clock jump when nothing can run -- and stop early if
-    the system goes quiescent. Returns the steps taken. On a fresh kernel these are exactly the
-    first ``n`` steps ``k.run(seed=seed)`` takes."""
-    return k.run(seed=seed, steps=n, max_steps=k.steps + n + 1, check_deadlock=False)
-
-
-def _run(k: Kernel, step: int | None, seed: int | None, max_steps: int | None = None) -> None:
-    """Run ``k`` to the end or to ``step``; a kernel assertion says which step to map instead."""
-    try:
-        if step is not None:
-            run_steps(k, step, seed=seed)
-        elif max_steps is None:
-            k.run(seed=seed)
-        else:
-            k.run(seed=seed, max_steps=max_steps)
-    except KernelAssert as exc:
-        before = f"--step {k.steps - 1} maps the state just before it"
-        raise KernelAssert(f"{_one_line(exc)} (in step {k.steps}; {before})") from exc
-
-
-def scenario_kernel(path: str, step: int | None) -> Kernel:
-    """The ``load_kernel`` for scenario files: load with ``mmusim.scenario.load_scenario``, boot,
-    run with the scenario's seed and step limit, without invariant checks."""
-    from mmusim.scenario import ScenarioError, load_scenario
-
-    try:
-        scn = load_scenario(path)
-    except ScenarioError as exc:
-        raise MapInputError(str(exc)) from None
-    k = Kernel(scn.config.values, stacks=scn.stack_objects(), main_body=scn.main, bodies=scn.bodies)
-    _run(k, step, scn.seed, scn.max_steps)
-    return k
-
-
-def scenario_loader(build: Callable[[str], Kernel], *, seed: int | None = None) -> LoadKernel:
-    """A ``load_kernel`` from ``build(path)``, which returns a booted, not yet run, kernel:
-    ``step`` None runs it to the end (``k.run(seed=seed)``), else ``run_steps(k, step, seed)``."""
-
-    def load_kernel(path: str, step: int | None) -> Kernel:
-        k = build(path)
-        _run(k, step, seed)
-        return k
-
-    return load_kernel
