@@ -17,17 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from mmusim.render.verdicts import render_table
 from mmusim.scenario import (
     SCENARIO_SEED,
     ScenarioError,
-    ScenarioResult,
     bundled_scenarios,
-    fault_summary,
     load_scenario,
     run_scenario,
 )
 
-__all__ = ["add_scenario_commands", "cmd_run", "collect_paths", "render_table", "run_paths"]
+__all__ = ["add_scenario_commands", "cmd_run", "collect_paths", "run_paths"]
 
 
 def add_scenario_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -101,46 +100,6 @@ def collect_paths(paths: Sequence[Path]) -> list[Path]:
         else:
             raise _BadInput(f"{p}: no such file or directory")
     return out
-
-
-def render_table(
-    results: Sequence[ScenarioResult], *, show_log: bool = False, show_time: bool = True
-) -> str:
-    """The report: a row per scenario, the reasons under each one that did not pass (and its
-    console with ``show_log``), a summary. ``show_time=False`` leaves out the only column that
-    changes from run to run."""
-    head: tuple[str, ...] = ("scenario", "verdict", "faults", "steps", "time")
-    rows: list[tuple[str, ...]] = [
-        (r.name, r.verdict, fault_summary(r.faults), str(r.steps), f"{r.time_ms:.0f} ms")
-        for r in results
-    ]
-    right: tuple[bool, ...] = (False, False, False, True, True)
-    if not show_time:
-        head, right = head[:-1], right[:-1]
-        rows = [row[:-1] for row in rows]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
-        ]
-        return "  ".join(parts).rstrip()
-
-    out = [line(head), line(["-" * w for w in widths])]
-    for r, row in zip(results, rows, strict=True):
-        out.append(line(row))
-        for failure in r.failures:
-            out.append(f"    {failure}")
-        if show_log:
-            out.extend(f"    | {line}" for line in r.log)
-    passed = sum(r.verdict == "pass" for r in results)
-    failed = sum(r.verdict == "fail" for r in results)
-    errors = sum(r.verdict == "error" for r in results)
-    summary = f"{passed} passed, {failed} failed"
-    if errors:
-        summary += f", {errors} error{'s' if errors != 1 else ''}"
-    out.append(summary)
-    return "\n".join(out) + "\n"
 
 
 def run_paths(

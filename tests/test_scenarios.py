@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 import pytest
 
+from mmusim.render.verdicts import render_table
 from mmusim.scenario import (
     BUNDLED_DIR,
     Expr,
@@ -27,7 +28,7 @@ from mmusim.scenario import (
     load_scenario,
     run_scenario,
 )
-from mmusim.scenario_cli import add_scenario_commands, render_table, run_paths
+from mmusim.scenario_cli import add_scenario_commands, run_paths
 
 BUNDLED = bundled_scenarios()
 REPO = Path(__file__).resolve().parent.parent
