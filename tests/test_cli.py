@@ -250,7 +250,7 @@ def test_bad_input_via_real_process_has_no_traceback(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "mmusim.cli",
+            "mmusim",
             "walk",
             "--image",
             str(tmp_path / "x"),

@@ -1,4 +1,4 @@
-"""``mmusim map``: the kernel address space as rows, text and SVG (mmusim.render.memmap, map_cli)."""
+"""``mmusim map``: the kernel address space as rows, text and SVG (mmusim.render.memmap, cli.map)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from mmusim.cli import _Parser
+from mmusim.cli.common import Parser
+from mmusim.cli.map import add_map_command
 from mmusim.kernel import K_FOREVER, Kernel, KernelAssert, Op, StackObject
 from mmusim.kernel.geometry import PAGE
 from mmusim.kernel.invariants import assert_invariants
-from mmusim.map_cli import add_map_command, run_steps, scenario_kernel, scenario_loader
 from mmusim.render.memmap import MapRow, human_size, memory_map, render_svg, render_text
+from mmusim.scenario import run_steps, scenario_kernel, scenario_loader
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
@@ -337,8 +338,8 @@ def _cli(
             raise fail
         return make_kernel()
 
-    parser = _Parser(prog="mmusim")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="mmusim")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     add_map_command(sub, scenario_loader(build))
     return parser, calls
 
@@ -449,8 +450,8 @@ def test_run_steps_follows_the_run_schedule(seed: int | None) -> None:
 def test_kernel_assertion_during_the_run_names_the_step(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    parser = _Parser(prog="mmusim")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="mmusim")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     bad_main = (Op("join", target="nobody"),)
     add_map_command(sub, scenario_loader(lambda path: make_kernel(main=bad_main)))
     assert _main(parser, ["map", "demo.toml"]) == 2
@@ -481,8 +482,8 @@ main = [
 
 
 def _scenario_cli() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mmusim")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="mmusim")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     add_map_command(sub, scenario_kernel)
     return parser
 

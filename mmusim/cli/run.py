@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from mmusim.cli.common import UsageError, fail, parse_seed
 from mmusim.render.verdicts import render_table
 from mmusim.scenario import (
     SCENARIO_SEED,
@@ -26,15 +27,11 @@ from mmusim.scenario import (
     run_scenario,
 )
 
-__all__ = ["add_scenario_commands", "cmd_run", "collect_paths", "run_paths"]
+__all__ = ["add_run_command", "cmd_run", "collect_paths", "run_paths"]
 
 
-def add_scenario_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add the ``run`` subcommand to the ``mmusim`` argparse subparsers.
-
-    It sets ``func`` (called with the parsed args, returns the exit code) and handles its own
-    errors, so ``main`` needs nothing more than ``args.func(args)``.
-    """
+def add_run_command(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``run`` subcommand."""
     p = subparsers.add_parser(
         "run",
         help="run scenario files (default: the bundled Zephyr test ports) and report verdicts",
@@ -63,29 +60,16 @@ def add_scenario_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument(
         "--seed",
-        type=_seed,
+        type=parse_seed,
         default=None,
         help="run with this seeded random schedule instead of each scenario's own seed",
     )
     p.set_defaults(func=cmd_run)
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"malformed seed {text!r} (an integer >= 0)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"seed {value} is negative (an integer >= 0)")
-    return value
-
-
-class _BadInput(Exception):
-    pass
-
-
 def collect_paths(paths: Sequence[Path]) -> list[Path]:
-    """The scenario files ``paths`` name (directories expanded, sorted); the bundled ones if none."""
+    """The scenario files ``paths`` name (directories expanded, sorted); the bundled ones if none.
+    Raises ``UsageError`` for a path that is missing or a directory without scenarios."""
     if not paths:
         return bundled_scenarios()
     out: list[Path] = []
@@ -93,12 +77,12 @@ def collect_paths(paths: Sequence[Path]) -> list[Path]:
         if p.is_dir():
             found = sorted(p.glob("*.toml"))
             if not found:
-                raise _BadInput(f"{p}: no *.toml scenario files in this directory")
+                raise UsageError(str(p), "no *.toml scenario files in this directory")
             out += found
         elif p.exists():
             out.append(p)
         else:
-            raise _BadInput(f"{p}: no such file or directory")
+            raise UsageError(str(p), "no such file or directory")
     return out
 
 
@@ -114,15 +98,12 @@ def run_paths(
 ) -> int:
     """What ``mmusim run`` does; returns the exit code (0 all passed, 1 some did not, 2 bad input)."""
     out = out if out is not None else sys.stdout
-    err = err if err is not None else sys.stderr
     try:
         scenarios = [load_scenario(p) for p in collect_paths(paths)]
-    except (ScenarioError, _BadInput) as e:
-        print(f"mmusim run: error: {e}", file=err)
-        return 2
+    except (ScenarioError, UsageError) as e:
+        return fail("run", str(e), file=err)
     if not scenarios:
-        print("mmusim run: error: no scenarios to run", file=err)
-        return 2
+        return fail("run", "no scenarios to run", file=err)
     results = []
     for scn in scenarios:
         r = run_scenario(scn, seed=SCENARIO_SEED if seed is None else seed)
@@ -135,6 +116,7 @@ def run_paths(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``run_paths`` with the command's options."""
     return run_paths(
         args.scenarios,
         as_json=args.json,
