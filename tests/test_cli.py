@@ -21,6 +21,12 @@ def ia32e_image(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def ia32e(ia32e_image: Path) -> list[str]:
+    """The machine options for the ia32e example as a file: image, mode and CR3."""
+    return ["--image", str(ia32e_image), "--mode", "ia32e", "--cr3", "0x1000"]
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     try:
         rc = main(list(argv))
@@ -31,17 +37,12 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_translate_json_success_and_faults(
-    capsys: pytest.CaptureFixture[str], ia32e_image: Path
+    capsys: pytest.CaptureFixture[str], ia32e: list[str]
 ) -> None:
     rc, out, err = run(
         capsys,
         "translate",
-        "--image",
-        str(ia32e_image),
-        "--mode",
-        "ia32e",
-        "--cr3",
-        "0x1000",
+        *ia32e,
         "--nxe",
         "--json",
         "0x100010",
@@ -71,19 +72,8 @@ def test_translate_json_success_and_faults(
     assert rows[4] == {"vaddr": 0x800000000000, "ok": False, "vector": 13, "error_code": 0}
 
 
-def test_translate_rights_cpl3_and_wp(
-    capsys: pytest.CaptureFixture[str], ia32e_image: Path
-) -> None:
-    base = [
-        "translate",
-        "--image",
-        str(ia32e_image),
-        "--mode",
-        "ia32e",
-        "--cr3",
-        "0x1000",
-        "--json",
-    ]
+def test_translate_rights_cpl3_and_wp(capsys: pytest.CaptureFixture[str], ia32e: list[str]) -> None:
+    base = ["translate", *ia32e, "--json"]
     _, out, _ = run(capsys, *base, "--cpl", "3", "0x100000")
     assert json.loads(out)["error_code"] == 0x5  # P U/S: supervisor page at CPL 3
     _, out, _ = run(capsys, *base, "--access", "w", "--wp", "0x100000")
@@ -95,18 +85,13 @@ def test_translate_rights_cpl3_and_wp(
 
 
 def test_image_out_records_accessed_and_dirty(
-    capsys: pytest.CaptureFixture[str], ia32e_image: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], ia32e_image: Path, ia32e: list[str], tmp_path: Path
 ) -> None:
     out_path = tmp_path / "after.img"
     rc, _, err = run(
         capsys,
         "translate",
-        "--image",
-        str(ia32e_image),
-        "--mode",
-        "ia32e",
-        "--cr3",
-        "0x1000",
+        *ia32e,
         "--access",
         "w",
         "--nxe",
@@ -245,36 +230,43 @@ def test_bad_input_is_one_line_exit_2(
     assert "Traceback" not in err
 
 
+def python_m_mmusim(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m mmusim ARGV`` in a real process."""
+    return subprocess.run(
+        [sys.executable, "-m", "mmusim", *argv], capture_output=True, text=True, check=False
+    )
+
+
 def test_bad_input_via_real_process_has_no_traceback(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mmusim.cli",
-            "walk",
-            "--image",
-            str(tmp_path / "x"),
-            "--mode",
-            "pae",
-            "--cr3",
-            "0",
-            "0x1",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    proc = python_m_mmusim(
+        "walk", "--image", str(tmp_path / "x"), "--mode", "pae", "--cr3", "0", "0x1"
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("mmusim walk: error: --image: cannot read")
     assert "Traceback" not in proc.stderr
 
 
+def test_python_dash_m_mmusim_is_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    proc = python_m_mmusim("--help")
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout.startswith("usage: mmusim ")
+    assert (0, proc.stdout, "") == run(capsys, "--help")
+
+
+def test_map_cli_keeps_the_documented_names() -> None:
+    """docs/memmap.md once showed ``from mmusim.map_cli import run_steps, scenario_kernel``."""
+    import mmusim.scenario
+    from mmusim.map_cli import run_steps, scenario_kernel, scenario_loader
+
+    assert run_steps is mmusim.scenario.run_steps
+    assert scenario_kernel is mmusim.scenario.scenario_kernel
+    assert scenario_loader is mmusim.scenario.scenario_loader
+
+
 def test_walk_requires_address_without_example(
-    capsys: pytest.CaptureFixture[str], ia32e_image: Path
+    capsys: pytest.CaptureFixture[str], ia32e: list[str]
 ) -> None:
-    rc, _, err = run(
-        capsys, "walk", "--image", str(ia32e_image), "--mode", "ia32e", "--cr3", "0x1000"
-    )
+    rc, _, err = run(capsys, "walk", *ia32e)
     assert rc == 2 and "VADDR: give the linear address" in err
 
 

@@ -1,8 +1,7 @@
-"""``mmusim config`` and ``mmusim menuconfig`` (mmusim.config_cli), through a parser built here."""
+"""``mmusim config`` and ``mmusim menuconfig`` (mmusim.cli.config)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -12,16 +11,12 @@ from typing import Any
 
 import pytest
 
-from mmusim.config_cli import add_config_commands
+from mmusim.cli import main
 from mmusim.kconfig import KCONFIG_DIR, load_config
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="mmusim")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_config_commands(sub)
-    args = parser.parse_args(argv)
-    rc = args.func(args)
+    rc = main(argv)
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -178,16 +173,8 @@ def test_menuconfig_reports_configuration_errors(
 
 
 def test_menuconfig_without_a_terminal_in_a_real_process(tmp_path: Path) -> None:
-    code = (
-        "import argparse, sys\n"
-        "from mmusim.config_cli import add_config_commands\n"
-        "p = argparse.ArgumentParser(prog='mmusim')\n"
-        "add_config_commands(p.add_subparsers(dest='command', required=True))\n"
-        "a = p.parse_args(sys.argv[1:])\n"
-        "sys.exit(a.func(a))\n"
-    )
     proc = subprocess.run(
-        [sys.executable, "-c", code, "menuconfig", "--board", "qemu_x86"],
+        [sys.executable, "-m", "mmusim", "menuconfig", "--board", "qemu_x86"],
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,
         capture_output=True,

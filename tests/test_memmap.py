@@ -1,4 +1,4 @@
-"""``mmusim map``: the kernel address space as rows, text and SVG (mmusim.render.memmap, map_cli)."""
+"""``mmusim map``: the kernel address space as rows, text and SVG (mmusim.render.memmap, cli.map)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from helpers import X86_64_SMP, boot_kernel
 
-from mmusim.cli import _Parser
+from mmusim.cli.common import Parser
+from mmusim.cli.map import add_map_command
 from mmusim.kernel import K_FOREVER, Kernel, KernelAssert, Op, StackObject
 from mmusim.kernel.geometry import PAGE
-from mmusim.map_cli import add_map_command, run_steps, scenario_kernel, scenario_loader
 from mmusim.render.memmap import MapRow, human_size, memory_map, render_svg, render_text
+from mmusim.scenario import LoadKernel, run_steps, scenario_kernel, scenario_loader
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
@@ -320,10 +321,15 @@ def _cli(
             raise fail
         return make_kernel()
 
-    parser = _Parser(prog="mmusim")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    add_map_command(sub, scenario_loader(build))
-    return parser, calls
+    return _map_parser(scenario_loader(build)), calls
+
+
+def _map_parser(load_kernel: LoadKernel) -> argparse.ArgumentParser:
+    """``mmusim`` with only the ``map`` subcommand, mapping what ``load_kernel`` makes."""
+    parser = Parser(prog="mmusim")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    add_map_command(sub, load_kernel)
+    return parser
 
 
 def _main(parser: argparse.ArgumentParser, argv: list[str]) -> int:
@@ -432,10 +438,8 @@ def test_run_steps_follows_the_run_schedule(seed: int | None) -> None:
 def test_kernel_assertion_during_the_run_names_the_step(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    parser = _Parser(prog="mmusim")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     bad_main = (Op("join", target="nobody"),)
-    add_map_command(sub, scenario_loader(lambda path: make_kernel(main=bad_main)))
+    parser = _map_parser(scenario_loader(lambda path: make_kernel(main=bad_main)))
     assert _main(parser, ["map", "demo.toml"]) == 2
     assert capsys.readouterr().err == (
         "mmusim map: error: demo.toml: no thread named 'nobody' "
@@ -463,13 +467,6 @@ main = [
 """
 
 
-def _scenario_cli() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mmusim")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    add_map_command(sub, scenario_kernel)
-    return parser
-
-
 def test_scenario_file_after_the_run_and_at_a_step(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -477,7 +474,7 @@ def test_scenario_file_after_the_run_and_at_a_step(
     path.write_text(SCENARIO)
     k = scenario_kernel(str(path), None)
     assert k.quiescent() and k.faults and k.cleanup.thread is not None
-    parser = _scenario_cli()
+    parser = _map_parser(scenario_kernel)
     assert _main(parser, ["map", str(path)]) == 0
     after = capsys.readouterr().out
     assert after == render_text(memory_map(k))
@@ -492,12 +489,12 @@ def test_scenario_file_after_the_run_and_at_a_step(
 def test_scenario_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(SCENARIO.replace("size = 8192", 'size = "big"'))
-    assert _main(_scenario_cli(), ["map", str(path)]) == 2
+    assert _main(_map_parser(scenario_kernel), ["map", str(path)]) == 2
     err = capsys.readouterr().err
     assert (
         err.startswith(f"mmusim map: error: {path}:8: stacks.area.size: ") and err.count("\n") == 1
     )
-    assert _main(_scenario_cli(), ["map", str(tmp_path / "missing.toml")]) == 2
+    assert _main(_map_parser(scenario_kernel), ["map", str(tmp_path / "missing.toml")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"mmusim map: error: {tmp_path / 'missing.toml'}:1: ")
     assert "No such file or directory" in err

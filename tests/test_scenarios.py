@@ -1,4 +1,4 @@
-"""Scenario files (mmusim.scenario) and ``mmusim run`` (mmusim.scenario_cli).
+"""Scenario files (mmusim.scenario) and ``mmusim run`` (mmusim.cli.run).
 
 Every bundled scenario passes; every kind of bad input is a ScenarioError at the exact FILE:LINE;
 runs are deterministic; a wrong expectation fails; the CLI prints a table or JSON and exits 0/1/2.
@@ -6,7 +6,6 @@ runs are deterministic; a wrong expectation fails; the CLI prints a table or JSO
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import textwrap
@@ -16,6 +15,9 @@ from typing import Any
 import attrs
 import pytest
 
+from mmusim.cli import main
+from mmusim.cli.run import run_paths
+from mmusim.render.verdicts import render_table
 from mmusim.scenario import (
     BUNDLED_DIR,
     Expr,
@@ -27,7 +29,6 @@ from mmusim.scenario import (
     load_scenario,
     run_scenario,
 )
-from mmusim.scenario_cli import add_scenario_commands, render_table, run_paths
 
 BUNDLED = bundled_scenarios()
 REPO = Path(__file__).resolve().parent.parent
@@ -551,11 +552,7 @@ def test_expression_names() -> None:
 
 
 def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="mmusim")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_scenario_commands(sub)
-    args = parser.parse_args(argv)
-    rc = args.func(args)
+    rc = main(argv)
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -621,7 +618,7 @@ def test_cli_bad_seed_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
 def test_run_paths_defaults_to_the_bundled_scenarios(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import mmusim.scenario_cli as scli
+    import mmusim.cli.run as scli
 
     few = [BUNDLED_DIR / "test_guard_page_front.toml", BUNDLED_DIR / "test_k_mem_map_user.toml"]
     monkeypatch.setattr(scli, "bundled_scenarios", lambda: few)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mmusim.scenario.kernel import LoadKernel, run_steps, scenario_kernel, scenario_loader
 from mmusim.scenario.load import Expr, ExprError, Locator, Scenario, ScenarioError, load_scenario
 from mmusim.scenario.run import SCENARIO_SEED, ScenarioResult, fault_summary, run_scenario
 
@@ -31,6 +32,10 @@ __all__ = [
     "fault_summary",
     "load_scenario",
     "run_scenario",
+    "LoadKernel",
+    "run_steps",
+    "scenario_kernel",
+    "scenario_loader",
 ]
 
 BUNDLED_DIR: Path = Path(__file__).resolve().parent.parent / "scenarios"

@@ -17,25 +17,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from mmusim.cli.common import UsageError, fail, parse_seed
+from mmusim.render.verdicts import render_table
 from mmusim.scenario import (
     SCENARIO_SEED,
     ScenarioError,
-    ScenarioResult,
     bundled_scenarios,
-    fault_summary,
     load_scenario,
     run_scenario,
 )
 
-__all__ = ["add_scenario_commands", "cmd_run", "collect_paths", "render_table", "run_paths"]
+__all__ = ["add_run_command", "cmd_run", "collect_paths", "run_paths"]
 
 
-def add_scenario_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add the ``run`` subcommand to the ``mmusim`` argparse subparsers.
-
-    It sets ``func`` (called with the parsed args, returns the exit code) and handles its own
-    errors, so ``main`` needs nothing more than ``args.func(args)``.
-    """
+def add_run_command(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``run`` subcommand."""
     p = subparsers.add_parser(
         "run",
         help="run scenario files (default: the bundled Zephyr test ports) and report verdicts",
@@ -64,29 +60,16 @@ def add_scenario_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument(
         "--seed",
-        type=_seed,
+        type=parse_seed,
         default=None,
         help="run with this seeded random schedule instead of each scenario's own seed",
     )
     p.set_defaults(func=cmd_run)
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"malformed seed {text!r} (an integer >= 0)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"seed {value} is negative (an integer >= 0)")
-    return value
-
-
-class _BadInput(Exception):
-    pass
-
-
 def collect_paths(paths: Sequence[Path]) -> list[Path]:
-    """The scenario files ``paths`` name (directories expanded, sorted); the bundled ones if none."""
+    """The scenario files ``paths`` name (directories expanded, sorted); the bundled ones if none.
+    Raises ``UsageError`` for a path that is missing or a directory without scenarios."""
     if not paths:
         return bundled_scenarios()
     out: list[Path] = []
@@ -94,53 +77,13 @@ def collect_paths(paths: Sequence[Path]) -> list[Path]:
         if p.is_dir():
             found = sorted(p.glob("*.toml"))
             if not found:
-                raise _BadInput(f"{p}: no *.toml scenario files in this directory")
+                raise UsageError(str(p), "no *.toml scenario files in this directory")
             out += found
         elif p.exists():
             out.append(p)
         else:
-            raise _BadInput(f"{p}: no such file or directory")
+            raise UsageError(str(p), "no such file or directory")
     return out
-
-
-def render_table(
-    results: Sequence[ScenarioResult], *, show_log: bool = False, show_time: bool = True
-) -> str:
-    """The report: a row per scenario, the reasons under each one that did not pass (and its
-    console with ``show_log``), a summary. ``show_time=False`` leaves out the only column that
-    changes from run to run."""
-    head: tuple[str, ...] = ("scenario", "verdict", "faults", "steps", "time")
-    rows: list[tuple[str, ...]] = [
-        (r.name, r.verdict, fault_summary(r.faults), str(r.steps), f"{r.time_ms:.0f} ms")
-        for r in results
-    ]
-    right: tuple[bool, ...] = (False, False, False, True, True)
-    if not show_time:
-        head, right = head[:-1], right[:-1]
-        rows = [row[:-1] for row in rows]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
-        ]
-        return "  ".join(parts).rstrip()
-
-    out = [line(head), line(["-" * w for w in widths])]
-    for r, row in zip(results, rows, strict=True):
-        out.append(line(row))
-        for failure in r.failures:
-            out.append(f"    {failure}")
-        if show_log:
-            out.extend(f"    | {line}" for line in r.log)
-    passed = sum(r.verdict == "pass" for r in results)
-    failed = sum(r.verdict == "fail" for r in results)
-    errors = sum(r.verdict == "error" for r in results)
-    summary = f"{passed} passed, {failed} failed"
-    if errors:
-        summary += f", {errors} error{'s' if errors != 1 else ''}"
-    out.append(summary)
-    return "\n".join(out) + "\n"
 
 
 def run_paths(
@@ -155,15 +98,12 @@ def run_paths(
 ) -> int:
     """What ``mmusim run`` does; returns the exit code (0 all passed, 1 some did not, 2 bad input)."""
     out = out if out is not None else sys.stdout
-    err = err if err is not None else sys.stderr
     try:
         scenarios = [load_scenario(p) for p in collect_paths(paths)]
-    except (ScenarioError, _BadInput) as e:
-        print(f"mmusim run: error: {e}", file=err)
-        return 2
+    except (ScenarioError, UsageError) as e:
+        return fail("run", str(e), file=err)
     if not scenarios:
-        print("mmusim run: error: no scenarios to run", file=err)
-        return 2
+        return fail("run", "no scenarios to run", file=err)
     results = []
     for scn in scenarios:
         r = run_scenario(scn, seed=SCENARIO_SEED if seed is None else seed)
@@ -176,6 +116,7 @@ def run_paths(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``run_paths`` with the command's options."""
     return run_paths(
         args.scenarios,
         as_json=args.json,

@@ -1,4 +1,14 @@
-"""``mmusim explore`` and ``mmusim replay``."""
+"""``mmusim explore`` and ``mmusim replay``: the SMP interleavings of a scenario (docs/explore.md).
+
+``explore SCENARIO`` searches every interleaving of the scenario's CPUs on the real kernel (or, with
+``--pct``, random ones), checking the kernel invariants and deadlock at every state, and reports
+the violation with the fewest preemptions, then the fewest steps: as a readable trace, as code to
+paste into a regression test, and with ``--trace FILE`` as a JSON file. ``replay FILE`` runs such
+a file again step by step, refusing clearly when the scenario or the kernel no longer fits it.
+
+Exit code 0: no violation; 1: a violation (or a replay that no longer ends in it); 2: bad input,
+in one line (``mmusim explore: error: race.toml: no such scenario file``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mmusim.cli.common import fail
 from mmusim.explore import Model, explore, minimal
 from mmusim.explore.pct import bound, pct
 from mmusim.explore.search import Result, Stats, Violation
@@ -22,10 +33,13 @@ from mmusim.explore.trace import (
 )
 from mmusim.kconfig import ConfigError
 from mmusim.mutants import MUTANTS, mutant_config_lines
-from mmusim.scenario.load import ScenarioError
+from mmusim.scenario import ScenarioError
+
+__all__ = ["add_explore_commands", "cmd_explore", "cmd_replay"]
 
 
 def add_explore_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``explore`` and ``replay`` subcommands."""
     p = subparsers.add_parser(
         "explore",
         help="explore every interleaving of a scenario's CPUs; report a minimal counterexample",
@@ -66,50 +80,19 @@ def add_explore_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     r.set_defaults(func=cmd_replay)
 
 
-def _model(path: Path, mutant: str | None, lines: list[str]) -> Model:
-    extra = tuple(lines) + (mutant_config_lines(mutant) if mutant else ())
-    return Model(path, extra, origin="--config")
-
-
 def cmd_explore(args: argparse.Namespace) -> int:
+    """Explore (or PCT-test) the scenario; print the result, save the trace if asked."""
     try:
-        if not args.scenario.exists():
-            raise ValueError(f"{args.scenario}: no such scenario file")
-        for name in ("max_preemptions", "max_states", "depth", "runs"):
-            value = getattr(args, name)
-            if value is not None and value < (1 if name in ("depth", "runs") else 0):
-                raise ValueError(f"--{name.replace('_', '-')}: {value} is out of range")
-        model = _model(args.scenario, args.mutant, args.config)
+        model = _model(args)
     except (ScenarioError, ConfigError, ValueError) as e:
-        print(f"mmusim explore: error: {e}", file=sys.stderr)
-        return 2
-    if args.pct:
-        result = pct(model, depth=args.depth, runs=args.runs, seed=args.seed)
-        found = result
-    else:
-        result = explore(model, max_preemptions=args.max_preemptions, max_states=args.max_states)
-        found = result
-        if result.violation is not None:  # the first one found; now the minimal one
-            found = minimal(model, max_preemptions=args.max_preemptions,
-                            max_states=args.max_states)  # fmt: skip
-            if found.violation is None:  # bounded by max_states: keep the one we have
-                found = result
+        return fail("explore", str(e))
+    result, found = _search(model, args)
     if args.json:
         out = to_json(model, found)
         out["search"] = _stats_json(result)
         print(json.dumps(out))
     else:
-        sys.stdout.write(render(model, found, show_time=not args.no_time))
-        if found is not result:
-            st = result.stats
-            secs = "" if args.no_time else f", {st.seconds:.2f} s"
-            print(f"complete search: first violation after {st.states:,} states, "
-                  f"{st.transitions:,} transitions{secs}")  # fmt: skip
-        if args.pct:
-            k = result.stats.max_depth
-            print(f"pct: depth {args.depth}, {result.stats.executions} runs, seed {args.seed}; "
-                  f"per-run bound 1/(n*k^(d-1)) = {bound(model.scenario.ncpus, max(k, 1), args.depth):.3g} "
-                  f"with n={model.scenario.ncpus} CPUs, k={k} steps (measured)")  # fmt: skip
+        _print_result(model, args, result, found)
     if args.trace is not None and found.violation is not None:
         args.trace.write_text(json.dumps(to_json(model, found), indent=1) + "\n")
         if not args.json:
@@ -120,7 +103,51 @@ def cmd_explore(args: argparse.Namespace) -> int:
     return 1 if found.violation is not None else 0
 
 
+def _model(args: argparse.Namespace) -> Model:
+    """The explorer's model of the scenario, with the ``--config`` lines and the mutant's; raises
+    ``ValueError`` for a missing file or a bound out of range."""
+    if not args.scenario.exists():
+        raise ValueError(f"{args.scenario}: no such scenario file")
+    for name in ("max_preemptions", "max_states", "depth", "runs"):
+        value = getattr(args, name)
+        if value is not None and value < (1 if name in ("depth", "runs") else 0):
+            raise ValueError(f"--{name.replace('_', '-')}: {value} is out of range")
+    extra = tuple(args.config) + (mutant_config_lines(args.mutant) if args.mutant else ())
+    return Model(args.scenario, extra, origin="--config")
+
+
+def _search(model: Model, args: argparse.Namespace) -> tuple[Result, Result]:
+    """Run PCT or the complete search; returns (the search's result, the one to report). After a
+    complete search finds a violation, the reported one is the minimal violation."""
+    if args.pct:
+        result = pct(model, depth=args.depth, runs=args.runs, seed=args.seed)
+        return result, result
+    result = explore(model, max_preemptions=args.max_preemptions, max_states=args.max_states)
+    if result.violation is None:
+        return result, result
+    found = minimal(model, max_preemptions=args.max_preemptions, max_states=args.max_states)
+    if found.violation is None:  # bounded by max_states: keep the one we have
+        return result, result
+    return result, found
+
+
+def _print_result(model: Model, args: argparse.Namespace, result: Result, found: Result) -> None:
+    """The text report: the trace of ``found``, then how the search went."""
+    sys.stdout.write(render(model, found, show_time=not args.no_time))
+    if found is not result:
+        st = result.stats
+        secs = "" if args.no_time else f", {st.seconds:.2f} s"
+        print(f"complete search: first violation after {st.states:,} states, "
+              f"{st.transitions:,} transitions{secs}")  # fmt: skip
+    if args.pct:
+        k = result.stats.max_depth
+        print(f"pct: depth {args.depth}, {result.stats.executions} runs, seed {args.seed}; "
+              f"per-run bound 1/(n*k^(d-1)) = {bound(model.scenario.ncpus, max(k, 1), args.depth):.3g} "
+              f"with n={model.scenario.ncpus} CPUs, k={k} steps (measured)")  # fmt: skip
+
+
 def _stats_json(r: Result) -> dict[str, Any]:
+    """The search statistics of ``explore --json`` (under ``"search"``)."""
     st = r.stats
     return {"verdict": r.verdict, "states": st.states, "transitions": st.transitions,
             "executions": st.executions, "max_depth": st.max_depth,
@@ -128,20 +155,19 @@ def _stats_json(r: Result) -> dict[str, Any]:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    """Replay a saved trace, checking each step; print the trace again as explore did."""
     try:
         data, steps = load_trace(args.trace)
         model = Model(data["scenario"], data.get("config", []))
     except (OSError, ValueError, KeyError, ScenarioError, ConfigError) as e:
-        print(f"mmusim replay: error: {e}", file=sys.stderr)
-        return 2
+        return fail("replay", str(e))
     if data.get("model") != code_fingerprint():
         print("note: the kernel's code changed since this trace was recorded; "
               "replaying by step labels")  # fmt: skip
     try:
         k = replay_steps(model, steps)
     except ReplayMismatch as e:
-        print(f"mmusim replay: error: {args.trace}: {e}", file=sys.stderr)
-        return 2
+        return fail("replay", f"{args.trace}: {e}")
     problems = model.violations(k)
     saved = data.get("violation") or {}
     if saved and not problems and saved.get("kind") == "invariant":

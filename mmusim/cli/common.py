@@ -1,0 +1,102 @@
+"""What every ``mmusim`` subcommand shares: one-line errors and the argument types.
+
+Bad input never gives a traceback: it gives one line naming the argument and the problem, and exit
+code 2 (``mmusim translate: error: --cr3: 0x90000 is outside the image (size 0x40000)``). Three
+pieces make that so, all here: ``Parser`` turns argparse's own errors (unknown option, bad
+``type=``) into one line instead of a usage dump; ``fail`` prints a subcommand's error line; and
+``UsageError`` lets code deep in a subcommand give up with one, which ``main`` prints with ``fail``.
+
+The argument types (``parse_int``, ``parse_seed``, ``parse_step_count``) each accept a whole
+number in their own syntax and word their errors for the option they serve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import NoReturn, TextIO
+
+__all__ = [
+    "Parser",
+    "UsageError",
+    "fail",
+    "one_line",
+    "parse_int",
+    "parse_seed",
+    "parse_step_count",
+]
+
+
+class UsageError(Exception):
+    """Bad command-line input: ``argument`` names the option, ``message`` the problem."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(f"{argument}: {message}")
+
+
+def fail(command: str, message: str, *, file: TextIO | None = None) -> int:
+    """Print ``mmusim COMMAND: error: MESSAGE`` to stderr (or ``file``); return exit code 2."""
+    print(f"mmusim {command}: error: {message}", file=sys.stderr if file is None else file)
+    return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line: its non-blank lines, stripped, joined by ``; ``."""
+    return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# -- argument types (for argparse ``type=``) --------------------------------------------------
+
+
+def _whole_number(text: str, parse: Callable[[str], int], malformed: str, negative: str) -> int:
+    """``parse(text)``, which must be >= 0. ``malformed`` and ``negative`` are the error messages,
+    formatted with ``text`` (and ``value`` for ``negative``)."""
+    try:
+        value = parse(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(malformed.format(text=text)) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(negative.format(text=text, value=value))
+    return value
+
+
+def _hex_or_decimal(text: str) -> int:
+    return int(text.replace("_", ""), 16) if text.lower().startswith("0x") else int(text, 10)
+
+
+def parse_int(text: str) -> int:
+    """Hex (``0x...``) or decimal, optionally with ``_`` separators: addresses and widths."""
+    return _whole_number(
+        text,
+        _hex_or_decimal,
+        "malformed number {text!r} (use hex like 0x1000 or decimal)",
+        "{text!r} is negative",
+    )
+
+
+def parse_seed(text: str) -> int:
+    """A schedule seed: an integer >= 0 as Python writes it (``7``, ``0x1f``)."""
+    return _whole_number(
+        text,
+        lambda t: int(t, 0),
+        "malformed seed {text!r} (an integer >= 0)",
+        "seed {value} is negative (an integer >= 0)",
+    )
+
+
+def parse_step_count(text: str) -> int:
+    """A number of engine steps: an integer >= 0 as Python writes it, ``_`` separators allowed."""
+    return _whole_number(
+        text,
+        lambda t: int(t.replace("_", ""), 0),
+        "{text!r} is not a number",
+        "{text!r} is negative",
+    )
