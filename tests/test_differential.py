@@ -25,7 +25,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pytest
+
 from helpers import NX, PS, PTR, RW, US, A, P
+from mmusim.hw import (
+    Access,
+    ControlState,
+    GeneralProtection,
+    PageFault,
+    PhysMem,
+    Translation,
+    translate,
+)
 from oracle.randtables import (
     EXCLUDED_DEVIATIONS,
     HAND_DATA,
@@ -40,16 +50,6 @@ from oracle.randtables import (
     raw_path,
 )
 from oracle.unicorn_oracle import OracleResult, UnicornOracle
-
-from mmusim.hw import (
-    Access,
-    ControlState,
-    GeneralProtection,
-    PageFault,
-    PhysMem,
-    Translation,
-    translate,
-)
 
 pytestmark = pytest.mark.differential
 

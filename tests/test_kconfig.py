@@ -7,8 +7,8 @@ from pathlib import Path
 import attrs
 import kconfiglib  # type: ignore[import-untyped]
 import pytest
-from helpers import TmpFile
 
+from helpers import TmpFile
 from mmusim.kconfig import KCONFIG_DIR, Config, ConfigError, boards, load_config, resolve_kconfig
 
 BOARDS = ["qemu_x86", "qemu_x86_64", "qemu_x86_atom_virt"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import X86_64_SMP, boot_kernel
 
+from helpers import X86_64_SMP, boot_kernel
 from mmusim.kernel import (
     K_ERR_CPU_EXCEPTION,
     K_ERR_STACK_CHK_FAIL,

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import X86_64_SMP, boot_kernel
 
+from helpers import X86_64_SMP, boot_kernel
 from mmusim.cli.common import Parser
 from mmusim.cli.map import add_map_command
 from mmusim.kernel import K_FOREVER, Kernel, KernelAssert, Op, StackObject

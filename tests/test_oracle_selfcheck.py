@@ -7,6 +7,7 @@ Expected values come from reference x86-paging.md §3.4, §4.5 and §5.
 from __future__ import annotations
 
 import pytest
+
 from helpers import NX, PS, RW, US, A, D, P
 from oracle.randtables import HAND_DATA, HAND_PT, HAND_VA, RawImage, hand_image, hand_upper
 from oracle.unicorn_oracle import (

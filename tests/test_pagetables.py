@@ -9,6 +9,9 @@ known.
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from helpers import (
     G1,
     K4,
@@ -28,9 +31,6 @@ from helpers import (
     frame_counter,
     leaf_frame,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from mmusim.hw import (
     MODE_32,
     MODE_IA32E,

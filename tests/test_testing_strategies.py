@@ -15,10 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import K4, NX, TmpFile, leaf_frame
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
+from helpers import K4, NX, TmpFile, leaf_frame
 from mmusim.hw import (
     GeneralProtection,
     PageFault,

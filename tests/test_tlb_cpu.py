@@ -7,8 +7,8 @@ hold distinct byte patterns, so a read shows which frame a translation went to.
 from __future__ import annotations
 
 import pytest
-from helpers import NX, PS, PTR, RW, US, A, D, G, P, frame_counter
 
+from helpers import NX, PS, PTR, RW, US, A, D, G, P, frame_counter
 from mmusim.hw import (
     Access,
     ControlState,

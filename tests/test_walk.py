@@ -21,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from helpers import G1, K4, M2, M4, NX, PS, PTR, RW, US, A, D, G, P
 
+from helpers import G1, K4, M2, M4, NX, PS, PTR, RW, US, A, D, G, P
 from mmusim.hw import (
     GP_VECTOR,
     PF_VECTOR,
