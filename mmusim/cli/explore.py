@@ -26,13 +26,13 @@ from mmusim.explore.trace import (
     ReplayMismatch,
     code_fingerprint,
     load_trace,
-    render,
     replay_steps,
     snippet,
     to_json,
 )
 from mmusim.kconfig import ConfigError
 from mmusim.mutants import MUTANTS, mutant_config_lines
+from mmusim.render.trace import report
 from mmusim.scenario import ScenarioError
 
 __all__ = ["add_explore_commands", "cmd_explore", "cmd_replay"]
@@ -133,7 +133,7 @@ def _search(model: Model, args: argparse.Namespace) -> tuple[Result, Result]:
 
 def _print_result(model: Model, args: argparse.Namespace, result: Result, found: Result) -> None:
     """The text report: the trace of ``found``, then how the search went."""
-    sys.stdout.write(render(model, found, show_time=not args.no_time))
+    sys.stdout.write(report(model, found, show_time=not args.no_time))
     if found is not result:
         st = result.stats
         secs = "" if args.no_time else f", {st.seconds:.2f} s"
@@ -178,5 +178,5 @@ def cmd_replay(args: argparse.Namespace) -> int:
                   tuple((s.cpu, s.kind) for s in steps), tuple(steps),
                   int(saved.get("preemptions", 0)))  # fmt: skip
     print(f"replaying {len(steps)} steps of {args.trace}")
-    sys.stdout.write(render(model, Result(v, Stats(), False, None), show_search=False))
+    sys.stdout.write(report(model, Result(v, Stats(), False, None), show_search=False))
     return 0

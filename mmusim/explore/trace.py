@@ -1,15 +1,10 @@
-"""Counterexample traces: the report, the JSON trace file, replay, and a Python snippet.
+"""Counterexample traces: the JSON trace file, replay, and a Python snippet (the text report is
+``mmusim.render.trace``).
 
 A trace names each step by what it models -- CPU, thread, routine and label -- never by its position
 alone, so a stored trace still replays after unrelated code changes, and ``replay`` refuses, saying
 which step no longer fits, when the scenario or the kernel changed in a way that matters
 (reference exploration.md, section 2, lesson 1).
-
-The report shows per step only the fields that changed (lock holders, the cleanup slot, thread
-states, mappings, a CPU's stack pointer and pending IPIs, present stack pages, TLB entries), marks
-preemptions, and after the violating step lets the offending CPU run alone for a few steps so the
-concrete consequence is visible -- a page fault with its error-code bits named, or an access that
-only a stale TLB entry still translates.
 """
 
 from __future__ import annotations
@@ -21,8 +16,7 @@ from typing import Any
 
 from mmusim.explore.model import Action, Model, StepInfo
 from mmusim.explore.search import Result, Violation
-from mmusim.hw import Trap, error_code_names
-from mmusim.kernel import PAGE, Kernel, KernelAssert, thread_state_name
+from mmusim.kernel import Kernel
 
 FORMAT = "mmusim-trace/1"
 _KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernel"
@@ -35,41 +29,6 @@ def code_fingerprint() -> str:
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
-
-
-def snapshot(k: Kernel) -> dict[str, str]:
-    """The fields a trace shows, as text, for diffing consecutive states."""
-    snap: dict[str, str] = {}
-    for lock in (k.sched_lock, k.cleanup_lock, k.mm_lock):
-        snap[lock.name] = "-" if lock.holder is None else f"cpu{lock.holder}"
-    slot = k.cleanup
-    snap["thread_to_cleanup"] = slot.thread.name if slot.thread else "NULL"
-    snap["stash"] = f"{slot.stack_addr:#x}" if slot.stack_addr is not None else "NULL"
-    for c in k.cpus:
-        snap[f"cpu{c.id}._current"] = c.current.name
-        snap[f"cpu{c.id}.runs_on_stack_of"] = c.running_on.name if c.running_on else "-"
-        snap[f"cpu{c.id}.ipis"] = ",".join(c.pending_ipis) or "-"
-        snap[f"cpu{c.id}.tlb"] = str(len(c.hw.tlb))
-    for t in k.threads.values():
-        if t.is_idle or not t.generation:
-            continue
-        snap[f"{t.name}.state"] = thread_state_name(k, t)
-        addr = t.stack_info.mapped.addr
-        snap[f"{t.name}.mapped.addr"] = f"{addr:#x}" if addr is not None else "NULL"
-    for r in sorted(k.regions.values(), key=lambda r: r.addr):
-        if r.kind == "stack":
-            present = sum(k.pt.lookup(r.addr + off) is not None for off in range(0, r.size, PAGE))
-            snap[f"stack of {r.owner} @{r.addr:#x}"] = f"{present}/{r.size // PAGE} pages present"
-    return snap
-
-
-def _diff(before: dict[str, str], after: dict[str, str]) -> str:
-    out = []
-    for key in sorted(set(before) | set(after)):
-        a, b = before.get(key, "(none)"), after.get(key, "(none)")
-        if a != b:
-            out.append(f"{key}: {a} -> {b}")
-    return "; ".join(out)
 
 
 def replay_steps(model: Model, steps: list[StepInfo] | tuple[StepInfo, ...]) -> Kernel:
@@ -99,110 +58,6 @@ class ReplayMismatch(Exception):
             f"step {index} of the trace expects {where}, but {got}: the scenario or the kernel "
             "changed since the trace was recorded"
         )
-
-
-def render(
-    model: Model,
-    result: Result,
-    *,
-    consequence_steps: int = 6,
-    show_search: bool = True,
-    show_time: bool = True,
-) -> str:
-    """The human report of a result (a pass or a violation)."""
-    st = result.stats
-    scn = model.scenario
-    lines = []
-    v = result.violation
-    search = (
-        f"{st.states:,} states, {st.transitions:,} transitions, {st.executions:,} executions, "
-        f"max depth {st.max_depth}"
-    )
-    if show_time:
-        search += (
-            f", {st.seconds:.2f} s ({st.states_per_second:,.0f} states/s, "
-            f"{st.transitions_per_second:,.0f} transitions/s)"
-        )
-    cfg = f"board {scn.board}, {scn.ncpus} CPUs" + (
-        f", {' '.join(model.extra_config)}" if model.extra_config else ""
-    )
-    if v is None:
-        bound = "" if result.bound is None else f" within {result.bound} preemptions"
-        lines.append(f"PASS  {scn.name}: no invariant violated, no deadlock{bound}")
-        lines.append(f"config   {cfg}")
-        lines.append(f"search   {search}")
-        lines.append("verdict  " + ("complete" if result.complete else "bounded (not complete)"))
-        return "\n".join(lines) + "\n"
-    lines.append(f"VIOLATION  {v.kind}: {v.messages[0]}")
-    lines.extend(f"           {m}" for m in v.messages[1:])
-    lines.append(f"scenario {scn.path}  ({scn.name})")
-    lines.append(f"config   {cfg}; the trace starts at the exploration root "
-                 f"({len(model.prefix)} deterministic steps after boot)")  # fmt: skip
-    if show_search:
-        lines.append(f"search   {search}")
-    lines.append(f"minimal  {v.preemptions} preemption{'s' if v.preemptions != 1 else ''}, "
-                 f"{len(v.steps)} steps")  # fmt: skip
-    lines.append("")
-    lines.append(f"{'#':>4}  cpu  {'thread':<10} step")
-    k = model.reset()
-    before = snapshot(k)
-    last_cpu: int | None = None
-    for i, s in enumerate(v.steps, 1):
-        a = (s.cpu, s.kind)
-        moved = last_cpu is not None and s.cpu >= 0 and s.cpu != last_cpu
-        if moved and any(x[0] == last_cpu for x in model.actions(k)):
-            lines.append(f"{'':>4}  -- preemption: CPU {last_cpu} -> CPU {s.cpu} --")
-        try:
-            model.step(k, a)
-        except KernelAssert as e:
-            lines.append(f"{i:>4}  {s.cpu:>3}  {s.thread:<10} {s.routine}: {s.label}")
-            lines.append(f"{'':>4}       kernel assert: {e}")
-            break
-        after = snapshot(k)
-        lines.append(f"{i:>4}  {s.cpu:>3}  {s.thread:<10} {s.routine}: {s.label}")
-        changed = _diff(before, after)
-        if changed:
-            lines.append(f"{'':>4}       {'':<10} {changed}")
-        before = after
-        if s.cpu >= 0:
-            last_cpu = s.cpu
-    lines.append(f"{'':>4}  == {v.kind} here ==")
-    lines += _consequence(model, k, v, consequence_steps)
-    return "\n".join(lines) + "\n"
-
-
-def _consequence(model: Model, k: Kernel, v: Violation, n: int) -> list[str]:
-    """Let the CPU named in the violation run alone for a few steps, to show what follows."""
-    cpu = next((c.id for c in k.cpus if f"CPU {c.id} " in v.messages[0]), None)
-    if cpu is None or v.kind != "invariant":
-        return []
-    out = [f"{'':>4}  consequence: CPU {cpu} runs on alone"]
-    c = k.cpus[cpu]
-    for _ in range(n):
-        if (cpu, "step") not in model.actions(k):
-            break
-        s = model.info(k, (cpu, "step"))
-        fp = model.footprint(k, (cpu, "step"))
-        pages = [r[1] for r in (fp[1] if fp else ()) if r[0] == "mem"]
-        stale = any(
-            k.pt.lookup(p) is None and c.hw.tlb.lookup(p) is not None  # type: ignore[arg-type]
-            for p in pages
-        )
-        try:
-            model.step(k, (cpu, "step"))
-        except KernelAssert as e:
-            cause = e.__cause__
-            out.append(f"{'':>4}  {cpu:>3}  {s.thread:<10} {s.routine}: {s.label}")
-            if isinstance(cause, Trap) and cause.fault is not None and cause.cr2 is not None:
-                code = cause.error_code
-                out.append(f"{'':>4}       -> #PF cr2={cause.cr2:#x} error code {code:#x} "
-                           f"({error_code_names(code)}): {e}")  # fmt: skip
-            else:
-                out.append(f"{'':>4}       -> {e}")
-            break
-        note = " (through a stale TLB entry: the PTE is gone)" if stale else ""
-        out.append(f"{'':>4}  {cpu:>3}  {s.thread:<10} {s.routine}: {s.label}{note}")
-    return out
 
 
 def to_json(model: Model, result: Result) -> dict[str, Any]:
