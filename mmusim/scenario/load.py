@@ -13,30 +13,35 @@ Kconfig loader with this file's line numbers. Errors read ``FILE:LINE: key: what
 is allowed)``, e.g. ``s.toml:14: bodies.main[2].op: unknown op 'jion' (did you mean 'join'?
 allowed: abort, ...)``.
 
-``tomllib`` reports no line numbers for values, so ``Locator`` re-reads the raw text and maps
-each key path -- tables, dotted keys, inline tables, arrays (of inline tables) -- to its line.
-
-Expressions (``expect.facts[].expr``, a fault's ``cr2``) are parsed with ``ast`` and evaluated by
-walking a whitelist of node types; ``eval`` is never used.
+``tomllib`` reports no line numbers for values, so ``Locator`` (``toml_lines``) re-reads the raw
+text and maps each key path to its line. Expressions (``expect.facts[].expr``, a fault's ``cr2``)
+are ``expr.Expr``; the classes a loaded scenario is made of are in ``schema``.
 """
 
 from __future__ import annotations
 
-import ast
-import contextlib
 import difflib
-import operator
 import re
 import tomllib
-from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from mmusim.kconfig import Config, ConfigError, boards, load_config
-from mmusim.kernel import K_FOREVER, K_NO_WAIT, Op, StackObject
+from mmusim.kernel import K_FOREVER, K_NO_WAIT, Op
+from mmusim.scenario.expr import EXPR_HELP, Expr, ExprError
+from mmusim.scenario.schema import (
+    Expect,
+    FactExpect,
+    FaultExpect,
+    Scenario,
+    StackSpec,
+    ThreadExpect,
+    config_ncpus,
+)
+from mmusim.scenario.toml_lines import KeyPath, Locator, key_text
 
 __all__ = [
     "Expect",
@@ -52,7 +57,6 @@ __all__ = [
     "load_scenario",
 ]
 
-KeyPath = tuple[str | int, ...]  # ("bodies", "main", 2, "thread")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DEFAULT_MAX_STEPS = 2_000_000
@@ -72,492 +76,6 @@ class ScenarioError(Exception):
         return f"{self.path}:{self.line}: {self.key}: {self.message}"
 
 
-# -- where keys are: a small TOML scanner ---------------------------------------------------------
-
-
-class _Stop(Exception):
-    pass
-
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-class Locator:
-    """Maps key paths of a TOML document to the line they start on.
-
-    Covers what scenario files use: ``[table]`` and ``[[array.of.tables]]`` headers, dotted keys,
-    inline tables, arrays (of scalars, inline tables, arrays) over several lines, comments, and all
-    four kinds of strings. Array elements are indexed from 0: ``("bodies", "main", 2, "op")``.
-    Meant for text ``tomllib`` accepted; on anything else it keeps what it found so far.
-    """
-
-    def __init__(self, text: str) -> None:
-        self._s = text
-        self._i = 0
-        self._starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
-        self._aot: dict[KeyPath, int] = {}
-        self.lines: dict[KeyPath, int] = {}
-        with contextlib.suppress(_Stop, IndexError):
-            self._document()
-
-    def line(self, path: KeyPath) -> int:
-        """The line of ``path``, or of its longest prefix that has one (1 if none)."""
-        for n in range(len(path), 0, -1):
-            hit = self.lines.get(path[:n])
-            if hit is not None:
-                return hit
-        return 1
-
-    # -- scanning ---------------------------------------------------------------------------
-
-    def _line_at(self, i: int) -> int:
-        return bisect_right(self._starts, i)
-
-    def _mark(self, path: KeyPath, line: int, start: int = 1) -> None:
-        for n in range(start, len(path) + 1):
-            self.lines.setdefault(path[:n], line)
-
-    def _skip(self, newlines: bool = True) -> None:
-        s, n = self._s, len(self._s)
-        while self._i < n:
-            ch = s[self._i]
-            if ch in " \t\r" or (newlines and ch == "\n"):
-                self._i += 1
-            elif ch == "#":
-                end = s.find("\n", self._i)
-                self._i = n if end < 0 else end
-            else:
-                return
-
-    def _expect(self, token: str) -> None:
-        self._skip(newlines=False)
-        if not self._s.startswith(token, self._i):
-            raise _Stop
-        self._i += len(token)
-
-    def _document(self) -> None:
-        s = self._s
-        table: KeyPath = ()
-        while True:
-            self._skip()
-            if self._i >= len(s):
-                return
-            line = self._line_at(self._i)
-            if s.startswith("[[", self._i):
-                self._i += 2
-                key = self._key()
-                self._expect("]]")
-                index = self._aot.get(key, 0)
-                self._aot[key] = index + 1
-                table = (*key, index)
-                self._mark(key, line)
-                self.lines[table] = line
-            elif s[self._i] == "[":
-                self._i += 1
-                table = self._key()
-                self._expect("]")
-                self._mark(table, line)
-            else:
-                self._keyval(table)
-
-    def _keyval(self, table: KeyPath) -> None:
-        line = self._line_at(self._i)
-        full = table + self._key()
-        self._mark(full, line, start=len(table) + 1)
-        self._expect("=")
-        self._value(full)
-
-    def _key(self) -> KeyPath:
-        s = self._s
-        parts: list[str | int] = []
-        while True:
-            self._skip(newlines=False)
-            if s[self._i] in "\"'":
-                parts.append(self._string())
-            else:
-                m = _BARE_KEY.match(s, self._i)
-                if m is None:
-                    raise _Stop
-                parts.append(m.group())
-                self._i = m.end()
-            self._skip(newlines=False)
-            if s[self._i] != ".":
-                return tuple(parts)
-            self._i += 1
-
-    def _string(self) -> str:
-        """Consume a string at the cursor and return its value."""
-        s, start = self._s, self._i
-        for quote in ('"""', "'''"):
-            if s.startswith(quote, start):
-                i = start + 3
-                while True:
-                    if quote == '"""' and s[i] == "\\":
-                        i += 2
-                        continue
-                    if s.startswith(quote, i):
-                        i += 3
-                        while i < len(s) and s[i] == quote[0]:  # up to two more quotes
-                            i += 1
-                        break
-                    i += 1
-                self._i = i
-                return ""  # multi-line strings are values only, never keys here
-        quote = s[start]
-        i = start + 1
-        while s[i] != quote:
-            if s[i] == "\n":
-                raise _Stop
-            i += 2 if quote == '"' and s[i] == "\\" else 1
-        self._i = i + 1
-        raw = s[start : i + 1]
-        try:
-            return str(tomllib.loads(f"k = {raw}")["k"])
-        except tomllib.TOMLDecodeError:
-            return raw[1:-1]
-
-    def _value(self, path: KeyPath) -> None:
-        self._skip(newlines=False)
-        s = self._s
-        ch = s[self._i]
-        if ch == "{":
-            self._i += 1
-            while True:
-                self._skip()
-                if s[self._i] == "}":
-                    self._i += 1
-                    return
-                self._keyval(path)
-                self._skip()
-                if s[self._i] == ",":
-                    self._i += 1
-        elif ch == "[":
-            self._i += 1
-            index = 0
-            while True:
-                self._skip()
-                if s[self._i] == "]":
-                    self._i += 1
-                    return
-                self._mark((*path, index), self._line_at(self._i), start=len(path) + 1)
-                self._value((*path, index))
-                index += 1
-                self._skip()
-                if s[self._i] == ",":
-                    self._i += 1
-        elif ch in "\"'":
-            self._string()
-        else:
-            start = self._i
-            while self._i < len(s) and s[self._i] not in ",]}\n#":
-                self._i += 1
-            if self._i == start:
-                raise _Stop
-
-
-# -- expressions over recorded facts -----------------------------------------------------------
-
-
-class ExprError(Exception):
-    """An expression that cannot be evaluated on these facts (index out of range, None + 1 ...)."""
-
-
-_BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-}
-_CMPOPS: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-}
-_FUNCS = ("abs", "len", "max", "min")
-_WORDS = {"null": None, "true": True, "false": False}
-EXPR_HELP = (
-    "facts by name (last value) or name[i] (i-th value), integers, strings, null, "
-    "+ - * // %, == != < <= > >=, and or not, min max len abs"
-)
-
-
-def _dotted(node: ast.expr) -> str | None:
-    """``a.b.c`` as a fact name, or None if the node is not a (dotted) name."""
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        head = _dotted(node.value)
-        return None if head is None else f"{head}.{node.attr}"
-    return None
-
-
-@attrs.frozen
-class Expr:
-    """A safe expression over recorded facts: ``free_after == free_before``, ``addr[0] != null``.
-
-    A name is a fact (its last recorded value); ``name[i]`` its i-th value (negative from the end);
-    ``len(name)`` how many values it has; ``min(name)`` / ``max(name)`` over all its values, or
-    over several arguments. ``null`` is a missing value (NULL). Parsed once; ``names`` are the
-    facts it reads.
-    """
-
-    text: str
-    tree: ast.Expression = attrs.field(eq=False, repr=False)
-    names: frozenset[str]
-
-    @classmethod
-    def parse(cls, text: str) -> Expr:
-        """Parse and check ``text``; raises ValueError naming the first thing not allowed."""
-        try:
-            tree = ast.parse(text.strip(), mode="eval")
-        except SyntaxError as e:
-            raise ValueError(f"not an expression: {e.msg}") from None
-        names: set[str] = set()
-        cls._check(tree.body, names)
-        return cls(text, tree, frozenset(names))
-
-    @classmethod
-    def _check(cls, node: ast.expr, names: set[str]) -> None:
-        name = _dotted(node)
-        if name is not None:
-            if name not in _WORDS:
-                names.add(name)
-            return
-        if isinstance(node, ast.Constant):
-            if type(node.value) not in (int, str, bool):
-                raise ValueError(f"constant {node.value!r} is not allowed")
-        elif isinstance(node, ast.BoolOp):
-            for v in node.values:
-                cls._check(v, names)
-        elif isinstance(node, ast.UnaryOp):
-            if not isinstance(node.op, ast.Not | ast.USub | ast.UAdd):
-                raise ValueError(f"operator {type(node.op).__name__} is not allowed")
-            cls._check(node.operand, names)
-        elif isinstance(node, ast.BinOp):
-            if type(node.op) not in _BINOPS:
-                raise ValueError(f"operator {type(node.op).__name__} is not allowed")
-            cls._check(node.left, names)
-            cls._check(node.right, names)
-        elif isinstance(node, ast.Compare):
-            for op in node.ops:
-                if type(op) not in _CMPOPS:
-                    raise ValueError(f"comparison {type(op).__name__} is not allowed")
-            cls._check(node.left, names)
-            for c in node.comparators:
-                cls._check(c, names)
-        elif isinstance(node, ast.Subscript):
-            base = _dotted(node.value)
-            if base is None or base in _WORDS or _int_const(node.slice) is None:
-                raise ValueError("indexing is only fact[integer]")
-            names.add(base)
-        elif isinstance(node, ast.Call):
-            fn = node.func.id if isinstance(node.func, ast.Name) else None
-            if fn not in _FUNCS or node.keywords or not node.args:
-                raise ValueError(f"calls are only {', '.join(_FUNCS)} with arguments")
-            if fn == "len" and (len(node.args) != 1 or _dotted(node.args[0]) is None):
-                raise ValueError("len takes one fact name")
-            for a in node.args:
-                cls._check(a, names)
-        else:
-            raise ValueError(f"{type(node).__name__} is not allowed")
-
-    def evaluate(self, facts: Mapping[str, Sequence[Any]]) -> Any:
-        return self._eval(self.tree.body, facts)
-
-    def _values(self, name: str, facts: Mapping[str, Sequence[Any]]) -> Sequence[Any]:
-        values = facts.get(name)
-        if not values:
-            raise ExprError(f"fact {name!r} was never recorded")
-        return values
-
-    def _eval(self, node: ast.expr, facts: Mapping[str, Sequence[Any]]) -> Any:
-        name = _dotted(node)
-        if name is not None:
-            return _WORDS[name] if name in _WORDS else self._values(name, facts)[-1]
-        if isinstance(node, ast.Constant):
-            return node.value
-        if isinstance(node, ast.BoolOp):
-            result: Any = None
-            for v in node.values:
-                result = self._eval(v, facts)
-                if isinstance(node.op, ast.And) != bool(result):
-                    return result
-            return result
-        if isinstance(node, ast.UnaryOp):
-            x = self._eval(node.operand, facts)
-            if isinstance(node.op, ast.Not):
-                return not x
-            return _arith(operator.neg if isinstance(node.op, ast.USub) else operator.pos, x)
-        if isinstance(node, ast.BinOp):
-            return _arith(
-                _BINOPS[type(node.op)], self._eval(node.left, facts), self._eval(node.right, facts)
-            )
-        if isinstance(node, ast.Compare):
-            left = self._eval(node.left, facts)
-            for op, comp in zip(node.ops, node.comparators, strict=True):
-                right = self._eval(comp, facts)
-                if isinstance(op, ast.Eq | ast.NotEq):
-                    ok = _CMPOPS[type(op)](left, right)
-                else:
-                    ok = _arith(_CMPOPS[type(op)], left, right)
-                if not ok:
-                    return False
-                left = right
-            return True
-        if isinstance(node, ast.Subscript):
-            base = _dotted(node.value)
-            index = _int_const(node.slice)
-            assert base is not None and index is not None  # checked by parse
-            values = self._values(base, facts)
-            if not -len(values) <= index < len(values):
-                raise ExprError(f"{base}[{index}]: {base!r} has {len(values)} value(s)")
-            return values[index]
-        if isinstance(node, ast.Call):
-            assert isinstance(node.func, ast.Name)
-            fn = node.func.id
-            if fn == "len":
-                base = _dotted(node.args[0])
-                assert base is not None
-                return len(facts.get(base, ()))
-            if fn in ("min", "max") and len(node.args) == 1:
-                base = _dotted(node.args[0])
-                args = (
-                    list(self._values(base, facts)) if base else [self._eval(node.args[0], facts)]
-                )
-            else:
-                args = [self._eval(a, facts) for a in node.args]
-            if fn == "abs":
-                if len(args) != 1:
-                    raise ExprError("abs takes one argument")
-                return _arith(abs, args[0])
-            return _arith(min if fn == "min" else max, *args)
-        raise ExprError(f"{type(node).__name__} is not allowed")  # pragma: no cover
-
-
-def _int_const(node: ast.expr) -> int | None:
-    if isinstance(node, ast.Constant) and type(node.value) is int:
-        return node.value
-    if (
-        isinstance(node, ast.UnaryOp)
-        and isinstance(node.op, ast.USub)
-        and isinstance(node.operand, ast.Constant)
-        and type(node.operand.value) is int
-    ):
-        return -node.operand.value
-    return None
-
-
-def _arith(fn: Callable[..., Any], *args: Any) -> Any:
-    """Arithmetic and ordering: integers only (strings and null only compare with == and !=)."""
-    name = getattr(fn, "__name__", "operation")
-    if any(a is None for a in args):
-        raise ExprError(f"{name} of null")
-    if not all(isinstance(a, int) for a in args):
-        shown = ", ".join(repr(a) for a in args)
-        raise ExprError(f"{name} needs integers, got {shown}")
-    try:
-        return fn(*args)
-    except ZeroDivisionError:
-        raise ExprError("division by zero") from None
-    except (TypeError, ValueError) as e:
-        raise ExprError(str(e)) from None
-
-
-# -- the scenario -------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class StackSpec:
-    """A stack object the scenario defines: ``K_THREAD_STACK_DEFINE`` (user) or ``K_KERNEL_...``."""
-
-    name: str
-    size: int
-    user: bool
-
-
-@attrs.frozen
-class FaultExpect:
-    """One expected fault; None fields are not checked. ``cr2`` may be an expression."""
-
-    line: int
-    key: str
-    thread: str | None = None
-    reason: int | None = None
-    cpu: int | None = None
-    vector: int | None = None
-    cr2: int | Expr | None = None
-    error_code: int | None = None
-    where: str | None = None  # the "in" key: front_guard, rear_guard, mapping.NAME.guard_before ...
-
-
-@attrs.frozen
-class FactExpect:
-    """Checks on one recorded fact (``checks``: (predicate, value) pairs) or one expression."""
-
-    line: int
-    key: str
-    fact: str | None = None
-    expr: Expr | None = None
-    checks: tuple[tuple[str, Any], ...] = ()
-
-
-@attrs.frozen
-class ThreadExpect:
-    line: int
-    key: str
-    thread: str
-    exit_reason: str | None = None
-    state: str | None = None
-    dead: bool | None = None
-
-
-@attrs.frozen
-class Expect:
-    faults: tuple[FaultExpect, ...] = ()
-    facts: tuple[FactExpect, ...] = ()
-    threads: tuple[ThreadExpect, ...] = ()
-    log_contains: tuple[tuple[int, str], ...] = ()  # (line, text)
-    log_not_contains: tuple[tuple[int, str], ...] = ()
-    error: str | None = None
-    error_line: int = 0
-    faults_line: int = 0
-
-
-@attrs.frozen
-class Scenario:
-    """A loaded, checked scenario, ready to run (``mmusim.scenario.run``)."""
-
-    path: Path
-    name: str
-    description: str
-    zephyr_test: str
-    board: str
-    config_lines: tuple[str, ...]
-    config: Config = attrs.field(repr=False)
-    seed: int | None
-    max_steps: int
-    stacks: tuple[StackSpec, ...]
-    bodies: Mapping[str, tuple[Op, ...]] = attrs.field(repr=False)
-    expect: Expect
-
-    @property
-    def main(self) -> tuple[Op, ...]:
-        return self.bodies["main"]
-
-    def stack_objects(self) -> tuple[StackObject, ...]:
-        """Fresh stack objects for one boot (boot writes their addresses into them)."""
-        return tuple(StackObject(s.name, s.size, s.user) for s in self.stacks)
-
-    @property
-    def ncpus(self) -> int:
-        cfg = self.config.values
-        return int(cfg.get("MP_MAX_NUM_CPUS", 1) or 1) if cfg.get("SMP") else 1
-
-
 # -- reading --------------------------------------------------------------------------------------
 
 _THREAD_FACTS = ("mapped_addr", "mapped_sz", "stack_start", "stack_size", "state", "stack_space")
@@ -575,17 +93,6 @@ _FACT_CHECKS = (
     "increasing",
     "decreasing",
 )
-
-
-def _key_text(path: KeyPath) -> str:
-    out = ""
-    for p in path:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        else:
-            part = p if _BARE_KEY.fullmatch(p) else f'"{p}"'
-            out += f".{part}" if out else part
-    return out or "(file)"
 
 
 def _describe(value: Any) -> str:
@@ -710,7 +217,7 @@ class _Reader:
         self.labels: dict[str, KeyPath] = {}
 
     def err(self, path: KeyPath, message: str) -> ScenarioError:
-        return ScenarioError(self.file, self.loc.line(path), _key_text(path), message)
+        return ScenarioError(self.file, self.loc.line(path), key_text(path), message)
 
     def table(self, value: Any, path: KeyPath) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -784,7 +291,7 @@ class _Reader:
 
         stacks = self.stacks(doc.get("stacks", {}))
         bodies = self.bodies(doc["bodies"])
-        ncpus = int(config.values.get("MP_MAX_NUM_CPUS", 1) or 1) if config.values.get("SMP") else 1
+        ncpus = config_ncpus(config)
         self.resolve({s.name for s in stacks}, set(bodies), ncpus)
         expect = self.expect(doc.get("expect", {}), ncpus)
         return Scenario(
@@ -1170,7 +677,7 @@ class _Reader:
             where = self.typed(tbl, path, "in", "str")
             self.check_fault_in(where, (*path, "in"))
             fields["where"] = where
-        return FaultExpect(self.loc.line(path), _key_text(path), **fields)
+        return FaultExpect(self.loc.line(path), key_text(path), **fields)
 
     def check_fault_in(self, where: str, path: KeyPath) -> None:
         if where in _FAULT_IN:
@@ -1193,7 +700,7 @@ class _Reader:
     def fact_expect(self, raw: Any, path: KeyPath) -> FactExpect:
         tbl = self.table(raw, path)
         self.keys(tbl, path, ("fact", "expr", *_FACT_CHECKS), ())
-        line, key = self.loc.line(path), _key_text(path)
+        line, key = self.loc.line(path), key_text(path)
         if ("fact" in tbl) == ("expr" in tbl):
             raise self.err(path, "give exactly one of 'fact' (with checks) or 'expr'")
         if "expr" in tbl:
@@ -1244,7 +751,7 @@ class _Reader:
             raise self.err(path, "no check for the thread (allowed: exit_reason, state, dead)")
         return ThreadExpect(
             self.loc.line(path),
-            _key_text(path),
+            key_text(path),
             thread,
             self.opt(tbl, path, "exit_reason", "str", None),
             self.opt(tbl, path, "state", "str", None),
