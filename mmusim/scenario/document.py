@@ -11,15 +11,15 @@ value or table at a key path and raise the error at that path's line.
 
 Design choices:
 
-* The first problem stops the load. The sections are read in file order, so the error a user
-  sees is the first one they would meet reading the file.
+* The first problem stops the load: one error, one line, to fix and run again.
 * A message says what was found (``describe``: the TOML type and the value) and what is allowed
   (``choices``), and guesses a near miss (``hint``, difflib's close matches) for names.
 * TOML types are checked by kind: ``int``, ``bool``, ``str``, ``list``, ``table``. A boolean is
   not an integer here, although Python says it is.
-* Hand-written rather than structured by a library: cattrs (with strict hooks and a converter
-  from its exception groups back to key paths) gives the same messages for ``[stacks]`` in 44
-  lines where these helpers take 14, and ops, names and expressions need checks it cannot express.
+* Hand-written rather than structured by a library: reproducing today's ``[stacks]`` messages
+  with cattrs (strict hooks, and a walk of its exception groups back to key paths) took 44 lines
+  where ``load``'s ``stacks`` takes 14, and ops, names and expressions need checks it cannot
+  express.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ imports only go down this list:
 
 Design choices:
 
-* Sections are read in file order and the first problem stops the load. Uses of names in
+* Sections are read in the order above and the first problem stops the load. Uses of names in
   ``[bodies]`` are checked once all bodies are read (a body may create a thread defined by a
   later op); ``[expect]`` comes last and checks its names at once.
 * TOML syntax errors are ``tomllib``'s own message, at its line and column, under key ``toml``.

@@ -15,10 +15,13 @@ Design choices:
 * The first line wins: a table opened by a header keeps the header's line even when dotted keys
   or later headers extend it, so an error about a whole table points at where it starts.
 * A path with no line of its own (a missing key, say) takes its longest prefix's line.
-* Libraries that report positions were tried instead (tree-sitter with tree-sitter-toml, toml-rs'
-  ``load_with_metadata``, tomlkit). tree-sitter gives the same lines on every valid file but is two
-  compiled packages for about 150 lines of scanner; toml-rs has no position for table headers;
-  tomlkit keeps no positions at all. So the scanner stays: stdlib only, about 0.4 ms a file.
+* Libraries that report positions were tried instead. tree-sitter with tree-sitter-toml gives
+  the same lines on every valid file tried and would save about 100 lines, but it is two
+  compiled packages (the grammar's last release is from 2024) in a pure-Python project, and on
+  broken text it finds other keys than the scanner (whose behaviour a test pins). toml-rs'
+  ``load_with_metadata`` has no line for table headers (``[bodies]``), so three of the tests'
+  error messages would move a line. tomlkit keeps no positions. So the scanner stays: stdlib
+  only, about 0.4 ms a file.
 """
 
 from __future__ import annotations
