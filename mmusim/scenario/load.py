@@ -13,30 +13,51 @@ Kconfig loader with this file's line numbers. Errors read ``FILE:LINE: key: what
 is allowed)``, e.g. ``s.toml:14: bodies.main[2].op: unknown op 'jion' (did you mean 'join'?
 allowed: abort, ...)``.
 
-``tomllib`` reports no line numbers for values, so ``Locator`` re-reads the raw text and maps
-each key path -- tables, dotted keys, inline tables, arrays (of inline tables) -- to its line.
+This module reads a file section by section; the rest of the package is split by concern, and
+imports only go down this list:
 
-Expressions (``expect.facts[].expr``, a fault's ``cr2``) are parsed with ``ast`` and evaluated by
-walking a whitelist of node types; ``eval`` is never used.
+    toml_lines   KeyPath, key_text, Locator: the line of each key path (tomllib gives none)
+    expr         Expr, ExprError: the whitelisted expressions of ``expect.facts`` and ``cr2``
+    schema       Scenario, StackSpec, Expect, FaultExpect, FactExpect, ThreadExpect: the result
+    document     ScenarioError, Document: checks of one TOML value that raise at its line
+    names        Names: the threads, mappings, facts ... a file defines, and the uses to check
+    ops          read_bodies: ``[bodies]`` into ``Op``s, from one table of op kinds and keys
+    load         load_scenario: ``[scenario]``, ``[stacks]``, ``[bodies]``, ``[expect]``
+
+Design choices:
+
+* Sections are read in the order above and the first problem stops the load. Uses of names in
+  ``[bodies]`` are checked once all bodies are read (a body may create a thread defined by a
+  later op); ``[expect]`` comes last and checks its names at once.
+* TOML syntax errors are ``tomllib``'s own message, at its line and column, under key ``toml``.
+* Kconfig problems (unknown symbol, unmet dependency ...) come from ``mmusim.kconfig`` with this
+  file's name and the line of the ``scenario.config[i]`` string that caused them.
+* The names this module had before the split are still importable from it.
 """
 
 from __future__ import annotations
 
-import ast
-import contextlib
-import difflib
-import operator
 import re
 import tomllib
-from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from mmusim.kconfig import Config, ConfigError, boards, load_config
-from mmusim.kernel import K_FOREVER, K_NO_WAIT, Op, StackObject
+from mmusim.scenario.document import Document, ScenarioError, choices, describe, hint, is_kind
+from mmusim.scenario.expr import EXPR_HELP, Expr, ExprError
+from mmusim.scenario.names import Names
+from mmusim.scenario.ops import read_bodies
+from mmusim.scenario.schema import (
+    Expect,
+    FactExpect,
+    FaultExpect,
+    Scenario,
+    StackSpec,
+    ThreadExpect,
+    config_ncpus,
+)
+from mmusim.scenario.toml_lines import KeyPath, Locator, key_text
 
 __all__ = [
     "Expect",
@@ -52,518 +73,7 @@ __all__ = [
     "load_scenario",
 ]
 
-KeyPath = tuple[str | int, ...]  # ("bodies", "main", 2, "thread")
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DEFAULT_MAX_STEPS = 2_000_000
-
-
-class ScenarioError(Exception):
-    """A problem in a scenario file, at ``path``:``line``, under key ``key``."""
-
-    def __init__(self, path: str, line: int, key: str, message: str) -> None:
-        super().__init__(path, line, key, message)
-        self.path = path
-        self.line = line
-        self.key = key
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.key}: {self.message}"
-
-
-# -- where keys are: a small TOML scanner ---------------------------------------------------------
-
-
-class _Stop(Exception):
-    pass
-
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-class Locator:
-    """Maps key paths of a TOML document to the line they start on.
-
-    Covers what scenario files use: ``[table]`` and ``[[array.of.tables]]`` headers, dotted keys,
-    inline tables, arrays (of scalars, inline tables, arrays) over several lines, comments, and all
-    four kinds of strings. Array elements are indexed from 0: ``("bodies", "main", 2, "op")``.
-    Meant for text ``tomllib`` accepted; on anything else it keeps what it found so far.
-    """
-
-    def __init__(self, text: str) -> None:
-        self._s = text
-        self._i = 0
-        self._starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
-        self._aot: dict[KeyPath, int] = {}
-        self.lines: dict[KeyPath, int] = {}
-        with contextlib.suppress(_Stop, IndexError):
-            self._document()
-
-    def line(self, path: KeyPath) -> int:
-        """The line of ``path``, or of its longest prefix that has one (1 if none)."""
-        for n in range(len(path), 0, -1):
-            hit = self.lines.get(path[:n])
-            if hit is not None:
-                return hit
-        return 1
-
-    # -- scanning ---------------------------------------------------------------------------
-
-    def _line_at(self, i: int) -> int:
-        return bisect_right(self._starts, i)
-
-    def _mark(self, path: KeyPath, line: int, start: int = 1) -> None:
-        for n in range(start, len(path) + 1):
-            self.lines.setdefault(path[:n], line)
-
-    def _skip(self, newlines: bool = True) -> None:
-        s, n = self._s, len(self._s)
-        while self._i < n:
-            ch = s[self._i]
-            if ch in " \t\r" or (newlines and ch == "\n"):
-                self._i += 1
-            elif ch == "#":
-                end = s.find("\n", self._i)
-                self._i = n if end < 0 else end
-            else:
-                return
-
-    def _expect(self, token: str) -> None:
-        self._skip(newlines=False)
-        if not self._s.startswith(token, self._i):
-            raise _Stop
-        self._i += len(token)
-
-    def _document(self) -> None:
-        s = self._s
-        table: KeyPath = ()
-        while True:
-            self._skip()
-            if self._i >= len(s):
-                return
-            line = self._line_at(self._i)
-            if s.startswith("[[", self._i):
-                self._i += 2
-                key = self._key()
-                self._expect("]]")
-                index = self._aot.get(key, 0)
-                self._aot[key] = index + 1
-                table = (*key, index)
-                self._mark(key, line)
-                self.lines[table] = line
-            elif s[self._i] == "[":
-                self._i += 1
-                table = self._key()
-                self._expect("]")
-                self._mark(table, line)
-            else:
-                self._keyval(table)
-
-    def _keyval(self, table: KeyPath) -> None:
-        line = self._line_at(self._i)
-        full = table + self._key()
-        self._mark(full, line, start=len(table) + 1)
-        self._expect("=")
-        self._value(full)
-
-    def _key(self) -> KeyPath:
-        s = self._s
-        parts: list[str | int] = []
-        while True:
-            self._skip(newlines=False)
-            if s[self._i] in "\"'":
-                parts.append(self._string())
-            else:
-                m = _BARE_KEY.match(s, self._i)
-                if m is None:
-                    raise _Stop
-                parts.append(m.group())
-                self._i = m.end()
-            self._skip(newlines=False)
-            if s[self._i] != ".":
-                return tuple(parts)
-            self._i += 1
-
-    def _string(self) -> str:
-        """Consume a string at the cursor and return its value."""
-        s, start = self._s, self._i
-        for quote in ('"""', "'''"):
-            if s.startswith(quote, start):
-                i = start + 3
-                while True:
-                    if quote == '"""' and s[i] == "\\":
-                        i += 2
-                        continue
-                    if s.startswith(quote, i):
-                        i += 3
-                        while i < len(s) and s[i] == quote[0]:  # up to two more quotes
-                            i += 1
-                        break
-                    i += 1
-                self._i = i
-                return ""  # multi-line strings are values only, never keys here
-        quote = s[start]
-        i = start + 1
-        while s[i] != quote:
-            if s[i] == "\n":
-                raise _Stop
-            i += 2 if quote == '"' and s[i] == "\\" else 1
-        self._i = i + 1
-        raw = s[start : i + 1]
-        try:
-            return str(tomllib.loads(f"k = {raw}")["k"])
-        except tomllib.TOMLDecodeError:
-            return raw[1:-1]
-
-    def _value(self, path: KeyPath) -> None:
-        self._skip(newlines=False)
-        s = self._s
-        ch = s[self._i]
-        if ch == "{":
-            self._i += 1
-            while True:
-                self._skip()
-                if s[self._i] == "}":
-                    self._i += 1
-                    return
-                self._keyval(path)
-                self._skip()
-                if s[self._i] == ",":
-                    self._i += 1
-        elif ch == "[":
-            self._i += 1
-            index = 0
-            while True:
-                self._skip()
-                if s[self._i] == "]":
-                    self._i += 1
-                    return
-                self._mark((*path, index), self._line_at(self._i), start=len(path) + 1)
-                self._value((*path, index))
-                index += 1
-                self._skip()
-                if s[self._i] == ",":
-                    self._i += 1
-        elif ch in "\"'":
-            self._string()
-        else:
-            start = self._i
-            while self._i < len(s) and s[self._i] not in ",]}\n#":
-                self._i += 1
-            if self._i == start:
-                raise _Stop
-
-
-# -- expressions over recorded facts -----------------------------------------------------------
-
-
-class ExprError(Exception):
-    """An expression that cannot be evaluated on these facts (index out of range, None + 1 ...)."""
-
-
-_BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-}
-_CMPOPS: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-}
-_FUNCS = ("abs", "len", "max", "min")
-_WORDS = {"null": None, "true": True, "false": False}
-EXPR_HELP = (
-    "facts by name (last value) or name[i] (i-th value), integers, strings, null, "
-    "+ - * // %, == != < <= > >=, and or not, min max len abs"
-)
-
-
-def _dotted(node: ast.expr) -> str | None:
-    """``a.b.c`` as a fact name, or None if the node is not a (dotted) name."""
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        head = _dotted(node.value)
-        return None if head is None else f"{head}.{node.attr}"
-    return None
-
-
-@attrs.frozen
-class Expr:
-    """A safe expression over recorded facts: ``free_after == free_before``, ``addr[0] != null``.
-
-    A name is a fact (its last recorded value); ``name[i]`` its i-th value (negative from the end);
-    ``len(name)`` how many values it has; ``min(name)`` / ``max(name)`` over all its values, or
-    over several arguments. ``null`` is a missing value (NULL). Parsed once; ``names`` are the
-    facts it reads.
-    """
-
-    text: str
-    tree: ast.Expression = attrs.field(eq=False, repr=False)
-    names: frozenset[str]
-
-    @classmethod
-    def parse(cls, text: str) -> Expr:
-        """Parse and check ``text``; raises ValueError naming the first thing not allowed."""
-        try:
-            tree = ast.parse(text.strip(), mode="eval")
-        except SyntaxError as e:
-            raise ValueError(f"not an expression: {e.msg}") from None
-        names: set[str] = set()
-        cls._check(tree.body, names)
-        return cls(text, tree, frozenset(names))
-
-    @classmethod
-    def _check(cls, node: ast.expr, names: set[str]) -> None:
-        name = _dotted(node)
-        if name is not None:
-            if name not in _WORDS:
-                names.add(name)
-            return
-        if isinstance(node, ast.Constant):
-            if type(node.value) not in (int, str, bool):
-                raise ValueError(f"constant {node.value!r} is not allowed")
-        elif isinstance(node, ast.BoolOp):
-            for v in node.values:
-                cls._check(v, names)
-        elif isinstance(node, ast.UnaryOp):
-            if not isinstance(node.op, ast.Not | ast.USub | ast.UAdd):
-                raise ValueError(f"operator {type(node.op).__name__} is not allowed")
-            cls._check(node.operand, names)
-        elif isinstance(node, ast.BinOp):
-            if type(node.op) not in _BINOPS:
-                raise ValueError(f"operator {type(node.op).__name__} is not allowed")
-            cls._check(node.left, names)
-            cls._check(node.right, names)
-        elif isinstance(node, ast.Compare):
-            for op in node.ops:
-                if type(op) not in _CMPOPS:
-                    raise ValueError(f"comparison {type(op).__name__} is not allowed")
-            cls._check(node.left, names)
-            for c in node.comparators:
-                cls._check(c, names)
-        elif isinstance(node, ast.Subscript):
-            base = _dotted(node.value)
-            if base is None or base in _WORDS or _int_const(node.slice) is None:
-                raise ValueError("indexing is only fact[integer]")
-            names.add(base)
-        elif isinstance(node, ast.Call):
-            fn = node.func.id if isinstance(node.func, ast.Name) else None
-            if fn not in _FUNCS or node.keywords or not node.args:
-                raise ValueError(f"calls are only {', '.join(_FUNCS)} with arguments")
-            if fn == "len" and (len(node.args) != 1 or _dotted(node.args[0]) is None):
-                raise ValueError("len takes one fact name")
-            for a in node.args:
-                cls._check(a, names)
-        else:
-            raise ValueError(f"{type(node).__name__} is not allowed")
-
-    def evaluate(self, facts: Mapping[str, Sequence[Any]]) -> Any:
-        return self._eval(self.tree.body, facts)
-
-    def _values(self, name: str, facts: Mapping[str, Sequence[Any]]) -> Sequence[Any]:
-        values = facts.get(name)
-        if not values:
-            raise ExprError(f"fact {name!r} was never recorded")
-        return values
-
-    def _eval(self, node: ast.expr, facts: Mapping[str, Sequence[Any]]) -> Any:
-        name = _dotted(node)
-        if name is not None:
-            return _WORDS[name] if name in _WORDS else self._values(name, facts)[-1]
-        if isinstance(node, ast.Constant):
-            return node.value
-        if isinstance(node, ast.BoolOp):
-            result: Any = None
-            for v in node.values:
-                result = self._eval(v, facts)
-                if isinstance(node.op, ast.And) != bool(result):
-                    return result
-            return result
-        if isinstance(node, ast.UnaryOp):
-            x = self._eval(node.operand, facts)
-            if isinstance(node.op, ast.Not):
-                return not x
-            return _arith(operator.neg if isinstance(node.op, ast.USub) else operator.pos, x)
-        if isinstance(node, ast.BinOp):
-            return _arith(
-                _BINOPS[type(node.op)], self._eval(node.left, facts), self._eval(node.right, facts)
-            )
-        if isinstance(node, ast.Compare):
-            left = self._eval(node.left, facts)
-            for op, comp in zip(node.ops, node.comparators, strict=True):
-                right = self._eval(comp, facts)
-                if isinstance(op, ast.Eq | ast.NotEq):
-                    ok = _CMPOPS[type(op)](left, right)
-                else:
-                    ok = _arith(_CMPOPS[type(op)], left, right)
-                if not ok:
-                    return False
-                left = right
-            return True
-        if isinstance(node, ast.Subscript):
-            base = _dotted(node.value)
-            index = _int_const(node.slice)
-            assert base is not None and index is not None  # checked by parse
-            values = self._values(base, facts)
-            if not -len(values) <= index < len(values):
-                raise ExprError(f"{base}[{index}]: {base!r} has {len(values)} value(s)")
-            return values[index]
-        if isinstance(node, ast.Call):
-            assert isinstance(node.func, ast.Name)
-            fn = node.func.id
-            if fn == "len":
-                base = _dotted(node.args[0])
-                assert base is not None
-                return len(facts.get(base, ()))
-            if fn in ("min", "max") and len(node.args) == 1:
-                base = _dotted(node.args[0])
-                args = (
-                    list(self._values(base, facts)) if base else [self._eval(node.args[0], facts)]
-                )
-            else:
-                args = [self._eval(a, facts) for a in node.args]
-            if fn == "abs":
-                if len(args) != 1:
-                    raise ExprError("abs takes one argument")
-                return _arith(abs, args[0])
-            return _arith(min if fn == "min" else max, *args)
-        raise ExprError(f"{type(node).__name__} is not allowed")  # pragma: no cover
-
-
-def _int_const(node: ast.expr) -> int | None:
-    if isinstance(node, ast.Constant) and type(node.value) is int:
-        return node.value
-    if (
-        isinstance(node, ast.UnaryOp)
-        and isinstance(node.op, ast.USub)
-        and isinstance(node.operand, ast.Constant)
-        and type(node.operand.value) is int
-    ):
-        return -node.operand.value
-    return None
-
-
-def _arith(fn: Callable[..., Any], *args: Any) -> Any:
-    """Arithmetic and ordering: integers only (strings and null only compare with == and !=)."""
-    name = getattr(fn, "__name__", "operation")
-    if any(a is None for a in args):
-        raise ExprError(f"{name} of null")
-    if not all(isinstance(a, int) for a in args):
-        shown = ", ".join(repr(a) for a in args)
-        raise ExprError(f"{name} needs integers, got {shown}")
-    try:
-        return fn(*args)
-    except ZeroDivisionError:
-        raise ExprError("division by zero") from None
-    except (TypeError, ValueError) as e:
-        raise ExprError(str(e)) from None
-
-
-# -- the scenario -------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class StackSpec:
-    """A stack object the scenario defines: ``K_THREAD_STACK_DEFINE`` (user) or ``K_KERNEL_...``."""
-
-    name: str
-    size: int
-    user: bool
-
-
-@attrs.frozen
-class FaultExpect:
-    """One expected fault; None fields are not checked. ``cr2`` may be an expression."""
-
-    line: int
-    key: str
-    thread: str | None = None
-    reason: int | None = None
-    cpu: int | None = None
-    vector: int | None = None
-    cr2: int | Expr | None = None
-    error_code: int | None = None
-    where: str | None = None  # the "in" key: front_guard, rear_guard, mapping.NAME.guard_before ...
-
-
-@attrs.frozen
-class FactExpect:
-    """Checks on one recorded fact (``checks``: (predicate, value) pairs) or one expression."""
-
-    line: int
-    key: str
-    fact: str | None = None
-    expr: Expr | None = None
-    checks: tuple[tuple[str, Any], ...] = ()
-
-
-@attrs.frozen
-class ThreadExpect:
-    line: int
-    key: str
-    thread: str
-    exit_reason: str | None = None
-    state: str | None = None
-    dead: bool | None = None
-
-
-@attrs.frozen
-class Expect:
-    faults: tuple[FaultExpect, ...] = ()
-    facts: tuple[FactExpect, ...] = ()
-    threads: tuple[ThreadExpect, ...] = ()
-    log_contains: tuple[tuple[int, str], ...] = ()  # (line, text)
-    log_not_contains: tuple[tuple[int, str], ...] = ()
-    error: str | None = None
-    error_line: int = 0
-    faults_line: int = 0
-
-
-@attrs.frozen
-class Scenario:
-    """A loaded, checked scenario, ready to run (``mmusim.scenario.run``)."""
-
-    path: Path
-    name: str
-    description: str
-    zephyr_test: str
-    board: str
-    config_lines: tuple[str, ...]
-    config: Config = attrs.field(repr=False)
-    seed: int | None
-    max_steps: int
-    stacks: tuple[StackSpec, ...]
-    bodies: Mapping[str, tuple[Op, ...]] = attrs.field(repr=False)
-    expect: Expect
-
-    @property
-    def main(self) -> tuple[Op, ...]:
-        return self.bodies["main"]
-
-    def stack_objects(self) -> tuple[StackObject, ...]:
-        """Fresh stack objects for one boot (boot writes their addresses into them)."""
-        return tuple(StackObject(s.name, s.size, s.user) for s in self.stacks)
-
-    @property
-    def ncpus(self) -> int:
-        cfg = self.config.values
-        return int(cfg.get("MP_MAX_NUM_CPUS", 1) or 1) if cfg.get("SMP") else 1
-
-
-# -- reading --------------------------------------------------------------------------------------
-
-_THREAD_FACTS = ("mapped_addr", "mapped_sz", "stack_start", "stack_size", "state", "stack_space")
-_STACK_FACTS = ("addr", "obj_len", "nonzero_bytes")
-_GLOBAL_FACTS = ("free_mem", "vm_free_pages", "vm_free_start", "clock", "pending_cleanup")
-_WHERE = ("start", "end", "sp", "mapped", "front_guard", "rear_guard")
 _FAULT_IN = ("front_guard", "rear_guard", "stack", "stack_reserved", "legacy_guard", "other")
 _FACT_CHECKS = (
     "equals",
@@ -577,690 +87,6 @@ _FACT_CHECKS = (
 )
 
 
-def _key_text(path: KeyPath) -> str:
-    out = ""
-    for p in path:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        else:
-            part = p if _BARE_KEY.fullmatch(p) else f'"{p}"'
-            out += f".{part}" if out else part
-    return out or "(file)"
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int):
-        return f"an integer ({value})"
-    if isinstance(value, float):
-        return f"a float ({value})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return type(value).__name__
-
-
-_KIND_TEXT = {
-    "int": "an integer",
-    "bool": "true or false",
-    "str": "a string",
-    "list": "an array",
-    "table": "a table",
-}
-
-
-def _is(kind: str, value: Any) -> bool:
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "str":
-        return isinstance(value, str)
-    if kind == "list":
-        return isinstance(value, list)
-    if kind == "table":
-        return isinstance(value, dict)
-    raise AssertionError(kind)  # pragma: no cover
-
-
-def _choices(allowed: Iterable[str]) -> str:
-    return ", ".join(allowed)
-
-
-def _hint(word: str, allowed: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(allowed), n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
-
-
-# Op kinds: TOML key -> (value kind, required). Value kinds: int, int+ (> 0), int0 (>= 0), bool,
-# name (an identifier), thread, newthread, stack, body, mapping, newmapping, prefix, fact, label,
-# where, ticks, delay, ops.
-_OPS: dict[str, dict[str, tuple[str, bool]]] = {
-    "push": {"bytes": ("int+", True)},
-    "pop": {"bytes": ("int+", True)},
-    "call": {"frame": ("int+", True), "probe": ("bool", False)},
-    "touch": {"where": ("where", True), "offset": ("int", False)},
-    "write": {
-        "addr": ("int0", False),
-        "mapping": ("mapping", False),
-        "at": ("label", False),
-        "offset": ("int", False),
-    },
-    "read": {
-        "addr": ("int0", False),
-        "mapping": ("mapping", False),
-        "at": ("label", False),
-        "offset": ("int", False),
-    },
-    "sleep": {"ticks": ("ticks", True)},
-    "yield": {},
-    "abort_self": {},
-    "return": {},
-    "abort": {"thread": ("thread", True)},
-    "start": {"thread": ("thread", True)},
-    "join": {"thread": ("thread", True)},
-    "suspend": {"thread": ("thread", True)},
-    "resume": {"thread": ("thread", True)},
-    "create": {
-        "thread": ("newthread", True),
-        "stack": ("stack", True),
-        "body": ("body", True),
-        "user": ("bool", False),
-        "prio": ("int", False),
-        "delay": ("delay", False),
-    },
-    "k_mem_map": {"mapping": ("newmapping", True), "size": ("int+", True), "user": ("bool", False)},
-    "k_mem_unmap": {"mapping": ("mapping", True)},
-    "k_mem_map_phys_bare": {
-        "mapping": ("newmapping", True),
-        "stack": ("stack", True),
-        "size": ("int+", True),
-    },
-    "k_mem_unmap_phys_bare": {"mapping": ("mapping", True)},
-    "exhaust": {"prefix": ("prefix", True), "size": ("int+", True), "as": ("newlabel", False)},
-    "unmap_all": {"prefix": ("name", True)},
-    "record": {"fact": ("fact", True), "as": ("newlabel", False)},
-    "repeat": {"times": ("int0", True), "do": ("ops", True)},
-}
-OP_KINDS = tuple(sorted(_OPS))
-
-
-@attrs.define
-class _Ref:
-    kind: str  # thread, stack, body, mapping, fact, label
-    name: str
-    path: KeyPath
-
-
-class _Reader:
-    """Reads one file: the checks, with the locator to say where."""
-
-    def __init__(self, path: Path, text: str) -> None:
-        self.path = path
-        self.file = str(path)
-        self.loc = Locator(text)
-        self.refs: list[_Ref] = []
-        self.threads: dict[str, KeyPath] = {}  # created threads, where first created
-        self.mappings: dict[str, KeyPath] = {}
-        self.prefixes: dict[str, KeyPath] = {}
-        self.labels: dict[str, KeyPath] = {}
-
-    def err(self, path: KeyPath, message: str) -> ScenarioError:
-        return ScenarioError(self.file, self.loc.line(path), _key_text(path), message)
-
-    def table(self, value: Any, path: KeyPath) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.err(path, f"expected a table, got {_describe(value)}")
-        return value
-
-    def keys(
-        self, tbl: Mapping[str, Any], path: KeyPath, allowed: Sequence[str], required: Sequence[str]
-    ) -> None:
-        for key in tbl:
-            if key not in allowed:
-                raise self.err(
-                    (*path, key),
-                    f"unknown key ({_hint(key, allowed)}allowed: {_choices(allowed)})",
-                )
-        for key in required:
-            if key not in tbl:
-                raise self.err(path, f"missing key {key!r} (required: {_choices(required)})")
-
-    def typed(self, tbl: Mapping[str, Any], path: KeyPath, key: str, kind: str) -> Any:
-        value = tbl[key]
-        if not _is(kind, value):
-            raise self.err((*path, key), f"expected {_KIND_TEXT[kind]}, got {_describe(value)}")
-        return value
-
-    def opt(self, tbl: Mapping[str, Any], path: KeyPath, key: str, kind: str, default: Any) -> Any:
-        return self.typed(tbl, path, key, kind) if key in tbl else default
-
-    def name(self, value: Any, path: KeyPath, what: str) -> str:
-        if not isinstance(value, str):
-            raise self.err(path, f"expected a {what} name (a string), got {_describe(value)}")
-        if not _NAME.fullmatch(value):
-            raise self.err(path, f"{what} name {value!r} is not an identifier (letters, digits, _)")
-        return value
-
-    # -- sections -----------------------------------------------------------------------------
-
-    def read(self, doc: dict[str, Any]) -> Scenario:
-        self.keys(doc, (), ("scenario", "stacks", "bodies", "expect"), ("scenario", "bodies"))
-        head = self.table(doc["scenario"], ("scenario",))
-        p: KeyPath = ("scenario",)
-        self.keys(
-            head,
-            p,
-            ("name", "description", "zephyr_test", "board", "config", "seed", "max_steps"),
-            ("board",),
-        )
-        name = self.opt(head, p, "name", "str", self.path.stem)
-        description = self.opt(head, p, "description", "str", "")
-        zephyr_test = self.opt(head, p, "zephyr_test", "str", "")
-        board = self.typed(head, p, "board", "str")
-        if board not in boards():
-            raise self.err(
-                (*p, "board"),
-                f"unknown board {board!r} ({_hint(board, boards())}allowed: {_choices(boards())})",
-            )
-        lines = self.opt(head, p, "config", "list", [])
-        for i, line in enumerate(lines):
-            if not isinstance(line, str):
-                raise self.err(
-                    (*p, "config", i),
-                    f'expected a string like "CONFIG_X=y", got {_describe(line)}',
-                )
-        seed = self.opt(head, p, "seed", "int", None)
-        if seed is not None and seed < 0:
-            raise self.err((*p, "seed"), f"seed {seed} is negative (allowed: an integer >= 0)")
-        max_steps = self.opt(head, p, "max_steps", "int", _DEFAULT_MAX_STEPS)
-        if max_steps <= 0:
-            raise self.err((*p, "max_steps"), f"{max_steps} is not positive")
-        config = self.config(board, lines)
-
-        stacks = self.stacks(doc.get("stacks", {}))
-        bodies = self.bodies(doc["bodies"])
-        ncpus = int(config.values.get("MP_MAX_NUM_CPUS", 1) or 1) if config.values.get("SMP") else 1
-        self.resolve({s.name for s in stacks}, set(bodies), ncpus)
-        expect = self.expect(doc.get("expect", {}), ncpus)
-        return Scenario(
-            path=self.path,
-            name=name,
-            description=description,
-            zephyr_test=zephyr_test,
-            board=board,
-            config_lines=tuple(lines),
-            config=config,
-            seed=seed,
-            max_steps=max_steps,
-            stacks=stacks,
-            bodies=bodies,
-            expect=expect,
-        )
-
-    def config(self, board: str, lines: list[str]) -> Config:
-        extra = [
-            (self.file, self.loc.line(("scenario", "config", i)), text)
-            for i, text in enumerate(lines)
-        ]
-        try:
-            return load_config(board, extra_lines=extra)
-        except ConfigError as e:
-            if e.path == self.file and e.line is not None:
-                on_line = [i for i, x in enumerate(extra) if x[1] == e.line]
-                key: KeyPath = ("scenario", "config")
-                if len(on_line) == 1:  # else several entries share the line: name the array
-                    key = (*key, on_line[0])
-                raise self.err(key, e.reason) from None
-            raise self.err(("scenario", "board"), f"configuration: {e}") from None
-
-    def stacks(self, raw: Any) -> tuple[StackSpec, ...]:
-        tbl = self.table(raw, ("stacks",))
-        out = []
-        for name, spec in tbl.items():
-            p: KeyPath = ("stacks", name)
-            self.name(name, p, "stack")
-            spec = self.table(spec, p)
-            self.keys(spec, p, ("size", "user"), ("size",))
-            size = self.typed(spec, p, "size", "int")
-            if size <= 0:
-                raise self.err((*p, "size"), f"stack size {size} is not positive")
-            user = self.opt(spec, p, "user", "bool", False)
-            out.append(StackSpec(name, size, user))
-        return tuple(out)
-
-    def bodies(self, raw: Any) -> dict[str, tuple[Op, ...]]:
-        tbl = self.table(raw, ("bodies",))
-        if "main" not in tbl:
-            raise self.err(("bodies",), "missing key 'main' (the main thread's body)")
-        out = {}
-        for name, ops in tbl.items():
-            p: KeyPath = ("bodies", name)
-            self.name(name, p, "body")
-            out[name] = self.ops(ops, p)
-        return out
-
-    def ops(self, raw: Any, path: KeyPath) -> tuple[Op, ...]:
-        if not isinstance(raw, list):
-            raise self.err(path, f"expected an array of ops, got {_describe(raw)}")
-        return tuple(self.op(item, (*path, i)) for i, item in enumerate(raw))
-
-    def op(self, raw: Any, path: KeyPath) -> Op:
-        if not isinstance(raw, dict):
-            raise self.err(
-                path, f'expected an op table {{ op = "...", ... }}, got {_describe(raw)}'
-            )
-        if "op" not in raw:
-            raise self.err(path, f"missing key 'op' (allowed ops: {_choices(OP_KINDS)})")
-        kind = raw["op"]
-        if not isinstance(kind, str) or kind not in _OPS:
-            text = kind if isinstance(kind, str) else ""
-            raise self.err(
-                (*path, "op"),
-                f"unknown op {kind!r} ({_hint(text, OP_KINDS)}allowed: {_choices(OP_KINDS)})",
-            )
-        spec = _OPS[kind]
-        self.keys(
-            raw,
-            path,
-            ("op", *spec),
-            tuple(k for k, (_, req) in spec.items() if req),
-        )
-        line = self.loc.line(path)
-        fields: dict[str, Any] = {"kind": kind, "line": line}
-        for key, value in raw.items():
-            if key == "op":
-                continue
-            self.field(kind, key, spec[key][0], value, (*path, key), fields)
-        if kind in ("write", "read"):
-            given = [k for k in ("addr", "mapping", "at") if k in raw]
-            if len(given) != 1:
-                raise self.err(
-                    path,
-                    f"{kind} needs exactly one of addr, mapping, at (got "
-                    f"{', '.join(given) or 'none'})",
-                )
-        if kind == "create" and "delay" not in raw:
-            fields["n"] = K_NO_WAIT
-        if kind in ("record", "exhaust"):  # the name the value is recorded under
-            fields.setdefault("label", fields["target"])
-            self.labels.setdefault(fields["label"], path)
-        return Op(**fields)
-
-    def field(
-        self, kind: str, key: str, vkind: str, value: Any, path: KeyPath, out: dict[str, Any]
-    ) -> None:
-        if vkind in ("int", "int+", "int0"):
-            if not _is("int", value):
-                raise self.err(path, f"expected an integer, got {_describe(value)}")
-            if vkind == "int+" and value <= 0:
-                raise self.err(path, f"{value} is not positive (allowed: an integer > 0)")
-            if vkind == "int0" and value < 0:
-                raise self.err(path, f"{value} is negative (allowed: an integer >= 0)")
-            target = {"offset": "offset", "addr": "addr", "prio": "prio"}.get(key, "n")
-            out[target] = value
-        elif vkind == "bool":
-            if not _is("bool", value):
-                raise self.err(path, f"expected true or false, got {_describe(value)}")
-            out[key] = value
-        elif vkind == "where":
-            if value not in _WHERE:
-                shown = value if isinstance(value, str) else ""
-                raise self.err(
-                    path,
-                    f"unknown place {value!r} ({_hint(shown, _WHERE)}allowed: {_choices(_WHERE)})",
-                )
-            out["where"] = value
-        elif vkind == "ticks":
-            if value == "forever":
-                out["n"] = K_FOREVER
-            elif _is("int", value) and value >= 0:
-                out["n"] = value
-            else:
-                raise self.err(
-                    path, f'bad tick count {value!r} (allowed: an integer >= 0 or "forever")'
-                )
-        elif vkind == "delay":
-            if value not in ("forever", "no_wait"):
-                raise self.err(
-                    path,
-                    f'bad delay {value!r} (allowed: "no_wait" starts the thread, "forever" '
-                    "leaves it for a start op)",
-                )
-            out["n"] = K_FOREVER if value == "forever" else K_NO_WAIT
-        elif vkind == "ops":
-            out["body"] = self.ops(value, path)
-        elif vkind == "fact":
-            if not isinstance(value, str):
-                raise self.err(path, f"expected a fact name (a string), got {_describe(value)}")
-            self.refs.append(_Ref("fact", value, path))
-            out["target"] = value
-        elif vkind == "newlabel":
-            if not isinstance(value, str) or not value:
-                raise self.err(path, f"expected a fact name (a string), got {_describe(value)}")
-            out["label"] = value
-        else:
-            what = {
-                "thread": "thread",
-                "newthread": "thread",
-                "stack": "stack",
-                "body": "body",
-                "mapping": "mapping",
-                "newmapping": "mapping",
-                "prefix": "mapping prefix",
-                "name": "mapping prefix",
-                "label": "fact",
-            }[vkind]
-            name = self.name(value, path, what)
-            if vkind == "newthread":
-                if name == "main":
-                    raise self.err(path, "'main' is the main thread; it cannot be created")
-                self.threads.setdefault(name, path)
-                out["target"] = name
-            elif vkind == "newmapping":
-                self.mappings.setdefault(name, path)
-                out["target"] = name
-            elif vkind == "prefix":
-                self.prefixes.setdefault(name, path)
-                out["target"] = name
-            elif vkind == "name":
-                out["target"] = name
-            elif vkind == "label":
-                self.refs.append(_Ref("label", name, path))
-                out["label"] = name
-            elif vkind == "stack":
-                self.refs.append(_Ref("stack", name, path))
-                out["stack"] = name
-            elif vkind == "body":
-                self.refs.append(_Ref("body", name, path))
-                out["label"] = name
-            else:  # thread, mapping
-                self.refs.append(_Ref(vkind, name, path))
-                out["target"] = name
-
-    # -- references ---------------------------------------------------------------------------
-
-    def thread_names(self, ncpus: int, idle: bool) -> list[str]:
-        names = ["main", *self.threads]
-        if idle:
-            names += [f"idle {i:02d}" for i in range(ncpus)]
-        return names
-
-    def mapping_known(self, name: str) -> bool:
-        if name in self.mappings:
-            return True
-        return any(
-            name.startswith(p)
-            and name[len(p) :].isdigit()
-            and name[len(p) :] == str(int(name[len(p) :]))
-            for p in self.prefixes
-        )
-
-    def mapping_choices(self) -> str:
-        shown = [*self.mappings, *(f"{p}0, {p}1, ..." for p in self.prefixes)]
-        return _choices(shown) if shown else "none: map one with k_mem_map"
-
-    def resolve(self, stacks: set[str], bodies: set[str], ncpus: int) -> None:
-        for ref in self.refs:
-            if ref.kind == "stack" and ref.name not in stacks:
-                raise self.err(
-                    ref.path,
-                    f"unknown stack {ref.name!r} ({_hint(ref.name, sorted(stacks))}defined in "
-                    f"[stacks]: {_choices(stacks) or 'none'})",
-                )
-            if ref.kind == "body" and ref.name not in bodies:
-                raise self.err(
-                    ref.path,
-                    f"unknown body {ref.name!r} ({_hint(ref.name, sorted(bodies))}defined in "
-                    f"[bodies]: {_choices(bodies)})",
-                )
-            if ref.kind == "thread":
-                self.check_thread(ref.name, ref.path, ncpus, idle=False)
-            if ref.kind == "mapping" and not self.mapping_known(ref.name):
-                raise self.err(
-                    ref.path,
-                    f"unknown mapping {ref.name!r} (mapped in this file: {self.mapping_choices()})",
-                )
-            if ref.kind == "label":
-                self.check_label(ref.name, ref.path)
-            if ref.kind == "fact":
-                self.check_fact(ref.name, ref.path, ncpus, {s for s in stacks})
-
-    def check_thread(self, name: str, path: KeyPath, ncpus: int, idle: bool) -> None:
-        names = self.thread_names(ncpus, idle)
-        if name not in names:
-            raise self.err(
-                path,
-                f"unknown thread {name!r} ({_hint(name, names)}threads: {_choices(names)}; "
-                "a thread exists once a create op names it)",
-            )
-
-    def check_label(self, name: str, path: KeyPath) -> None:
-        if name not in self.labels:
-            raise self.err(
-                path,
-                f"unknown fact {name!r} ({_hint(name, list(self.labels))}recorded facts: "
-                f"{_choices(self.labels) or 'none: add a record op'})",
-            )
-
-    def check_fact(self, fact: str, path: KeyPath, ncpus: int, stacks: set[str]) -> None:
-        if fact in _GLOBAL_FACTS:
-            return
-        if fact.startswith("mapping."):
-            rest = fact.split(".", 1)[1]
-            name = rest.removesuffix(".nonzero_bytes")
-            if not self.mapping_known(name):
-                raise self.err(
-                    path,
-                    f"bad fact {fact!r}: unknown mapping {name!r} (mapped in this file: "
-                    f"{self.mapping_choices()})",
-                )
-            return
-        if fact.startswith("stack."):
-            name, _, field = fact.split(".", 1)[1].rpartition(".")
-            if name not in stacks:
-                raise self.err(
-                    path,
-                    f"bad fact {fact!r}: unknown stack {name!r} (defined in [stacks]: "
-                    f"{_choices(stacks) or 'none'})",
-                )
-            if field not in _STACK_FACTS:
-                raise self.err(
-                    path,
-                    f"bad fact {fact!r}: unknown field {field!r} (allowed: stack.NAME."
-                    f"{{{','.join(_STACK_FACTS)}}})",
-                )
-            return
-        thread, dot, field = fact.rpartition(".")
-        if not dot or not thread:
-            allowed = [*_GLOBAL_FACTS, "THREAD.FIELD", "mapping.NAME", "stack.NAME.FIELD"]
-            raise self.err(
-                path,
-                f"bad fact {fact!r} ({_hint(fact, _GLOBAL_FACTS)}allowed: {_choices(allowed)})",
-            )
-        names = self.thread_names(ncpus, idle=True)
-        if thread not in names:
-            raise self.err(
-                path,
-                f"bad fact {fact!r}: unknown thread {thread!r} (threads: {_choices(names)})",
-            )
-        if field not in _THREAD_FACTS:
-            raise self.err(
-                path,
-                f"bad fact {fact!r}: unknown field {field!r} ({_hint(field, _THREAD_FACTS)}"
-                f"allowed: {_choices(_THREAD_FACTS)})",
-            )
-
-    # -- expectations -------------------------------------------------------------------------
-
-    def expect(self, raw: Any, ncpus: int) -> Expect:
-        p: KeyPath = ("expect",)
-        tbl = self.table(raw, p)
-        self.keys(
-            tbl, p, ("faults", "facts", "threads", "log_contains", "log_not_contains", "error"), ()
-        )
-        faults = tuple(
-            self.fault_expect(item, (*p, "faults", i), ncpus)
-            for i, item in enumerate(self.opt(tbl, p, "faults", "list", []))
-        )
-        facts = tuple(
-            self.fact_expect(item, (*p, "facts", i))
-            for i, item in enumerate(self.opt(tbl, p, "facts", "list", []))
-        )
-        threads = tuple(
-            self.thread_expect(item, (*p, "threads", i), ncpus)
-            for i, item in enumerate(self.opt(tbl, p, "threads", "list", []))
-        )
-        logs = {}
-        for key in ("log_contains", "log_not_contains"):
-            items = self.opt(tbl, p, key, "list", [])
-            for i, text in enumerate(items):
-                if not isinstance(text, str):
-                    raise self.err((*p, key, i), f"expected a string, got {_describe(text)}")
-            logs[key] = tuple((self.loc.line((*p, key, i)), t) for i, t in enumerate(items))
-        error = self.opt(tbl, p, "error", "str", None)
-        if error == "":
-            raise self.err((*p, "error"), "empty string (give a substring of the expected error)")
-        return Expect(
-            faults=faults,
-            facts=facts,
-            threads=threads,
-            log_contains=logs["log_contains"],
-            log_not_contains=logs["log_not_contains"],
-            error=error,
-            error_line=self.loc.line((*p, "error")),
-            faults_line=self.loc.line((*p, "faults")),
-        )
-
-    def fault_expect(self, raw: Any, path: KeyPath, ncpus: int) -> FaultExpect:
-        tbl = self.table(raw, path)
-        allowed = ("thread", "reason", "cpu", "vector", "cr2", "error_code", "in")
-        self.keys(tbl, path, allowed, ())
-        fields: dict[str, Any] = {}
-        if "thread" in tbl:
-            fields["thread"] = self.typed(tbl, path, "thread", "str")
-            self.check_thread(fields["thread"], (*path, "thread"), ncpus, idle=True)
-        for key in ("reason", "cpu", "vector", "error_code"):
-            if key in tbl:
-                fields[key] = self.typed(tbl, path, key, "int")
-        if "reason" in fields and not 0 <= fields["reason"] <= 4:
-            raise self.err(
-                (*path, "reason"),
-                f"reason {fields['reason']} is not a K_ERR_* code (allowed: 0 CPU exception, "
-                "1 spurious IRQ, 2 stack overflow, 3 kernel oops, 4 kernel panic)",
-            )
-        if "cpu" in fields and not 0 <= fields["cpu"] < ncpus:
-            raise self.err((*path, "cpu"), f"CPU {fields['cpu']} does not exist ({ncpus} CPU(s))")
-        if "cr2" in tbl:
-            cr2 = tbl["cr2"]
-            if _is("int", cr2):
-                fields["cr2"] = cr2
-            elif isinstance(cr2, str):
-                fields["cr2"] = self.expr(cr2, (*path, "cr2"))
-            else:
-                raise self.err(
-                    (*path, "cr2"),
-                    f"expected an integer or an expression (a string), got {_describe(cr2)}",
-                )
-        if "in" in tbl:
-            where = self.typed(tbl, path, "in", "str")
-            self.check_fault_in(where, (*path, "in"))
-            fields["where"] = where
-        return FaultExpect(self.loc.line(path), _key_text(path), **fields)
-
-    def check_fault_in(self, where: str, path: KeyPath) -> None:
-        if where in _FAULT_IN:
-            return
-        if where.startswith("mapping."):
-            rest = where.split(".", 1)[1]
-            name = rest.removesuffix(".guard_before").removesuffix(".guard_after")
-            if self.mapping_known(name):
-                return
-        allowed = [
-            *_FAULT_IN,
-            "mapping.NAME",
-            "mapping.NAME.guard_before",
-            "mapping.NAME.guard_after",
-        ]
-        raise self.err(
-            path, f"unknown place {where!r} ({_hint(where, _FAULT_IN)}allowed: {_choices(allowed)})"
-        )
-
-    def fact_expect(self, raw: Any, path: KeyPath) -> FactExpect:
-        tbl = self.table(raw, path)
-        self.keys(tbl, path, ("fact", "expr", *_FACT_CHECKS), ())
-        line, key = self.loc.line(path), _key_text(path)
-        if ("fact" in tbl) == ("expr" in tbl):
-            raise self.err(path, "give exactly one of 'fact' (with checks) or 'expr'")
-        if "expr" in tbl:
-            extra = [k for k in tbl if k != "expr"]
-            if extra:
-                raise self.err(
-                    (*path, extra[0]), "an 'expr' entry takes no other keys (put the check in it)"
-                )
-            text = self.typed(tbl, path, "expr", "str")
-            return FactExpect(line, key, expr=self.expr(text, (*path, "expr")))
-        fact = self.typed(tbl, path, "fact", "str")
-        self.check_label(fact, (*path, "fact"))
-        checks: list[tuple[str, Any]] = []
-        for name in _FACT_CHECKS:
-            if name not in tbl:
-                continue
-            value = tbl[name]
-            cp = (*path, name)
-            if name in ("equals", "not_equals"):
-                if not (_is("int", value) or _is("bool", value) or _is("str", value)):
-                    raise self.err(
-                        cp,
-                        f'expected an integer, boolean, string or "null", got {_describe(value)}',
-                    )
-                checks.append((name, None if value == "null" else value))
-            elif name == "count":
-                if not _is("int", value) or value < 0:
-                    raise self.err(cp, f"expected an integer >= 0, got {_describe(value)}")
-                checks.append((name, value))
-            else:
-                if value is not True:
-                    raise self.err(
-                        cp, f"expected true, got {_describe(value)} (omit the key instead)"
-                    )
-                checks.append((name, True))
-        if not checks:
-            raise self.err(
-                path, f"no check for fact {fact!r} (allowed: {_choices(_FACT_CHECKS)}; or use expr)"
-            )
-        return FactExpect(line, key, fact=fact, checks=tuple(checks))
-
-    def thread_expect(self, raw: Any, path: KeyPath, ncpus: int) -> ThreadExpect:
-        tbl = self.table(raw, path)
-        self.keys(tbl, path, ("thread", "exit_reason", "state", "dead"), ("thread",))
-        thread = self.typed(tbl, path, "thread", "str")
-        self.check_thread(thread, (*path, "thread"), ncpus, idle=True)
-        if len(tbl) == 1:
-            raise self.err(path, "no check for the thread (allowed: exit_reason, state, dead)")
-        return ThreadExpect(
-            self.loc.line(path),
-            _key_text(path),
-            thread,
-            self.opt(tbl, path, "exit_reason", "str", None),
-            self.opt(tbl, path, "state", "str", None),
-            self.opt(tbl, path, "dead", "bool", None),
-        )
-
-    def expr(self, text: str, path: KeyPath) -> Expr:
-        try:
-            e = Expr.parse(text)
-        except ValueError as exc:
-            raise self.err(path, f"{exc} (allowed: {EXPR_HELP})") from None
-        for name in sorted(e.names):
-            self.check_label(name, path)
-        return e
-
-
 def load_scenario(path: str | Path) -> Scenario:
     """Read and check a scenario file; raises ScenarioError (FILE:LINE: key: problem)."""
     path = Path(path)
@@ -1271,7 +97,7 @@ def load_scenario(path: str | Path) -> Scenario:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise ScenarioError(file, 1, "(file)", f"cannot read scenario: {reason}") from None
     try:
-        doc = tomllib.loads(text)
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         msg = str(e)
         m = re.search(r"\s*\(at line (\d+), column (\d+)\)$", msg)
@@ -1279,4 +105,274 @@ def load_scenario(path: str | Path) -> Scenario:
         what = msg[: m.start()] if m else msg.replace(" (at end of document)", "")
         where = f" at column {m.group(2)}" if m else " at end of file"
         raise ScenarioError(file, line, "toml", f"syntax error: {what}{where}") from None
-    return _Reader(path, text).read(doc)
+    return _Reader(path, text).read(raw)
+
+
+class _Reader:
+    """Reads one file's sections; ``doc`` says where a value is, ``names`` checks what it names."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.doc = Document(path, text)
+        self.names = Names(self.doc)
+
+    def read(self, raw: dict[str, Any]) -> Scenario:
+        """The whole file, section by section."""
+        self.doc.keys(raw, (), ("scenario", "stacks", "bodies", "expect"), ("scenario", "bodies"))
+        head = self.head(raw["scenario"])
+        config = self.config(head["board"], head["config_lines"])
+        stacks = self.stacks(raw.get("stacks", {}))
+        bodies = read_bodies(self.doc, self.names, raw["bodies"])
+        ncpus = config_ncpus(config)
+        self.names.resolve({s.name for s in stacks}, set(bodies), ncpus)
+        expect = self.expect(raw.get("expect", {}), ncpus)
+        return Scenario(
+            path=self.path, **head, config=config, stacks=stacks, bodies=bodies, expect=expect
+        )
+
+    def head(self, raw: Any) -> dict[str, Any]:
+        """``[scenario]``, as ``Scenario`` fields (all but ``config``, which ``config`` loads)."""
+        doc, p = self.doc, ("scenario",)
+        head = doc.table(raw, p)
+        doc.keys(
+            head,
+            p,
+            ("name", "description", "zephyr_test", "board", "config", "seed", "max_steps"),
+            ("board",),
+        )
+        name = doc.opt(head, p, "name", "str", self.path.stem)
+        description = doc.opt(head, p, "description", "str", "")
+        zephyr_test = doc.opt(head, p, "zephyr_test", "str", "")
+        board = doc.typed(head, p, "board", "str")
+        if board not in boards():
+            raise doc.err(
+                (*p, "board"),
+                f"unknown board {board!r} ({hint(board, boards())}allowed: {choices(boards())})",
+            )
+        lines = doc.opt(head, p, "config", "list", [])
+        for i, line in enumerate(lines):
+            if not isinstance(line, str):
+                raise doc.err(
+                    (*p, "config", i),
+                    f'expected a string like "CONFIG_X=y", got {describe(line)}',
+                )
+        seed = doc.opt(head, p, "seed", "int", None)
+        if seed is not None and seed < 0:
+            raise doc.err((*p, "seed"), f"seed {seed} is negative (allowed: an integer >= 0)")
+        max_steps = doc.opt(head, p, "max_steps", "int", _DEFAULT_MAX_STEPS)
+        if max_steps <= 0:
+            raise doc.err((*p, "max_steps"), f"{max_steps} is not positive")
+        return {
+            "name": name,
+            "description": description,
+            "zephyr_test": zephyr_test,
+            "board": board,
+            "config_lines": tuple(lines),
+            "seed": seed,
+            "max_steps": max_steps,
+        }
+
+    def config(self, board: str, lines: Sequence[str]) -> Config:
+        """The board's Kconfig with ``scenario.config``; errors name the line they come from."""
+        extra = [
+            (self.doc.file, self.doc.line(("scenario", "config", i)), text)
+            for i, text in enumerate(lines)
+        ]
+        try:
+            return load_config(board, extra_lines=extra)
+        except ConfigError as e:
+            if e.path == self.doc.file and e.line is not None:
+                on_line = [i for i, x in enumerate(extra) if x[1] == e.line]
+                key: KeyPath = ("scenario", "config")
+                if len(on_line) == 1:  # else several entries share the line: name the array
+                    key = (*key, on_line[0])
+                raise self.doc.err(key, e.reason) from None
+            raise self.doc.err(("scenario", "board"), f"configuration: {e}") from None
+
+    def stacks(self, raw: Any) -> tuple[StackSpec, ...]:
+        """``[stacks]``: NAME = { size, user }."""
+        doc = self.doc
+        tbl = doc.table(raw, ("stacks",))
+        out = []
+        for name, spec in tbl.items():
+            p: KeyPath = ("stacks", name)
+            doc.name(name, p, "stack")
+            spec = doc.table(spec, p)
+            doc.keys(spec, p, ("size", "user"), ("size",))
+            size = doc.typed(spec, p, "size", "int")
+            if size <= 0:
+                raise doc.err((*p, "size"), f"stack size {size} is not positive")
+            user = doc.opt(spec, p, "user", "bool", False)
+            out.append(StackSpec(name, size, user))
+        return tuple(out)
+
+    # -- expectations -------------------------------------------------------------------------
+
+    def expect(self, raw: Any, ncpus: int) -> Expect:
+        """``[expect]``: faults, facts, threads, log lines and an expected error."""
+        doc, p = self.doc, ("expect",)
+        tbl = doc.table(raw, p)
+        doc.keys(
+            tbl, p, ("faults", "facts", "threads", "log_contains", "log_not_contains", "error"), ()
+        )
+        faults = tuple(
+            self.fault_expect(item, (*p, "faults", i), ncpus)
+            for i, item in enumerate(doc.opt(tbl, p, "faults", "list", []))
+        )
+        facts = tuple(
+            self.fact_expect(item, (*p, "facts", i))
+            for i, item in enumerate(doc.opt(tbl, p, "facts", "list", []))
+        )
+        threads = tuple(
+            self.thread_expect(item, (*p, "threads", i), ncpus)
+            for i, item in enumerate(doc.opt(tbl, p, "threads", "list", []))
+        )
+        logs = {}
+        for key in ("log_contains", "log_not_contains"):
+            items = doc.opt(tbl, p, key, "list", [])
+            for i, text in enumerate(items):
+                if not isinstance(text, str):
+                    raise doc.err((*p, key, i), f"expected a string, got {describe(text)}")
+            logs[key] = tuple((doc.line((*p, key, i)), t) for i, t in enumerate(items))
+        error = doc.opt(tbl, p, "error", "str", None)
+        if error == "":
+            raise doc.err((*p, "error"), "empty string (give a substring of the expected error)")
+        return Expect(
+            faults=faults,
+            facts=facts,
+            threads=threads,
+            log_contains=logs["log_contains"],
+            log_not_contains=logs["log_not_contains"],
+            error=error,
+            error_line=doc.line((*p, "error")),
+            faults_line=doc.line((*p, "faults")),
+        )
+
+    def fault_expect(self, raw: Any, path: KeyPath, ncpus: int) -> FaultExpect:
+        """One of ``expect.faults``: the fields to check, each optional."""
+        doc = self.doc
+        tbl = doc.table(raw, path)
+        doc.keys(tbl, path, ("thread", "reason", "cpu", "vector", "cr2", "error_code", "in"), ())
+        fields: dict[str, Any] = {}
+        if "thread" in tbl:
+            fields["thread"] = doc.typed(tbl, path, "thread", "str")
+            self.names.check_thread(fields["thread"], (*path, "thread"), ncpus, idle=True)
+        for key in ("reason", "cpu", "vector", "error_code"):
+            if key in tbl:
+                fields[key] = doc.typed(tbl, path, key, "int")
+        if "reason" in fields and not 0 <= fields["reason"] <= 4:
+            raise doc.err(
+                (*path, "reason"),
+                f"reason {fields['reason']} is not a K_ERR_* code (allowed: 0 CPU exception, "
+                "1 spurious IRQ, 2 stack overflow, 3 kernel oops, 4 kernel panic)",
+            )
+        if "cpu" in fields and not 0 <= fields["cpu"] < ncpus:
+            raise doc.err((*path, "cpu"), f"CPU {fields['cpu']} does not exist ({ncpus} CPU(s))")
+        if "cr2" in tbl:
+            cr2 = tbl["cr2"]
+            if is_kind("int", cr2):
+                fields["cr2"] = cr2
+            elif isinstance(cr2, str):
+                fields["cr2"] = self.expr(cr2, (*path, "cr2"))
+            else:
+                raise doc.err(
+                    (*path, "cr2"),
+                    f"expected an integer or an expression (a string), got {describe(cr2)}",
+                )
+        if "in" in tbl:
+            where = doc.typed(tbl, path, "in", "str")
+            self.check_fault_in(where, (*path, "in"))
+            fields["where"] = where
+        return FaultExpect(doc.line(path), key_text(path), **fields)
+
+    def check_fault_in(self, where: str, path: KeyPath) -> None:
+        """``where`` is a place a fault can be in: ``_FAULT_IN`` or a known mapping's."""
+        if where in _FAULT_IN:
+            return
+        if where.startswith("mapping."):
+            rest = where.split(".", 1)[1]
+            name = rest.removesuffix(".guard_before").removesuffix(".guard_after")
+            if self.names.mapping_known(name):
+                return
+        allowed = [
+            *_FAULT_IN,
+            "mapping.NAME",
+            "mapping.NAME.guard_before",
+            "mapping.NAME.guard_after",
+        ]
+        raise self.doc.err(
+            path, f"unknown place {where!r} ({hint(where, _FAULT_IN)}allowed: {choices(allowed)})"
+        )
+
+    def fact_expect(self, raw: Any, path: KeyPath) -> FactExpect:
+        """One of ``expect.facts``: a recorded fact with checks, or one expression."""
+        doc = self.doc
+        tbl = doc.table(raw, path)
+        doc.keys(tbl, path, ("fact", "expr", *_FACT_CHECKS), ())
+        line, key = doc.line(path), key_text(path)
+        if ("fact" in tbl) == ("expr" in tbl):
+            raise doc.err(path, "give exactly one of 'fact' (with checks) or 'expr'")
+        if "expr" in tbl:
+            extra = [k for k in tbl if k != "expr"]
+            if extra:
+                raise doc.err(
+                    (*path, extra[0]), "an 'expr' entry takes no other keys (put the check in it)"
+                )
+            text = doc.typed(tbl, path, "expr", "str")
+            return FactExpect(line, key, expr=self.expr(text, (*path, "expr")))
+        fact = doc.typed(tbl, path, "fact", "str")
+        self.names.check_label(fact, (*path, "fact"))
+        checks = tuple(
+            (name, self.fact_check(name, tbl[name], (*path, name)))
+            for name in _FACT_CHECKS
+            if name in tbl
+        )
+        if not checks:
+            raise doc.err(
+                path, f"no check for fact {fact!r} (allowed: {choices(_FACT_CHECKS)}; or use expr)"
+            )
+        return FactExpect(line, key, fact=fact, checks=checks)
+
+    def fact_check(self, name: str, value: Any, path: KeyPath) -> Any:
+        """The value to hold a fact against for check ``name`` (``"null"`` is None)."""
+        if name in ("equals", "not_equals"):
+            if not (is_kind("int", value) or is_kind("bool", value) or is_kind("str", value)):
+                raise self.doc.err(
+                    path, f'expected an integer, boolean, string or "null", got {describe(value)}'
+                )
+            return None if value == "null" else value
+        if name == "count":
+            if not is_kind("int", value) or value < 0:
+                raise self.doc.err(path, f"expected an integer >= 0, got {describe(value)}")
+            return value
+        if value is not True:
+            raise self.doc.err(path, f"expected true, got {describe(value)} (omit the key instead)")
+        return True
+
+    def thread_expect(self, raw: Any, path: KeyPath, ncpus: int) -> ThreadExpect:
+        """One of ``expect.threads``: a thread and at least one check on it."""
+        doc = self.doc
+        tbl = doc.table(raw, path)
+        doc.keys(tbl, path, ("thread", "exit_reason", "state", "dead"), ("thread",))
+        thread = doc.typed(tbl, path, "thread", "str")
+        self.names.check_thread(thread, (*path, "thread"), ncpus, idle=True)
+        if len(tbl) == 1:
+            raise doc.err(path, "no check for the thread (allowed: exit_reason, state, dead)")
+        return ThreadExpect(
+            doc.line(path),
+            key_text(path),
+            thread,
+            doc.opt(tbl, path, "exit_reason", "str", None),
+            doc.opt(tbl, path, "state", "str", None),
+            doc.opt(tbl, path, "dead", "bool", None),
+        )
+
+    def expr(self, text: str, path: KeyPath) -> Expr:
+        """An expression that reads only recorded facts."""
+        try:
+            e = Expr.parse(text)
+        except ValueError as exc:
+            raise self.doc.err(path, f"{exc} (allowed: {EXPR_HELP})") from None
+        for name in sorted(e.names):
+            self.names.check_label(name, path)
+        return e

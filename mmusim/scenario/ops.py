@@ -1,0 +1,235 @@
+"""Reading ``[bodies]``: each op table becomes a ``mmusim.kernel.Op``.
+
+::
+
+    [bodies]
+    main = [
+        { op = "create", thread = "t", stack = "s", body = "front", delay = "forever" },
+        { op = "record", fact = "t.mapped_addr", as = "addr" },
+        { op = "repeat", times = 2, do = [ { op = "yield" } ] },
+    ]
+
+``_OPS`` is the whole op vocabulary: for each op, its keys, each with a value kind and whether
+it is required. A value kind says how the value is checked and which ``Op`` field it fills:
+
+=============  =================================================================================
+int, int+,     an integer (any, > 0, >= 0) -> ``Op.n`` (``offset``, ``addr``, ``prio`` keep
+int0           their own field)
+bool           true or false -> the field of the same name
+where, ticks,  a place in the running thread's stack, a tick count or "forever", a create's
+delay          "no_wait" / "forever" -> ``Op.where`` / ``Op.n``
+ops            a nested body (``repeat``'s ``do``) -> ``Op.body``
+fact           a fact name the kernel can report -> ``Op.target``; newlabel: the ``as`` name
+thread, stack, a name used (checked by ``Names.resolve`` once every body is read) or defined
+body, ...      (newthread, newmapping, prefix): see ``_NAMED``
+=============  =================================================================================
+
+Design choice: the table is data, so a new op is one line here plus its meaning in
+``mmusim.kernel`` (``Op``'s docstring lists the kinds), and the error messages list the allowed
+ops and keys from the same table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmusim.kernel import K_FOREVER, K_NO_WAIT, Op
+from mmusim.scenario.document import Document, choices, describe, hint, is_kind
+from mmusim.scenario.names import Names
+from mmusim.scenario.toml_lines import KeyPath
+
+__all__ = ["OP_KINDS", "read_bodies"]
+
+_ACCESS = {  # write and read: a word at an address, in a mapping, or at a recorded fact's value
+    "addr": ("int0", False),
+    "mapping": ("mapping", False),
+    "at": ("label", False),
+    "offset": ("int", False),
+}
+
+# Op kinds: TOML key -> (value kind, required).
+_OPS: dict[str, dict[str, tuple[str, bool]]] = {
+    "push": {"bytes": ("int+", True)},
+    "pop": {"bytes": ("int+", True)},
+    "call": {"frame": ("int+", True), "probe": ("bool", False)},
+    "touch": {"where": ("where", True), "offset": ("int", False)},
+    "write": _ACCESS,
+    "read": _ACCESS,
+    "sleep": {"ticks": ("ticks", True)},
+    "yield": {},
+    "abort_self": {},
+    "return": {},
+    "abort": {"thread": ("thread", True)},
+    "start": {"thread": ("thread", True)},
+    "join": {"thread": ("thread", True)},
+    "suspend": {"thread": ("thread", True)},
+    "resume": {"thread": ("thread", True)},
+    "create": {
+        "thread": ("newthread", True),
+        "stack": ("stack", True),
+        "body": ("body", True),
+        "user": ("bool", False),
+        "prio": ("int", False),
+        "delay": ("delay", False),
+    },
+    "k_mem_map": {"mapping": ("newmapping", True), "size": ("int+", True), "user": ("bool", False)},
+    "k_mem_unmap": {"mapping": ("mapping", True)},
+    "k_mem_map_phys_bare": {
+        "mapping": ("newmapping", True),
+        "stack": ("stack", True),
+        "size": ("int+", True),
+    },
+    "k_mem_unmap_phys_bare": {"mapping": ("mapping", True)},
+    "exhaust": {"prefix": ("prefix", True), "size": ("int+", True), "as": ("newlabel", False)},
+    "unmap_all": {"prefix": ("name", True)},
+    "record": {"fact": ("fact", True), "as": ("newlabel", False)},
+    "repeat": {"times": ("int0", True), "do": ("ops", True)},
+}
+OP_KINDS = tuple(sorted(_OPS))
+
+_WHERE = ("start", "end", "sp", "mapped", "front_guard", "rear_guard")
+
+# Value kinds that are names: (what a message calls it, the Op field it fills, the kind of name
+# it uses (checked by Names.resolve) or None, the kind of name it defines (Names.define) or None).
+_NAMED: dict[str, tuple[str, str, str | None, str | None]] = {
+    "thread": ("thread", "target", "thread", None),
+    "newthread": ("thread", "target", None, "thread"),
+    "stack": ("stack", "stack", "stack", None),
+    "body": ("body", "label", "body", None),
+    "mapping": ("mapping", "target", "mapping", None),
+    "newmapping": ("mapping", "target", None, "mapping"),
+    "prefix": ("mapping prefix", "target", None, "prefix"),
+    "name": ("mapping prefix", "target", None, None),
+    "label": ("fact", "label", "label", None),
+}
+
+
+def read_bodies(doc: Document, names: Names, raw: Any) -> dict[str, tuple[Op, ...]]:
+    """The ``[bodies]`` table: each body's ops, with the names they define and use in ``names``."""
+    tbl = doc.table(raw, ("bodies",))
+    if "main" not in tbl:
+        raise doc.err(("bodies",), "missing key 'main' (the main thread's body)")
+    reader = _OpReader(doc, names)
+    out = {}
+    for name, ops in tbl.items():
+        p: KeyPath = ("bodies", name)
+        doc.name(name, p, "body")
+        out[name] = reader.ops(ops, p)
+    return out
+
+
+class _OpReader:
+    def __init__(self, doc: Document, names: Names) -> None:
+        self.doc = doc
+        self.names = names
+
+    def ops(self, raw: Any, path: KeyPath) -> tuple[Op, ...]:
+        """An array of op tables."""
+        if not isinstance(raw, list):
+            raise self.doc.err(path, f"expected an array of ops, got {describe(raw)}")
+        return tuple(self.op(item, (*path, i)) for i, item in enumerate(raw))
+
+    def op(self, raw: Any, path: KeyPath) -> Op:
+        """One op table: its kind, then its keys as ``_OPS`` lists them."""
+        err = self.doc.err
+        if not isinstance(raw, dict):
+            raise err(path, f'expected an op table {{ op = "...", ... }}, got {describe(raw)}')
+        if "op" not in raw:
+            raise err(path, f"missing key 'op' (allowed ops: {choices(OP_KINDS)})")
+        kind = raw["op"]
+        if not isinstance(kind, str) or kind not in _OPS:
+            text = kind if isinstance(kind, str) else ""
+            raise err(
+                (*path, "op"),
+                f"unknown op {kind!r} ({hint(text, OP_KINDS)}allowed: {choices(OP_KINDS)})",
+            )
+        spec = _OPS[kind]
+        self.doc.keys(raw, path, ("op", *spec), tuple(k for k, (_, req) in spec.items() if req))
+        fields: dict[str, Any] = {"kind": kind, "line": self.doc.line(path)}
+        for key, value in raw.items():
+            if key != "op":
+                self.field(key, spec[key][0], value, (*path, key), fields)
+        if kind in ("write", "read"):
+            given = [k for k in ("addr", "mapping", "at") if k in raw]
+            if len(given) != 1:
+                raise err(
+                    path,
+                    f"{kind} needs exactly one of addr, mapping, at (got "
+                    f"{', '.join(given) or 'none'})",
+                )
+        if kind == "create" and "delay" not in raw:
+            fields["n"] = K_NO_WAIT
+        if kind in ("record", "exhaust"):  # the name the value is recorded under
+            fields.setdefault("label", fields["target"])
+            self.names.define("label", fields["label"], path)
+        return Op(**fields)
+
+    def field(self, key: str, vkind: str, value: Any, path: KeyPath, out: dict[str, Any]) -> None:
+        """Check one key's value by its value kind and put it in ``out`` (``Op``'s arguments)."""
+        err = self.doc.err
+        if vkind in ("int", "int+", "int0"):
+            out[key if key in ("offset", "addr", "prio") else "n"] = self.integer(
+                vkind, value, path
+            )
+        elif vkind == "bool":
+            if not is_kind("bool", value):
+                raise err(path, f"expected true or false, got {describe(value)}")
+            out[key] = value
+        elif vkind == "where":
+            if value not in _WHERE:
+                shown = value if isinstance(value, str) else ""
+                raise err(
+                    path,
+                    f"unknown place {value!r} ({hint(shown, _WHERE)}allowed: {choices(_WHERE)})",
+                )
+            out["where"] = value
+        elif vkind == "ticks":
+            if value == "forever":
+                out["n"] = K_FOREVER
+            elif is_kind("int", value) and value >= 0:
+                out["n"] = value
+            else:
+                raise err(path, f'bad tick count {value!r} (allowed: an integer >= 0 or "forever")')
+        elif vkind == "delay":
+            if value not in ("forever", "no_wait"):
+                raise err(
+                    path,
+                    f'bad delay {value!r} (allowed: "no_wait" starts the thread, "forever" '
+                    "leaves it for a start op)",
+                )
+            out["n"] = K_FOREVER if value == "forever" else K_NO_WAIT
+        elif vkind == "ops":
+            out["body"] = self.ops(value, path)
+        elif vkind == "fact":
+            if not isinstance(value, str):
+                raise err(path, f"expected a fact name (a string), got {describe(value)}")
+            self.names.refer("fact", value, path)
+            out["target"] = value
+        elif vkind == "newlabel":
+            if not isinstance(value, str) or not value:
+                raise err(path, f"expected a fact name (a string), got {describe(value)}")
+            out["label"] = value
+        else:
+            self.named(vkind, value, path, out)
+
+    def integer(self, vkind: str, value: Any, path: KeyPath) -> int:
+        """An integer; ``int+``: > 0, ``int0``: >= 0."""
+        if not is_kind("int", value):
+            raise self.doc.err(path, f"expected an integer, got {describe(value)}")
+        if vkind == "int+" and value <= 0:
+            raise self.doc.err(path, f"{value} is not positive (allowed: an integer > 0)")
+        if vkind == "int0" and value < 0:
+            raise self.doc.err(path, f"{value} is negative (allowed: an integer >= 0)")
+        return int(value)
+
+    def named(self, vkind: str, value: Any, path: KeyPath, out: dict[str, Any]) -> None:
+        """A name (see ``_NAMED``): check it is an identifier, note its use or definition."""
+        what, field, used, defined = _NAMED[vkind]
+        name = self.doc.name(value, path, what)
+        if vkind == "newthread" and name == "main":
+            raise self.doc.err(path, "'main' is the main thread; it cannot be created")
+        if used is not None:
+            self.names.refer(used, name, path)
+        if defined is not None:
+            self.names.define(defined, name, path)
+        out[field] = name

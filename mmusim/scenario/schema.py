@@ -1,0 +1,140 @@
+"""What a loaded scenario is made of: frozen attrs values, checked and ready to run.
+
+``load_scenario`` (``mmusim.scenario.load``) builds a ``Scenario`` from a file;
+``run_scenario`` (``mmusim.scenario.run``) runs it. In between nothing changes it: every class
+here is ``attrs.frozen``, every name in it was checked against the file, and every expectation
+carries the ``line`` and ``key`` it was written at, so a failed run can say where
+(``expect.faults[0] (line 22): reason is 2, expected 0``).
+
+::
+
+    Scenario        [scenario] + the Kconfig it resolves to, stacks, bodies, expect
+      StackSpec     [stacks] NAME = { size, user }
+      bodies        [bodies] NAME = [ ops ]  ->  tuple of mmusim.kernel.Op (the kernel's own type)
+      Expect        [expect]
+        FaultExpect   faults = [ { thread, reason, cpu, vector, cr2, error_code, in } ]
+        FactExpect    facts = [ { fact, CHECK = value ... } | { expr } ]
+        ThreadExpect  threads = [ { thread, exit_reason, state, dead } ]
+
+Design choice: an expectation field left out of the file is None (not checked), never a default
+value that would be checked by accident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from mmusim.kconfig import Config
+from mmusim.kernel import Op, StackObject
+from mmusim.scenario.expr import Expr
+
+__all__ = [
+    "Expect",
+    "FactExpect",
+    "FaultExpect",
+    "Scenario",
+    "StackSpec",
+    "ThreadExpect",
+    "config_ncpus",
+]
+
+
+def config_ncpus(config: Config) -> int:
+    """How many CPUs a configuration boots: CONFIG_MP_MAX_NUM_CPUS with CONFIG_SMP, else 1."""
+    cfg = config.values
+    return int(cfg.get("MP_MAX_NUM_CPUS", 1) or 1) if cfg.get("SMP") else 1
+
+
+@attrs.frozen
+class StackSpec:
+    """A stack object the scenario defines: ``K_THREAD_STACK_DEFINE`` (user) or ``K_KERNEL_...``."""
+
+    name: str
+    size: int
+    user: bool
+
+
+@attrs.frozen
+class FaultExpect:
+    """One expected fault; None fields are not checked. ``cr2`` may be an expression."""
+
+    line: int
+    key: str
+    thread: str | None = None
+    reason: int | None = None
+    cpu: int | None = None
+    vector: int | None = None
+    cr2: int | Expr | None = None
+    error_code: int | None = None
+    where: str | None = None  # the "in" key: front_guard, rear_guard, mapping.NAME.guard_before ...
+
+
+@attrs.frozen
+class FactExpect:
+    """Checks on one recorded fact (``checks``: (predicate, value) pairs) or one expression."""
+
+    line: int
+    key: str
+    fact: str | None = None
+    expr: Expr | None = None
+    checks: tuple[tuple[str, Any], ...] = ()
+
+
+@attrs.frozen
+class ThreadExpect:
+    """Checks on one thread at the end of the run; None fields are not checked."""
+
+    line: int
+    key: str
+    thread: str
+    exit_reason: str | None = None
+    state: str | None = None
+    dead: bool | None = None
+
+
+@attrs.frozen
+class Expect:
+    """The ``[expect]`` section; ``error_line`` and ``faults_line`` locate those two keys."""
+
+    faults: tuple[FaultExpect, ...] = ()
+    facts: tuple[FactExpect, ...] = ()
+    threads: tuple[ThreadExpect, ...] = ()
+    log_contains: tuple[tuple[int, str], ...] = ()  # (line, text)
+    log_not_contains: tuple[tuple[int, str], ...] = ()
+    error: str | None = None
+    error_line: int = 0
+    faults_line: int = 0
+
+
+@attrs.frozen
+class Scenario:
+    """A loaded, checked scenario, ready to run (``mmusim.scenario.run``)."""
+
+    path: Path
+    name: str
+    description: str
+    zephyr_test: str
+    board: str
+    config_lines: tuple[str, ...]
+    config: Config = attrs.field(repr=False)
+    seed: int | None
+    max_steps: int
+    stacks: tuple[StackSpec, ...]
+    bodies: Mapping[str, tuple[Op, ...]] = attrs.field(repr=False)
+    expect: Expect
+
+    @property
+    def main(self) -> tuple[Op, ...]:
+        return self.bodies["main"]
+
+    def stack_objects(self) -> tuple[StackObject, ...]:
+        """Fresh stack objects for one boot (boot writes their addresses into them)."""
+        return tuple(StackObject(s.name, s.size, s.user) for s in self.stacks)
+
+    @property
+    def ncpus(self) -> int:
+        return config_ncpus(self.config)
