@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import attrs
 import pytest
 
 from mmusim.kconfig import load_config
@@ -39,19 +38,11 @@ BUDGET: tuple[int | None, ...] = (None, *range(10))  # round robin, then seeds 0
 def scenario(name: str, extra: tuple[str, ...] = (), where: Path = EXPLORE_DIR) -> Scenario:
     """The explorer scenario ``name`` (or the one in ``where``) with Kconfig lines ``extra``
     applied after its own."""
-    scn = load_scenario(where / f"{name}.toml")
-    if not extra:
-        return scn
-    lines = [(str(scn.path), 0, text) for text in scn.config_lines]
-    lines += [("mutant", i + 1, text) for i, text in enumerate(extra)]
-    config = load_config(scn.board, extra_lines=lines)
-    return attrs.evolve(scn, config=config, config_lines=scn.config_lines + extra)
+    return load_scenario(where / f"{name}.toml").with_config(extra, "mutant")
 
 
 def boot(scn: Scenario, check: bool | Callable[[Kernel], None] = True) -> Kernel:
-    how = assert_invariants if check is True else check or None
-    return Kernel(scn.config.values, stacks=scn.stack_objects(), main_body=scn.main,
-                  bodies=scn.bodies, check=how)  # fmt: skip
+    return scn.boot(assert_invariants if check is True else check or None)
 
 
 def run_once(scn: Scenario, seed: int | None) -> tuple[list[str], Kernel]:

@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from mmusim.kconfig import Config, load_config
+from mmusim.kconfig import Config
 from mmusim.kernel import Footprint, Kernel, KSpinlock, KThread, Op, Point, check_all
 from mmusim.scenario.load import Scenario, load_scenario
 
@@ -59,28 +59,20 @@ class Model:
         self, scenario: Scenario | str | Path, extra_config: Sequence[str] = (), *,
         origin: str = "--mutant",
     ) -> None:  # fmt: skip
-        self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        loaded = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        self.scenario = loaded  # as the file says (traces record its own config lines)
         self.extra_config = tuple(extra_config)
-        self.config: Config = self._config(origin)
+        self._booted = loaded.with_config(self.extra_config, origin)  # what boot() boots
+        self.config: Config = self._booted.config
         self.prefix: list[Action] = []
         self._prefix_known = False
         self.boots = 0
-
-    def _config(self, origin: str) -> Config:
-        if not self.extra_config:
-            return self.scenario.config
-        scn = self.scenario
-        lines = [(str(scn.path), 0, text) for text in scn.config_lines]
-        lines += [(origin, i + 1, text) for i, text in enumerate(self.extra_config)]
-        return load_config(scn.board, extra_lines=lines)
 
     # -- the interface of exploration.md section 3.1 ---------------------------------------
 
     def boot(self) -> Kernel:
         self.boots += 1
-        scn = self.scenario
-        return Kernel(self.config.values, stacks=scn.stack_objects(), main_body=scn.main,
-                      bodies=scn.bodies)  # fmt: skip
+        return self._booted.boot()
 
     def reset(self) -> Kernel:
         """A fresh kernel at the exploration root."""

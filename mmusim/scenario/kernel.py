@@ -56,7 +56,7 @@ def scenario_kernel(path: str | Path, step: int | None) -> Kernel:
     """The kernel of scenario file ``path`` after ``step`` engine steps (None: the whole run, with
     the scenario's seed and step limit). Raises ``ScenarioError`` for a bad file."""
     scn = load_scenario(path)
-    k = Kernel(scn.config.values, stacks=scn.stack_objects(), main_body=scn.main, bodies=scn.bodies)
+    k = scn.boot()
     _run_to(k, step, scn.seed, scn.max_steps)
     return k
 

@@ -113,13 +113,7 @@ def run_scenario(scenario: str | Path | Scenario, *, seed: Any = SCENARIO_SEED) 
     k: Kernel | None = None
     start = time.perf_counter()
     try:
-        k = Kernel(
-            scn.config.values,
-            stacks=scn.stack_objects(),
-            main_body=scn.main,
-            bodies=scn.bodies,
-            check=check,
-        )
+        k = scn.boot(check)
         k.run(seed=use_seed, max_steps=scn.max_steps)
     except InvariantViolation as e:
         error = f"invariant violated {e}"

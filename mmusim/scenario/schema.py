@@ -22,14 +22,14 @@ value that would be checked by accident.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from mmusim.kconfig import Config
-from mmusim.kernel import Op, StackObject
+from mmusim.kconfig import Config, load_config
+from mmusim.kernel import Kernel, Op, StackObject
 from mmusim.scenario.expr import Expr
 
 __all__ = [
@@ -138,3 +138,24 @@ class Scenario:
     @property
     def ncpus(self) -> int:
         return config_ncpus(self.config)
+
+    def with_config(self, extra: Sequence[str], origin: str) -> Scenario:
+        """This scenario with Kconfig lines ``extra`` applied after its own (a mutant, a what-if
+        fix); errors in them name ``origin`` and the line's position among them."""
+        if not extra:
+            return self
+        lines = [(str(self.path), 0, text) for text in self.config_lines]
+        lines += [(origin, i + 1, text) for i, text in enumerate(extra)]
+        config = load_config(self.board, extra_lines=lines)
+        return attrs.evolve(self, config=config, config_lines=self.config_lines + tuple(extra))
+
+    def boot(self, check: Callable[[Kernel], None] | None = None) -> Kernel:
+        """A fresh kernel of this scenario, booted and not yet run; ``check(kernel)`` runs after
+        every step (e.g. ``assert_invariants``)."""
+        return Kernel(
+            self.config.values,
+            stacks=self.stack_objects(),
+            main_body=self.main,
+            bodies=self.bodies,
+            check=check,
+        )
