@@ -150,24 +150,9 @@ class Config:
     bug: bool
 
     def both(self) -> tuple[VirtRegionAllocator, ZephyrBitmap]:
-        size = self.pages * self.page
-        fast = VirtRegionAllocator(
-            self.base,
-            size,
-            self.free_start,
-            page=self.page,
-            reserved_top=self.reserved_top,
-            zephyr_free_bug=self.bug,
-        )
-        ref = ZephyrBitmap(
-            self.base,
-            size,
-            self.free_start,
-            page=self.page,
-            reserved_top=self.reserved_top,
-            zephyr_free_bug=self.bug,
-        )
-        return fast, ref
+        args = (self.base, self.pages * self.page, self.free_start)
+        kw = dict(page=self.page, reserved_top=self.reserved_top, zephyr_free_bug=self.bug)
+        return VirtRegionAllocator(*args, **kw), ZephyrBitmap(*args, **kw)
 
 
 def _outcome(fn: Callable[..., int | None], *args: int) -> tuple[str, object]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmusim.hw import Trap
 from mmusim.kernel import abort, fault, lifecycle, mm, sched
+from mmusim.kernel.engine import Region
 from mmusim.kernel.facts import fact
 from mmusim.kernel.geometry import PAGE
 from mmusim.kernel.policy import StackEscape
@@ -256,9 +257,7 @@ def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
         else:
             k.mappings[op.target] = k.regions[addr]
     elif kind == "k_mem_unmap":
-        r = k.mappings.pop(op.target, None)
-        if r is None:
-            raise KernelAssert(f"k_mem_unmap: no mapping named {op.target!r}")
+        r = take_mapping(k, op.target, "k_mem_unmap")
         yield from mm.k_mem_unmap(k, r.addr, r.size)
     elif kind == "exhaust":  # k_mem_map(n) until it returns NULL; record how many succeeded
         count = 0
@@ -284,9 +283,7 @@ def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
         if addr is not None:
             k.mappings[op.target] = k.regions[addr]
     elif kind == "k_mem_unmap_phys_bare":
-        r = k.mappings.pop(op.target, None)
-        if r is None:
-            raise KernelAssert(f"k_mem_unmap_phys_bare: no mapping named {op.target!r}")
+        r = take_mapping(k, op.target, "k_mem_unmap_phys_bare")
         yield from mm.k_mem_unmap_phys_bare(k, r.addr, r.size)
     elif kind == "serve":
         yield from serve(k, t)
@@ -297,6 +294,14 @@ def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
         raise KernelAssert(f"run_ops: unknown kernel op {kind!r}")
     if t.dead:
         raise AssertionError(f"{t.name} ran after it died")  # pragma: no cover
+
+
+def take_mapping(k: Kernel, name: str, fn: str) -> Region:
+    """Forget the body's mapping ``name`` and return it, for ``fn`` to unmap."""
+    r = k.mappings.pop(name, None)
+    if r is None:
+        raise KernelAssert(f"{fn}: no mapping named {name!r}")
+    return r
 
 
 def serve(k: Kernel, t: KThread) -> Routine:
