@@ -9,9 +9,11 @@ CPUs in a deterministic round-robin order, or in a seeded random order (``seed=`
 system is quiescent. Threads sleeping on the tick clock wake when nothing else can run (the clock
 jumps to the first wake-up). ``mmusim.kernel.boot`` builds a ``Kernel`` -- an ``Engine``, booted.
 
-Interrupts: an IPI is delivered through the handler boot installs in ``ipi_handler`` (as Zephyr's
-x86 boot code connects ``z_sched_ipi`` and the TLB-shootdown handler to their vectors); the engine
-itself only starts and ends handlers and switches threads when a handler says so.
+Interrupts: an IPI is delivered through the handler boot installs in ``ipi_handler``, as Zephyr's
+``arch_smp_init()`` (``arch/x86/core/intel64/smp.c``) puts ``z_sched_ipi`` and ``z_x86_tlb_ipi``
+into ``x86_irq_funcs``. mmusim has one handler for all its IPI kinds (``sched.z_x86_ipi``), where
+Zephyr has a vector each. The engine itself only starts and ends handlers, and switches threads
+when a handler says so.
 
 The kernel never uses the wall clock or global randomness.
 """
