@@ -63,10 +63,14 @@ class Model:
         self.scenario = loaded  # as the file says (traces record its own config lines)
         self.extra_config = tuple(extra_config)
         self._booted = loaded.with_config(self.extra_config, origin)  # what boot() boots
-        self.config: Config = self._booted.config
         self.prefix: list[Action] = []
         self._prefix_known = False
         self.boots = 0
+
+    @property
+    def config(self) -> Config:
+        """The configuration it boots: the scenario's, then ``extra_config``."""
+        return self._booted.config
 
     # -- the interface of exploration.md section 3.1 ---------------------------------------
 

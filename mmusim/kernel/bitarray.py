@@ -21,8 +21,8 @@ __all__ = ["ALLOCATED", "FREE", "BitArray"]
 # Lazy tags. A tag on a node means: every page under it is in that state, and the node's own
 # (best, pre, suf) already say so; the children have not been told yet.
 _NO_TAG = -1
-ALLOCATED = _ALLOCATED = 0
-FREE = _FREE = 1
+ALLOCATED = 0
+FREE = 1
 
 
 class BitArray:
@@ -62,7 +62,7 @@ class BitArray:
             t = tag[node]
             if t != _NO_TAG:
                 self.ops += touched
-                return t == _ALLOCATED
+                return t == ALLOCATED
             if bit < lo + half:
                 node = 2 * node
             else:
@@ -92,7 +92,7 @@ class BitArray:
         right = hi + cap
         while left < right:
             if left & 1:
-                v = length[left] if state == _FREE else 0
+                v = length[left] if state == FREE else 0
                 best[left] = pre[left] = suf[left] = v
                 if left < cap:
                     tag[left] = state
@@ -100,7 +100,7 @@ class BitArray:
                 touched += 1
             if right & 1:
                 right -= 1
-                v = length[right] if state == _FREE else 0
+                v = length[right] if state == FREE else 0
                 best[right] = pre[right] = suf[right] = v
                 if right < cap:
                     tag[right] = state
@@ -240,7 +240,7 @@ class BitArray:
             node, lo, ln = stack.pop()
             t = self._tag[node] if node < cap else _NO_TAG
             if t != _NO_TAG:
-                if t == _FREE:
+                if t == FREE:
                     bits[lo : lo + ln] = [False] * ln
                 continue
             if node >= cap:
@@ -319,7 +319,7 @@ class BitArray:
             tag[node] = _NO_TAG
             a = 2 * node
             b = a + 1
-            if t == _FREE:
+            if t == FREE:
                 best[a] = pre[a] = suf[a] = length[a]
                 best[b] = pre[b] = suf[b] = length[b]
             else:

@@ -25,9 +25,9 @@ from typing import Any
 from mmusim.hw import MODES, ControlState, Cpu, PageTables, PhysMem, PteFlags
 from mmusim.kernel import sched
 from mmusim.kernel.body import thread_main
-from mmusim.kernel.engine import ConfigValues, Engine, PerCpu
+from mmusim.kernel.engine import Engine, PerCpu
 from mmusim.kernel.facts import fact
-from mmusim.kernel.geometry import PAGE, round_up
+from mmusim.kernel.geometry import PAGE, ConfigValues, round_up
 from mmusim.kernel.lifecycle import setup_new_thread
 from mmusim.kernel.mm import FrameAllocator
 from mmusim.kernel.policy import StackPolicy, resolve_policy

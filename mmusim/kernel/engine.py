@@ -30,7 +30,7 @@ from sortedcontainers import SortedKeyList
 
 from mmusim.hw import Cpu, PageTables, PagingMode, PhysMem
 from mmusim.kernel import runqueue
-from mmusim.kernel.geometry import PAGE, StackGeometry
+from mmusim.kernel.geometry import PAGE, ConfigValues, StackGeometry
 from mmusim.kernel.routines import KernelAssert, Point, writes
 from mmusim.kernel.spinlock import KSpinlock
 from mmusim.kernel.thread import KThread, Op, Request, StackObject
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from mmusim.kernel.policy import StackEscape, StackPolicy
     from mmusim.kernel.vmregion import VirtRegionAllocator
 
-ConfigValues = Mapping[str, bool | int | str]
 IpiHandler = Callable[["Kernel", "PerCpu", list[str]], Generator[Any, None, None]]
 SWITCHED_OUT = "switched out"  # KThread.pending while its generator sits at `yield SwitchOut`
 

@@ -56,9 +56,7 @@ answers first fit and range assignment in O(log N).
 
 from __future__ import annotations
 
-from mmusim.kernel.bitarray import ALLOCATED as _ALLOCATED
-from mmusim.kernel.bitarray import FREE as _FREE
-from mmusim.kernel.bitarray import BitArray
+from mmusim.kernel.bitarray import ALLOCATED, FREE, BitArray
 from mmusim.kernel.routines import KernelAssert
 
 __all__ = ["VirtRegionAllocator"]
@@ -97,7 +95,6 @@ class VirtRegionAllocator:
         "_base",
         "_end",
         "_page",
-        "_n",
         "_free_start",
         "_reserved_top",
         "_zephyr_free_bug",
@@ -142,9 +139,7 @@ class VirtRegionAllocator:
         self._mutant_double_alloc = mutant_double_alloc
         self._allocs = 0  # successful allocations (for the mutant)
 
-        n = size // page
-        self._n = n
-        self._bits = BitArray(n)  # bit i: the page i + 1 pages below the top of the window
+        self._bits = BitArray(size // page)  # bit i: the page i + 1 pages below the top of the window
         self._allocated = 0
 
         # virt_region_init(): the same bit ranges Zephyr's integer arithmetic computes.
@@ -158,7 +153,7 @@ class VirtRegionAllocator:
             # virt_to_bitmap_offset(VIRT_RAM_START, image) = (END - START - image) // PAGE
             boot.append(((end - base - image) // page, image_bits))
         for off, bits in boot:
-            self._bits.assign(off, off + bits, _ALLOCATED)
+            self._bits.assign(off, off + bits, ALLOCATED)
         self._boot_bits = tuple(boot)
         self._allocated = _union_length([(off, off + bits) for off, bits in boot])
 
@@ -182,7 +177,7 @@ class VirtRegionAllocator:
     @property
     def num_pages(self) -> int:
         """Bits in the bitmap (``KERNEL_VM_SIZE / PAGE``). Runtime: O(1)."""
-        return self._n
+        return self._bits.n
 
     @property
     def free_start(self) -> int:
@@ -207,7 +202,7 @@ class VirtRegionAllocator:
     @property
     def free_pages(self) -> int:
         """Number of clear bits. Runtime: O(1)."""
-        return self._n - self._allocated
+        return self._bits.n - self._allocated
 
     def bit_offset(self, addr: int) -> int:
         """Bitmap bit of the page containing ``addr`` (bit 0 = highest page). Runtime: O(1).
@@ -272,12 +267,12 @@ class VirtRegionAllocator:
             )
         num_bits = (size + align - page) // page
         # sys_bitarray_alloc(): -EINVAL for 0 bits or more bits than the array has.
-        if num_bits == 0 or num_bits > self._n:
+        if num_bits == 0 or num_bits > self._bits.n:
             return None
         offset = self._bits.first_fit(num_bits)
         if offset < 0:
             return None  # -ENOSPC: "insufficient virtual address space"
-        self._bits.assign(offset, offset + num_bits, _ALLOCATED)
+        self._bits.assign(offset, offset + num_bits, ALLOCATED)
         self._allocated += num_bits
 
         alloc_size = num_bits * page
@@ -299,7 +294,7 @@ class VirtRegionAllocator:
             elif size > 0:
                 # What the allocation still holds after the head/tail were given back.
                 first = (self._end - dest - size) // page
-                self._bits.assign(first, first + size // page, _FREE)
+                self._bits.assign(first, first + size // page, FREE)
                 self._allocated -= size // page
             return None
         if self._mutant_double_alloc and size > 0:
@@ -307,7 +302,7 @@ class VirtRegionAllocator:
             if self._allocs % 2 == 0:
                 # MUTANT (SIM_MUTANT_VA_DOUBLE_ALLOC): hand the region out, but leave it free.
                 first = (self._end - dest - size) // page
-                self._bits.assign(first, first + size // page, _FREE)
+                self._bits.assign(first, first + size // page, FREE)
                 self._allocated -= size // page
         return dest
 
@@ -329,7 +324,7 @@ class VirtRegionAllocator:
         still allocated. Runtime: O(N)."""
         problems = self._bits._check()
         bits = self._bits.materialise()
-        allocated = sum(bits[: self._n])
+        allocated = sum(bits[: self._bits.n])
         if allocated != self._allocated:
             problems.insert(0, f"allocated counter {self._allocated} != {allocated} set bits")
         for off, count in self._boot_bits:
@@ -345,7 +340,7 @@ class VirtRegionAllocator:
         return (
             f"VirtRegionAllocator(base={self._base:#x}, end={self._end:#x}, page={self._page:#x}, "
             f"free_start={self._free_start:#x}, reserved_top={self._reserved_top:#x}, "
-            f"allocated_pages={self._allocated}/{self._n})"
+            f"allocated_pages={self._allocated}/{self._bits.n})"
         )
 
     def _dump(self) -> str:
@@ -355,8 +350,8 @@ class VirtRegionAllocator:
         lines.extend(f"  [{a:#x}, {a + s:#x}) {s // self._page} pages" for a, s in runs[:50])
         if len(runs) > 50:
             lines.append(f"  ... {len(runs) - 50} more")
-        if self._n <= 1024:
-            bits = self._bits.materialise()[: self._n]
+        if self._bits.n <= 1024:
+            bits = self._bits.materialise()[: self._bits.n]
             lines.append(
                 "bitmap (bit 0 = top page first): " + "".join("1" if b else "." for b in bits)
             )
@@ -397,17 +392,17 @@ class VirtRegionAllocator:
                 f"virt_region_free: region {addr:#x} ({size:#x}) is not wholly allocated "
                 f"(double free?)"
             )
-        self._bits.assign(first, first + num_bits, _FREE, pushed=True)
+        self._bits.assign(first, first + num_bits, FREE, pushed=True)
         self._allocated -= num_bits
 
     def _bitarray_free(self, num_bits: int, offset: int) -> None:
         """``sys_bitarray_free(&bitmap, num_bits, offset)`` with its error returns. O(log N)."""
-        n = self._n
+        n = self._bits.n
         if num_bits == 0 or num_bits > n or offset >= n or offset + num_bits - 1 >= n:
             return  # -EINVAL
         if self._bits.any_free(offset, offset + num_bits):
             return  # -EFAULT
-        self._bits.assign(offset, offset + num_bits, _FREE, pushed=True)
+        self._bits.assign(offset, offset + num_bits, FREE, pushed=True)
         self._allocated -= num_bits
 
 
