@@ -87,14 +87,13 @@ def cmd_explore(args: argparse.Namespace) -> int:
     except (ScenarioError, ConfigError, ValueError) as e:
         return fail("explore", str(e))
     result, found = _search(model, args)
+    trace = to_json(model, found)
     if args.json:
-        out = to_json(model, found)
-        out["search"] = _stats_json(result)
-        print(json.dumps(out))
+        print(json.dumps({**trace, "search": _stats_json(result)}))
     else:
         _print_result(model, args, result, found)
     if args.trace is not None and found.violation is not None:
-        args.trace.write_text(json.dumps(to_json(model, found), indent=1) + "\n")
+        args.trace.write_text(json.dumps(trace, indent=1) + "\n")
         if not args.json:
             print(f"\nreplay   mmusim replay {args.trace}")
     if found.violation is not None and not args.json:
