@@ -139,7 +139,8 @@ class VirtRegionAllocator:
         self._mutant_double_alloc = mutant_double_alloc
         self._allocs = 0  # successful allocations (for the mutant)
 
-        self._bits = BitArray(size // page)  # bit i: the page i + 1 pages below the top of the window
+        # Bit i is the page i + 1 pages below the top of the window.
+        self._bits = BitArray(size // page)
         self._allocated = 0
 
         # virt_region_init(): the same bit ranges Zephyr's integer arithmetic computes.
