@@ -23,8 +23,9 @@ a module lower down may name ``Kernel`` in annotations only (``if TYPE_CHECKING:
     policy      stack policies: where a stack lives and what guards it
     stack       a thread's stack: setup_thread_stack, user access, k_thread_stack_space_get
     cleanup     how a thread ends: halt_thread and the deferred stack cleanup
-    fatal       fatal errors: reason codes, Zephyr's log, a fault while switching
-    sched       next_up, do_swap/arch_switch, the IPI handler, idle, k_sleep, k_yield
+    fatal       fatal errors: reason codes, Zephyr's log, halting the system
+    sched       next_up, z_thread_halt, z_swap and each architecture's context switch
+                (z_x86_switch, arch_swap), the IPI handler, idle, k_sleep, k_yield
     lifecycle   k_thread_create, start, join, suspend, resume
     abort       k_thread_abort
     fault       page faults: Zephyr's classification, delivery

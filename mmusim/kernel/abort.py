@@ -2,10 +2,12 @@
 
 ``k_thread_abort(t)``, holding ``_sched_spinlock``:
 
-* ``t`` dead: nothing to do;
-* ``t`` running on another CPU: mark it ABORTING, send that CPU an IPI, and wait on ``t``'s join
-  queue -- the other CPU halts ``t`` itself, in its IPI handler, where ``t`` is ``_current``;
-* otherwise ``halt_thread(t)`` here; if ``t`` is the caller, switch away for good.
+* ``t`` essential: ``k_panic()`` (mmusim: ``KernelAssert``);
+* ``t`` dead (or never created): nothing to do;
+* otherwise ``z_thread_halt(t, terminate=true)`` (``mmusim.kernel.sched``): a thread running on
+  another CPU is marked ABORTING and sent an IPI, and the caller waits on its join queue -- the
+  other CPU halts it in ``next_up``, at its next reschedule (the IPI's exit, or its own block, sleep
+  or yield); else ``halt_thread(t)`` here, and if ``t`` is the caller it switches away for good.
 
 ``halt_thread`` and the deferred stack cleanup it ends in are ``mmusim.kernel.cleanup``; a thread
 that returns from its entry, or faults, ends here too (``body.thread_main``, ``fault.page_fault``).
@@ -16,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from mmusim.kernel import cleanup, sched
-from mmusim.kernel.routines import KernelAssert, Point, writes
-from mmusim.kernel.thread import K_ESSENTIAL, KThread, ThreadState
+from mmusim.kernel import sched
+from mmusim.kernel.routines import KernelAssert
+from mmusim.kernel.thread import K_ESSENTIAL, KThread
 
 if TYPE_CHECKING:
     from mmusim.kernel.boot import Kernel
@@ -34,26 +36,4 @@ def k_thread_abort(k: Kernel, t: KThread) -> Routine:
     if t.dead or not t.generation:
         yield from k.k_spin_unlock(k.sched_lock, fn)
         return
-    elsewhere = thread_active_elsewhere(k, t)
-    if elsewhere is not None:
-        t.state |= ThreadState.ABORTING
-        yield Point(fn, f"send scheduler IPI to CPU {elsewhere}", res=writes(("ipi", elsewhere)))
-        k.send_ipi(elsewhere, "sched")
-        me = k.current
-        me.state |= ThreadState.PENDING
-        t.join_waiters.append(me)
-        me.pended_on = t
-        yield from sched.z_swap(k, fn)  # back once t has been halted over there
-        return
-    yield from cleanup.halt_thread(k, t, ThreadState.DEAD)
-    if t is k.current:
-        yield from sched.z_swap(k, fn)
-        raise AssertionError("z_thread_abort: a dead thread ran again")  # pragma: no cover
-    yield from sched.z_reschedule(k, fn)
-
-
-def thread_active_elsewhere(k: Kernel, t: KThread) -> int | None:
-    for c in k.cpus:
-        if c.id != k._cpu and c.current is t:
-            return c.id
-    return None
+    yield from sched.z_thread_halt(k, t, fn, terminate=True)

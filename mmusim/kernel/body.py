@@ -42,6 +42,7 @@ def thread_main(k: Kernel, t: KThread) -> Routine:
     yield Point(t.name, "thread entry", res=LOCAL)
     c = k.cpu
     c.running_on = t
+    sched.arch_first_entry(k, t)
     if t.options & K_USER:  # k_thread_user_mode_enter: drop to ring 3 on the thread stack
         t.cpl = 3
         c.hw.cpl = 3

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mmusim.hw import MODES, ControlState, Cpu, PageTables, PhysMem, PteFlags
-from mmusim.kernel import sched
+from mmusim.kernel import fault, sched
 from mmusim.kernel.body import thread_main
 from mmusim.kernel.engine import Engine, PerCpu
 from mmusim.kernel.facts import fact
@@ -162,7 +162,8 @@ def boot(k: Kernel, main_body: tuple[Op, ...]) -> None:
     ctl = ControlState.for_mode(mode.name, cr3=k.pt.root, wp=True, nxe=mode.has_nx)
 
     # CPUs, idle threads, main.
-    k.ipi_handler = sched.z_x86_ipi
+    k.ipi_handler = sched.z_x86_ipi  # arch_smp_init(): x86_irq_funcs
+    k.page_fault_handler = fault.page_fault  # the IDT's #PF vector
     k.cpus = []
     for i in range(k.ncpus):
         idle = KThread(f"idle {i:02d}", prio=IDLE_PRIO, is_idle=True)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from mmusim.kernel import runqueue
 from mmusim.kernel.routines import LOCAL, Point, reads, writes
 from mmusim.kernel.stack import set_stack_perms
-from mmusim.kernel.thread import KThread, MappedInfo, ThreadState, switch_ready
+from mmusim.kernel.thread import HALTING, KThread, MappedInfo, ThreadState, switch_ready
 
 if TYPE_CHECKING:
     from mmusim.kernel.boot import Kernel
@@ -43,31 +43,52 @@ SLOT = writes(("slot",))  # the deferred-cleanup slot (normally guarded by threa
 
 
 def halt_thread(k: Kernel, t: KThread, new_state: ThreadState) -> Routine:
-    """``halt_thread(t, _THREAD_DEAD)``, with ``_sched_spinlock`` held."""
+    """``halt_thread(t, new_state)`` (``kernel/sched.c``), with ``_sched_spinlock`` held and ``t``
+    running nowhere but, perhaps, here. ``new_state`` is ``_THREAD_DEAD`` or ``_THREAD_SUSPENDED``;
+    a thread already in that state is left alone, as Zephyr's ``if ((state & new_state) == 0U)``
+    does. Suspension wakes the halt queue, clears the halting bits and stops there -- no unmap;
+    death also unpends ``t``, cancels its timeout, wakes its join queue, takes back user access to
+    its stack, runs the cleanup hook, and clears the halting bits last (``clear_halting``: other
+    CPUs may spin on them)."""
     fn = "halt_thread"
-    yield Point(fn, f"{t.name}: set _THREAD_DEAD", res=LOCAL)  # under _sched_spinlock
+    if t.state & new_state:
+        return
+    dead = new_state == ThreadState.DEAD
+    yield Point(fn, f"{t.name}: set _THREAD_{new_state.name}", res=LOCAL)  # under _sched_spinlock
     t.state |= new_state
-    t.state &= ~ThreadState.ABORTING
     runqueue.dequeue(k, t)
-    if t.state & ThreadState.SLEEPING and t in k.sleepers:
-        k.sleepers.remove(t)
-    t.mbox_wait = False
-    if t.pended_on is not None:  # unpend: t may wait on someone's join queue
-        if t in t.pended_on.join_waiters:
-            t.pended_on.join_waiters.remove(t)
-        t.pended_on = None
-    yield Point(fn, f"{t.name}: wake the join queue", res=LOCAL)  # under _sched_spinlock
-    for w in t.join_waiters:
-        w.state &= ~ThreadState.PENDING
-        w.pended_on = None
-        runqueue.ready_thread(k, w)
-    t.join_waiters = []
+    if dead:
+        if t.state & ThreadState.SLEEPING and t in k.sleepers:
+            k.sleepers.remove(t)  # z_abort_thread_timeout
+        t.mbox_wait = False
+        if t.pended_on is not None:  # unpend_thread_no_timeout: t may wait on a join/halt queue
+            for queue in (t.pended_on.join_waiters, t.pended_on.halt_waiters):
+                if t in queue:
+                    queue.remove(t)
+            t.pended_on = None
+        yield Point(fn, f"{t.name}: wake the join queue", res=LOCAL)  # under _sched_spinlock
+        _unpend_all(k, t.join_waiters)
+        t.join_waiters = []
+    _unpend_all(k, t.halt_waiters)  # SMP: unpend_all(&thread->halt_queue)
+    t.halt_waiters = []
+    if not dead:
+        t.state &= ~HALTING  # clear_halting(): ABORTING too, if it was set
+        return
     if not t.exit_reason:
         t.exit_reason = "aborted"
     if t.is_user:
         yield from set_stack_perms(k, t, user=False)  # z_mem_domain_exit_thread
     if k.cfg.get("THREAD_ABORT_NEED_CLEANUP"):
         yield from k_thread_abort_cleanup(k, t)
+    t.state &= ~HALTING  # clear_halting(), last
+
+
+def _unpend_all(k: Kernel, waiters: list[KThread]) -> None:
+    """``unpend_all``: every thread waiting on the queue becomes ready."""
+    for w in waiters:
+        w.state &= ~ThreadState.PENDING
+        w.pended_on = None
+        runqueue.ready_thread(k, w)
 
 
 def _cleanup_lock(k: Kernel, fn: str) -> Routine:
@@ -134,6 +155,9 @@ def do_thread_cleanup(k: Kernel, t: KThread) -> Routine:
         return
     addr = t.stack_info.mapped.addr
     if addr is not None:
+        if k.drain_waits:  # SIM_CLEANUP_WAITS_FOR_SWITCH (not Zephyr): t may be switching out
+            yield Point("do_thread_cleanup", f"wait for {t.name} to switch out",
+                        wait=switch_ready(t), res=reads(("sh", t.name)))  # fmt: skip
         yield from k.policy.unmap_stack(k, t.stack_info.mapped)
         yield Point("do_thread_cleanup", f"{t.name}: stack_info.mapped.addr = NULL", res=SLOT)
         t.stack_info.mapped = MappedInfo(None, 0)

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from sortedcontainers import SortedKeyList
 
-from mmusim.hw import Cpu, PageTables, PagingMode, PhysMem
+from mmusim.hw import Cpu, PageTables, PagingMode, PhysMem, Trap
 from mmusim.kernel import runqueue
 from mmusim.kernel.geometry import PAGE, ConfigValues, StackGeometry
 from mmusim.kernel.routines import KernelAssert, Point, writes
 from mmusim.kernel.spinlock import KSpinlock
-from mmusim.kernel.thread import KThread, Op, Request, StackObject
+from mmusim.kernel.thread import KThread, Op, Request, StackObject, ThreadState
 
 if TYPE_CHECKING:
     from mmusim.kernel.boot import Kernel
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from mmusim.kernel.vmregion import VirtRegionAllocator
 
 IpiHandler = Callable[["Kernel", "PerCpu", list[str]], Generator[Any, None, None]]
+# The #PF vector's handler (fault.page_fault): (kernel, thread whose access faulted, trap, SP).
+FaultHandler = Callable[["Kernel", KThread, Trap, int], Generator[Any, None, None]]
 SWITCHED_OUT = "switched out"  # KThread.pending while its generator sits at `yield SwitchOut`
 
 
@@ -148,6 +150,7 @@ class Engine:
         int  # virtual pages reserved at boot (the kernel image, DEMAND_PAGING's page)
     )
     ipi_handler: IpiHandler  # the IPI vector's handler (sched.z_x86_ipi), installed at boot
+    page_fault_handler: FaultHandler  # the #PF vector's handler (fault.page_fault), likewise
 
     def __init__(
         self,
@@ -178,6 +181,12 @@ class Engine:
         self.drain_waits = bool(cfg.get("SIM_CLEANUP_WAITS_FOR_SWITCH"))
         self.shootdown = bool(cfg.get("SIM_TLB_SHOOTDOWN", True))
         self.ncpus = int(cfg.get("MP_MAX_NUM_CPUS", 1) or 1) if cfg.get("SMP") else 1
+        self.smp = bool(cfg.get("SMP"))
+        # arch_switch (x86_64 selects USE_SWITCH), else arch_swap (ia32)
+        self.use_switch = bool(cfg.get("USE_SWITCH") or cfg.get("X86_64"))
+        # SIM_TLB_EVICTION: a CPU may drop a stale TLB entry at any step (an "evict" action).
+        self.tlb_eviction = bool(cfg.get("SIM_TLB_EVICTION"))
+        self.halted: str | None = None  # why the system halted (arch_system_halt), if it did
         self.sched_lock = KSpinlock("_sched_spinlock", 1)
         self.cleanup_lock = KSpinlock("thread_cleanup_lock", 2)
         self.mm_lock = KSpinlock("z_mm_lock", 3)
@@ -245,8 +254,12 @@ class Engine:
     # -- the engine -----------------------------------------------------------------------
 
     def actions(self) -> list[tuple[int, str]]:
-        """Enabled actions: (cpu, "irq") to take a pending interrupt, (cpu, "step") to go on."""
-        out = []
+        """Enabled actions: (cpu, "irq") to take a pending interrupt, (cpu, "step") to go on, and
+        with ``SIM_TLB_EVICTION`` (cpu, "evict") to drop the CPU's stale TLB entries. None once
+        the system has halted."""
+        out: list[tuple[int, str]] = []
+        if self.halted is not None:
+            return out
         for c in self.cpus:
             # Interrupts are masked while a spinlock is held and through do_swap until the switch
             # completes (ctx != current in between): only then can a pending IPI be taken.
@@ -255,7 +268,34 @@ class Engine:
             point = c.irq_pending if c.irq is not None else c.ctx.pending
             if point is not None and point.enabled():
                 out.append((c.id, "step"))
+            if self.tlb_eviction and self.stale_tlb_pages(c):
+                out.append((c.id, "evict"))
         return out
+
+    def stale_tlb_pages(self, c: PerCpu) -> list[int]:
+        """The 4K pages CPU ``c``'s TLB translates differently from the page tables: no longer
+        mapped, mapped to another frame, or with rights taken away (ascending)."""
+        out = []
+        for e in c.hw.tlb.cached():
+            if e.page_size != PAGE:
+                continue
+            hit = self.pt.lookup(e.page)
+            if hit is None:
+                out.append(e.page)
+                continue
+            frame = hit[2] & self.pt_frame_mask & ~(hit[3] - 1)
+            pte = hit[2]
+            if frame != e.frame or (e.writable and not pte & 2) or (e.user and not pte & 4):
+                out.append(e.page)
+        return sorted(out)
+
+    def evict(self, c: PerCpu) -> list[int]:
+        """Drop CPU ``c``'s stale TLB entries, as the processor may at any time (Intel SDM vol. 3
+        section 4.10.4.1: the TLB may drop any entry); returns the pages dropped."""
+        pages = self.stale_tlb_pages(c)
+        for page in pages:
+            c.hw.tlb.invlpg(page)
+        return pages
 
     def do(self, action: tuple[int, str]) -> None:
         """Perform one action (see ``actions``), then run the invariant check if one is set."""
@@ -265,6 +305,8 @@ class Engine:
         self.steps += 1
         if kind == "irq":
             self._enter_irq(c)
+        elif kind == "evict":
+            self.evict(c)
         elif c.irq is not None:
             self._resume_irq(c)
         else:
@@ -314,12 +356,15 @@ class Engine:
         c.irq_thread = None
         if new is None or new is interrupted:
             return
-        assert interrupted is not None and interrupted.dead, (
-            "exit_irq: switching away from a live thread"
-        )
-        interrupted.switch_handle = interrupted.sp  # its context was saved at interrupt entry
-        interrupted.pending = None
-        interrupted.gen = None  # a dead thread never runs again
+        assert interrupted is not None and interrupted.state & (
+            ThreadState.DEAD | ThreadState.SUSPENDED
+        ), "exit_irq: switching away from a running thread"
+        interrupted.sp = c.hw.sp  # its context was saved at interrupt entry
+        interrupted.resume_cpl = c.hw.cpl
+        interrupted.switch_handle = interrupted.sp
+        if interrupted.dead:
+            interrupted.pending = None
+            interrupted.gen = None  # a dead thread never runs again
         c.running_on = None
         c.ctx = new
         new.pending = self._switched_in(c, new)
@@ -329,8 +374,9 @@ class Engine:
         if new.pending is SWITCHED_OUT:
             gen = new.gen
             return gen.send(None)
-        # A thread that never ran: arch_switch loads its initial context.
-        c.hw.sp, c.hw.cpl, c.running_on = new.sp, 0, new
+        # A thread that never ran (arch_switch loads its initial context), or one an interrupt
+        # switched away from (it resumes where the interrupt stopped it).
+        c.hw.sp, c.hw.cpl, c.running_on = new.sp, new.resume_cpl, new
         return new.pending
 
     def run(
@@ -381,7 +427,7 @@ class Engine:
     def wake_sleepers(self) -> bool:
         """Nothing can run: jump the clock to the first sleeper's tick and wake it (False if
         nobody sleeps on the clock)."""
-        if not self.sleepers:
+        if not self.sleepers or self.halted is not None:
             return False
         first = self.sleepers[0]
         if first.wake_tick is None:
@@ -393,6 +439,8 @@ class Engine:
 
     def check_deadlock(self) -> None:
         """At quiescence: raise ``KernelAssert`` if a CPU still waits (a deadlock)."""
+        if self.halted is not None:
+            return
         waiting = []
         for c in self.cpus:
             point = c.irq_pending if c.irq is not None else c.ctx.pending

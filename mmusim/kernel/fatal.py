@@ -2,8 +2,9 @@
 (``kernel/fatal.c``, ``arch/x86/core/fatal.c``).
 
 ``fatal_fault`` records a fault, prints Zephyr's ``>>> ZEPHYR FATAL ERROR`` lines and moves the CPU
-to its exception stack; the #PF handler (``mmusim.kernel.fault``) and ``switch_overflow`` -- a fault
-while ``arch_switch`` saves the outgoing context (``mmusim.kernel.sched``) -- both end here.
+to its exception stack; the #PF handler (``mmusim.kernel.fault``) ends here, also for a fault while
+the context switch saves the outgoing context (``mmusim.kernel.sched``). ``system_halt`` is
+``k_sys_fatal_error_handler``'s default, ``Halting system``.
 ``kernel_bug`` is a fault where the kernel cannot take one: a panic, raised as ``KernelAssert``.
 """
 
@@ -12,10 +13,8 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from mmusim.hw import Trap
-from mmusim.kernel.cleanup import halt_thread
-from mmusim.kernel.routines import KernelAssert
-from mmusim.kernel.thread import KThread, ThreadState
+from mmusim.kernel.routines import Condition, KernelAssert, Point
+from mmusim.kernel.thread import KThread
 
 if TYPE_CHECKING:
     from mmusim.kernel.boot import Kernel
@@ -34,35 +33,40 @@ REASONS = {
 }
 
 
-def switch_overflow(k: Kernel, old: KThread, trap: Trap) -> Generator[Any, None, None]:
-    """``arch_switch`` faulted saving ``old``'s context on its own stack: the stack was full (an
-    SP at ``stack_info.start`` already counts as overflowed). The fault is taken in exception
-    context (the IST on x86_64, the #DF task on ia32; mmusim: this CPU's interrupt stack) and is a
-    fatal stack overflow of ``old`` -- mmusim attributes it to ``old``, although ``_current`` is
-    already the incoming thread (a documented choice, docs/kernel.md). ``old`` is halted there, its
-    stack unmapped at once (the CPU no longer runs on it), and its switch handle published so
-    joiners go on; the switch to the incoming thread then completes."""
-    c = k.cpu
-    k.printk(f"E: Page fault at address {trap.cr2:#x} (error code {trap.error_code:#x})")
-    fatal_fault(k, old, trap.vector, trap.cr2, trap.error_code, K_ERR_STACK_CHK_FAIL, c.hw.sp)
-    old.exit_reason += " (saving its context)"
-    yield from k.k_spin_lock(k.sched_lock, "z_x86_switch_fault")
-    yield from halt_thread(k, old, ThreadState.DEAD)
-    yield from k.k_spin_unlock(k.sched_lock, "z_x86_switch_fault")
-    old.sp = c.hw.sp
-    old.switch_handle = old.sp
+def system_halt(k: Kernel, why: str) -> Generator[Any, None, None]:
+    """``k_sys_fatal_error_handler``'s default: ``Halting system`` -- ``arch_system_halt()`` stops
+    every CPU for good (``kernel/fatal.c``). The engine takes no further action."""
+    k.printk("E: Halting system")
+    k.halted = why
+    k.cpu.running_on = None
+    yield Point("arch_system_halt", "halted", wait=Condition("never: the system halted", _never))
+    raise AssertionError("arch_system_halt returned")  # pragma: no cover
+
+
+def _never() -> bool:
+    return False
 
 
 def fatal_fault(
-    k: Kernel, t: KThread, vector: int, cr2: int | None, code: int, reason: int, sp: int
+    k: Kernel,
+    t: KThread,
+    vector: int,
+    cr2: int | None,
+    code: int,
+    reason: int,
+    sp: int,
+    *,
+    faulting: KThread | None = None,
 ) -> None:
-    """Record the fault, print Zephyr's fatal-error lines, and leave the faulting stack: the
-    handler runs in exception context -- x86_64 on its IST exception stack, ia32 (#DF) on the
-    double-fault task's stack; mmusim uses the CPU's interrupt stack for both (docs/kernel.md)."""
+    """Record the fault, print Zephyr's fatal-error lines for thread ``t`` (``_current``), and
+    leave the faulting stack: the handler runs in exception context -- x86_64 on its IST exception
+    stack, ia32 (#DF) on the double-fault task's stack; mmusim uses the CPU's interrupt stack for
+    both (docs/kernel.md). ``faulting``: the thread whose access faulted, if not ``t``."""
     c = k.cpu
     k.faults.append(
         {
             "thread": t.name,
+            "faulting": (faulting or t).name,
             "cpu": c.id,
             "vector": vector,
             "cr2": cr2,

@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from mmusim.hw import DF_VECTOR, PF_VECTOR, PfErrorCode, Trap
 from mmusim.kernel.abort import k_thread_abort
-from mmusim.kernel.fatal import K_ERR_CPU_EXCEPTION, K_ERR_STACK_CHK_FAIL, fatal_fault
+from mmusim.kernel.fatal import (
+    K_ERR_CPU_EXCEPTION,
+    K_ERR_STACK_CHK_FAIL,
+    fatal_fault,
+    system_halt,
+)
 from mmusim.kernel.geometry import round_up
 from mmusim.kernel.thread import KThread
 
@@ -53,7 +58,11 @@ def check_guard_page(k: Kernel, addr: int) -> bool:
 
 
 def page_fault(k: Kernel, t: KThread, trap: Trap, sp: int) -> Generator[Any, None, None]:
-    """Deliver and handle a #PF raised by thread ``t``'s code; ends by aborting ``t``."""
+    """Deliver and handle a #PF raised by an access of thread ``t``'s (its code, or the context
+    switch saving its context); the handler judges and blames ``_current``, as Zephyr's does, and
+    ends by aborting it. The two differ only inside x86_64's ``z_x86_switch``, where ``_current``
+    is already the incoming thread: Zephyr then blames the wrong thread, and mmusim halts the
+    system (``fatal.system_halt``; docs/kernel.md)."""
     c = k.cpu
     cpl = c.hw.cpl
     vector, cr2, code = trap.vector, trap.cr2, trap.error_code
@@ -88,5 +97,11 @@ def page_fault(k: Kernel, t: KThread, trap: Trap, sp: int) -> Generator[Any, Non
     if t.escape is not None:  # the access that trapped left the stack object: judge the policy
         t.escape.outcome = reason
         t.escape = None
-    fatal_fault(k, t, vector, cr2, 0 if double else code, reason, sp)
+    blamed = k.current  # z_fatal_error(): "Current thread"
+    fatal_fault(k, blamed, vector, cr2, 0 if double else code, reason, sp, faulting=t)
+    if blamed is not t:
+        # DEVIATION(switch-fault-halts): a fault inside z_x86_switch halts the system whatever
+        # k_sys_fatal_error_handler does; a handler that returns would abort the incoming thread
+        # from the exception stack while the outgoing one never publishes its switch handle.
+        yield from system_halt(k, f"fatal error {reason} in z_x86_switch")
     yield from k_thread_abort(k, t)  # from the exception stack

@@ -126,17 +126,15 @@ def k_thread_join(k: Kernel, t: KThread) -> Generator[Any, None, int]:
 
 
 def k_thread_suspend(k: Kernel, t: KThread) -> Routine:
+    """``k_thread_suspend`` (``z_impl_k_thread_suspend``): nothing if already suspended, else
+    ``z_thread_halt(t, terminate=false)`` -- a thread running on another CPU is marked SUSPENDING
+    and halts itself there; the caller waits on its halt queue."""
     fn = "k_thread_suspend"
     yield from k.k_spin_lock(k.sched_lock, fn)
-    if any(c.current is t and c.id != k._cpu for c in k.cpus):
+    if t.state & ThreadState.SUSPENDED:
         yield from k.k_spin_unlock(k.sched_lock, fn)
-        raise KernelAssert(f"{fn}: suspending a thread running on another CPU is not modelled")
-    t.state |= ThreadState.SUSPENDED
-    runqueue.dequeue(k, t)
-    if t is k.current:
-        yield from sched.z_swap(k, fn)
-    else:
-        yield from k.k_spin_unlock(k.sched_lock, fn)
+        return
+    yield from sched.z_thread_halt(k, t, fn, terminate=False)
 
 
 def k_thread_resume(k: Kernel, t: KThread) -> Routine:

@@ -60,9 +60,28 @@ def setup_thread_stack(k: Kernel, t: KThread, stack: StackObject, size: int) -> 
     t.stack_info = StackInfo(m + rsv, (mapped.sz or obj) - rsv, 0, mapped)
     if k.cfg.get("INIT_STACKS"):
         k.mem.write(phys + rsv, bytes([STACK_FILL]) * (t.stack_info.size))
-    t.sp = t.stack_info.start + t.stack_info.size
+    arch_new_thread(k, t, t.stack_info.start + t.stack_info.size)
     if t.options & K_USER:
         yield from set_stack_perms(k, t, user=True)
+
+
+# ia32's initial frame (arch/x86/core/ia32/thread.c, struct _x86_initial_frame): the seven words
+# arch_swap pops or reads -- return value, EBP, EBX, ESI, EDI, thread_entry, EFLAGS -- then entry,
+# p1, p2, p3 for z_thread_entry. The first arch_swap return leaves ESP 20 bytes below stack_ptr.
+IA32_INITIAL_FRAME = 44
+# x86_64's (arch/x86/core/intel64/thread.c, struct x86_initial_frame): a zeroed return address.
+X86_64_INITIAL_FRAME = 8
+
+
+def arch_new_thread(k: Kernel, t: KThread, stack_ptr: int) -> None:
+    """``arch_new_thread``: write the initial frame below ``stack_ptr`` (through the stack's
+    physical memory; mmusim's frame words are zeros) and set the saved stack pointer to it
+    (``Z_STACK_PTR_TO_FRAME``)."""
+    frame = X86_64_INITIAL_FRAME if k.use_switch else IA32_INITIAL_FRAME
+    t.sp = stack_ptr - frame
+    assert t.stack is not None
+    phys = t.stack.addr - k.virt_offset + (t.sp - t.stack_extent[0])
+    k.mem.write(phys, bytes(frame))
 
 
 def set_stack_perms(k: Kernel, t: KThread, user: bool) -> Routine:

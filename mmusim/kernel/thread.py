@@ -37,6 +37,7 @@ class ThreadState(enum.IntFlag):
     SLEEPING = 1 << 8  # mmusim: waiting on the tick clock (Zephyr keeps this in the timeout)
 
 
+HALTING = ThreadState.ABORTING | ThreadState.SUSPENDING
 K_USER = 1 << 2  # thread option: user mode
 K_ESSENTIAL = 1 << 0
 K_FOREVER = -1
@@ -141,12 +142,14 @@ class KThread:
     cpu: int | None = None  # base.cpu: the CPU it runs (ran) on
     switch_handle: int | None = None  # published by arch_switch once the context is saved
     join_waiters: list[KThread] = attrs.field(factory=list)
-    pended_on: KThread | None = None  # whose join queue this thread waits on
+    halt_waiters: list[KThread] = attrs.field(factory=list)  # SMP halt_queue: k_thread_suspend
+    pended_on: KThread | None = None  # whose join (or halt) queue this thread waits on
     serial: int = 0  # order of definition (for a deterministic stand-in object address)
     wake_tick: int | None = None
     queue_seq: int = 0  # FIFO order among equal priorities (ready queue, sleepers)
     sp: int = 0
     cpl: int = 0
+    resume_cpl: int = 0  # the CPL it resumes at when switched to without arch_switch's return
     is_idle: bool = False
     generation: int = 0  # how many times this thread object was created
     exit_reason: str = ""  # "returned", "aborted", "fatal: <reason>"
@@ -166,6 +169,11 @@ class KThread:
     @property
     def dead(self) -> bool:
         return bool(self.state & ThreadState.DEAD)
+
+    @property
+    def halting(self) -> bool:
+        """``is_halting()`` (kernel/sched.c): marked ABORTING or SUSPENDING by another CPU."""
+        return bool(self.state & HALTING)
 
     def describe(self) -> str:
         return f"thread {self.name!r}"
