@@ -59,6 +59,14 @@ def add_explore_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="an extra Kconfig line, e.g. CONFIG_SIM_CLEANUP_WAITS_FOR_SWITCH=y (repeatable)",
     )
     p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="INVARIANT",
+        help="do not judge this invariant (the name its messages start with, e.g. self-unmap), "
+        "to look past a window to its consequence (repeatable)",
+    )
+    p.add_argument(
         "--no-time", action="store_true", help="leave out times and rates (reproducible output)"
     )
     p.add_argument("--max-preemptions", type=int, metavar="K", help="bound the preemptions")
@@ -112,7 +120,7 @@ def _model(args: argparse.Namespace) -> Model:
         if value is not None and value < (1 if name in ("depth", "runs") else 0):
             raise ValueError(f"--{name.replace('_', '-')}: {value} is out of range")
     extra = tuple(args.config) + (mutant_config_lines(args.mutant) if args.mutant else ())
-    return Model(args.scenario, extra, origin="--config")
+    return Model(args.scenario, extra, origin="--config", ignore=args.ignore)
 
 
 def _search(model: Model, args: argparse.Namespace) -> tuple[Result, Result]:
@@ -157,7 +165,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Replay a saved trace, checking each step; print the trace again as explore did."""
     try:
         data, steps = load_trace(args.trace)
-        model = Model(data["scenario"], data.get("config", []))
+        model = Model(data["scenario"], data.get("config", []), ignore=data.get("ignore", []))
     except (OSError, ValueError, KeyError, ScenarioError, ConfigError) as e:
         return fail("replay", str(e))
     if data.get("model") != code_fingerprint():

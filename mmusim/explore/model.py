@@ -7,7 +7,8 @@ the exploration root (the first ``record ... as "explore"`` in the scenario unde
 schedule, or the boot itself).
 
 An action is ``(cpu, kind)``: ``"step"`` resumes the CPU's current generator to its next Point;
-``"irq"`` takes a pending IPI. A step is named after the Point it resumes from, so traces name
+``"irq"`` takes a pending IPI; ``"evict"`` (``CONFIG_SIM_TLB_EVICTION``) drops the CPU's stale TLB
+entries. A step is named after the Point it resumes from, so traces name
 the routine and label they model.
 
 The fingerprint covers everything that can influence the future: each CPU's registers, TLB,
@@ -30,6 +31,7 @@ import attrs
 
 from mmusim.kconfig import Config
 from mmusim.kernel import Footprint, Kernel, KSpinlock, KThread, Op, Point, check_all
+from mmusim.kernel.invariants import INVARIANT_NAMES
 from mmusim.scenario.load import Scenario, load_scenario
 
 Action = tuple[int, str]
@@ -57,11 +59,19 @@ class Model:
 
     def __init__(
         self, scenario: Scenario | str | Path, extra_config: Sequence[str] = (), *,
-        origin: str = "--mutant",
+        origin: str = "--mutant", ignore: Sequence[str] = (),
     ) -> None:  # fmt: skip
         loaded = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         self.scenario = loaded  # as the file says (traces record its own config lines)
         self.extra_config = tuple(extra_config)
+        unknown = sorted(set(ignore) - set(INVARIANT_NAMES))
+        if unknown:
+            raise ValueError(
+                f"--ignore {unknown[0]}: no such invariant; allowed: {', '.join(INVARIANT_NAMES)}"
+            )
+        # Invariants not judged (by the name their messages start with): to look past a window
+        # to its consequence, e.g. "self-unmap" with CONFIG_SIM_TLB_EVICTION (docs/explore.md).
+        self.ignore = tuple(sorted(set(ignore)))
         self._booted = loaded.with_config(self.extra_config, origin)  # what boot() boots
         self.prefix: list[Action] = []
         self._prefix_known = False
@@ -105,6 +115,9 @@ class Model:
         if a[1] == "irq":
             ipis = ", ".join(c.pending_ipis)
             return StepInfo(a[0], "irq", c.ctx.name, "interrupt", f"take IPI ({ipis})")
+        if a[1] == "evict":
+            pages = ", ".join(f"{p:#x}" for p in k.stale_tlb_pages(c))
+            return StepInfo(a[0], "evict", c.ctx.name, "tlb", f"evict stale entries {pages}")
         p = c.irq_pending if c.irq is not None else c.ctx.pending
         who = "ISR" if c.irq is not None else c.ctx.name
         return StepInfo(a[0], "step", who, p.routine, p.label)
@@ -116,15 +129,18 @@ class Model:
         else:
             k.do(a)
 
-    @staticmethod
-    def violations(k: Kernel) -> list[str]:
-        return check_all(k)
+    def violations(self, k: Kernel) -> list[str]:
+        """The invariants ``k`` violates, less the ignored ones."""
+        out = check_all(k)
+        if self.ignore:
+            out = [m for m in out if m.split(":", 1)[0] not in self.ignore]
+        return out
 
     @staticmethod
     def footprint(k: Kernel, a: Action) -> Footprint | None:
         """(reads, writes) of the action, or None if unknown (it conflicts with everything)."""
-        if a[1] == "tick":
-            return None
+        if a[1] in ("tick", "evict"):
+            return None  # an eviction changes what this CPU's next access does: dependent
         c = k.cpus[a[0]]
         if a[1] == "irq":
             return (frozenset(), frozenset({("ipi", c.id)}))

@@ -69,6 +69,7 @@ def to_json(model: Model, result: Result) -> dict[str, Any]:
         "scenario": str(scn.path),
         "scenario_sha256": hashlib.sha256(Path(scn.path).read_bytes()).hexdigest(),
         "config": list(model.extra_config),
+        "ignore": list(model.ignore),
         "model": code_fingerprint(),
         "root_prefix": [list(a) for a in model.prefix],
         "verdict": result.verdict,
@@ -111,6 +112,7 @@ def snippet(model: Model, v: Violation) -> str:
     """A Python snippet that replays the counterexample, for a regression test."""
     rows = ",\n".join(f"    ({s.cpu}, {s.kind!r}, {s.routine + ': ' + s.label!r})" for s in v.steps)
     cfg = f", extra_config={list(model.extra_config)!r}" if model.extra_config else ""
+    cfg += f", ignore={list(model.ignore)!r}" if model.ignore else ""
     return (
         "from mmusim.explore import Model\n"
         "from mmusim.explore.trace import replay_labels\n\n"

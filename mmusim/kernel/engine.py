@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from sortedcontainers import SortedKeyList
 
-from mmusim.hw import Cpu, PageTables, PagingMode, PhysMem, Trap
+from mmusim.hw import Cpu, PageTables, PagingMode, PhysMem, PteFlags, TlbEntry, Trap
 from mmusim.kernel import runqueue
 from mmusim.kernel.geometry import PAGE, ConfigValues, StackGeometry
 from mmusim.kernel.routines import KernelAssert, Point, writes
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from mmusim.kernel.policy import StackEscape, StackPolicy
     from mmusim.kernel.vmregion import VirtRegionAllocator
 
+_RW = int(PteFlags.RW)
+_US = int(PteFlags.US)
 IpiHandler = Callable[["Kernel", "PerCpu", list[str]], Generator[Any, None, None]]
 # The #PF vector's handler (fault.page_fault): (kernel, thread whose access faulted, trap, SP).
 FaultHandler = Callable[["Kernel", KThread, Trap, int], Generator[Any, None, None]]
@@ -272,22 +274,27 @@ class Engine:
                 out.append((c.id, "evict"))
         return out
 
-    def stale_tlb_pages(self, c: PerCpu) -> list[int]:
-        """The 4K pages CPU ``c``'s TLB translates differently from the page tables: no longer
-        mapped, mapped to another frame, or with rights taken away (ascending)."""
+    def stale_tlb_entries(self, c: PerCpu) -> list[tuple[TlbEntry, str]]:
+        """CPU ``c``'s TLB entries that the page tables no longer back, each with why: the page
+        is ``"not mapped"``, mapped to another frame (``"maps 0x..."``), or with ``"fewer
+        rights"`` (write or user access taken away). In the order the TLB cached them."""
         out = []
-        for e in c.hw.tlb.cached():
-            if e.page_size != PAGE:
-                continue
+        for e in c.hw.tlb.cached():  # not Tlb.lookup: that would count a hit
             hit = self.pt.lookup(e.page)
             if hit is None:
-                out.append(e.page)
+                out.append((e, "not mapped"))
                 continue
-            frame = hit[2] & self.pt_frame_mask & ~(hit[3] - 1)
-            pte = hit[2]
-            if frame != e.frame or (e.writable and not pte & 2) or (e.user and not pte & 4):
-                out.append(e.page)
-        return sorted(out)
+            entry = hit[2]
+            frame = entry & self.pt_frame_mask & ~(hit[3] - 1)
+            if frame != e.frame:
+                out.append((e, f"maps {frame:#x}"))
+            elif (e.writable and not entry & _RW) or (e.user and not entry & _US):
+                out.append((e, "fewer rights"))
+        return out
+
+    def stale_tlb_pages(self, c: PerCpu) -> list[int]:
+        """The linear pages of CPU ``c``'s stale TLB entries (``stale_tlb_entries``), ascending."""
+        return sorted(e.page for e, _ in self.stale_tlb_entries(c))
 
     def evict(self, c: PerCpu) -> list[int]:
         """Drop CPU ``c``'s stale TLB entries, as the processor may at any time (Intel SDM vol. 3

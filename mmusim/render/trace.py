@@ -97,6 +97,7 @@ def report(
     lines.append("")
     lines.append(f"{'#':>4}  cpu  {'thread':<10} step")
     k = model.reset()
+    log_start = len(k.log)
     before = snapshot(k)
     last_cpu: int | None = None
     for i, s in enumerate(v.steps, 1):
@@ -120,13 +121,16 @@ def report(
             last_cpu = s.cpu
     lines.append(f"{'':>4}  == {v.kind} here ==")
     lines += _consequence(model, k, v, consequence_steps)
+    if k.log[log_start:]:
+        lines.append(f"{'':>4}  the console during the trace (Zephyr's log):")
+        lines += [f"{'':>4}    {line}" for line in k.log[log_start:]]
     return "\n".join(lines) + "\n"
 
 
 def _consequence(model: Model, k: Kernel, v: Violation, n: int) -> list[str]:
     """Let the CPU named in the violation run alone for a few steps, to show what follows."""
     cpu = next((c.id for c in k.cpus if f"CPU {c.id} " in v.messages[0]), None)
-    if cpu is None or v.kind != "invariant":
+    if cpu is None or v.kind != "invariant" or k.halted is not None:
         return []
     out = [f"{'':>4}  consequence: CPU {cpu} runs on alone"]
     c = k.cpus[cpu]
