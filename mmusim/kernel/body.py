@@ -99,7 +99,9 @@ def access_done(t: KThread) -> None:
 
 
 def memory_op(k: Kernel, t: KThread, op: Op) -> Routine:
-    """An op that touches memory at the thread's CPL; a fault ends in ``fault.page_fault``."""
+    """An op that touches memory at the thread's CPL; a fault ends in ``fault.page_fault``.
+    After every yield the CPU is looked up again (``k.cpu``): an interrupt that suspends the
+    thread (``k_thread_suspend`` from another CPU) may resume it on another CPU."""
     hw = k.cpu.hw
     t.escape = None
     try:
@@ -109,6 +111,7 @@ def memory_op(k: Kernel, t: KThread, op: Op) -> Routine:
             yield Point(
                 t.name, f"pop {op.n} bytes", res=touches_pages(pages_of(hw.sp, hw.sp + op.n))
             )
+            hw = k.cpu.hw
             note_escape(k, t, hw.sp, hw.sp + op.n, f"pop {op.n} bytes at {hw.sp:#x}")
             hw.pop(op.n)
             access_done(t)
@@ -154,6 +157,7 @@ def push(k: Kernel, t: KThread, n: int) -> Routine:
             f"push {chunk} bytes below {hw.sp:#x}",
             res=touches_pages(pages_of(hw.sp - chunk, hw.sp)),
         )
+        hw = k.cpu.hw
         note_escape(k, t, hw.sp - chunk, hw.sp, f"push {chunk} bytes below {hw.sp:#x}")
         hw.push(bytes([FILL]) * word)  # the first word decides this page (CR2 = SP - word)
         if chunk > word:
@@ -169,11 +173,13 @@ def call(k: Kernel, t: KThread, frame: int, probe: bool) -> Routine:
     hw = k.cpu.hw
     entry_sp = hw.sp
     yield from push(k, t, k.word)
+    hw = k.cpu.hw
     top = hw.sp
     if probe:
         while hw.sp - PAGE > top - frame:
             hw.sp -= PAGE
             yield Point(t.name, f"probe {hw.sp:#x}", res=touches_pages(pages_of(hw.sp, hw.sp + 8)))
+            hw = k.cpu.hw
             note_escape(k, t, hw.sp, hw.sp + k.word, f"probe {hw.sp:#x}")
             hw.write(hw.sp, bytes(k.word))
             access_done(t)
@@ -183,6 +189,7 @@ def call(k: Kernel, t: KThread, frame: int, probe: bool) -> Routine:
         f"write the lowest local at {hw.sp:#x}",
         res=touches_pages(pages_of(hw.sp, hw.sp + k.word)),
     )
+    hw = k.cpu.hw
     note_escape(k, t, hw.sp, hw.sp + k.word, f"write the lowest local at {hw.sp:#x}")
     hw.write(hw.sp, bytes([FILL]) * k.word)
     access_done(t)

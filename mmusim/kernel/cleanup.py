@@ -58,8 +58,11 @@ def halt_thread(k: Kernel, t: KThread, new_state: ThreadState) -> Routine:
     t.state |= new_state
     runqueue.dequeue(k, t)
     if dead:
-        if t.state & ThreadState.SLEEPING and t in k.sleepers:
-            k.sleepers.remove(t)  # z_abort_thread_timeout
+        if t.state & ThreadState.SLEEPING:  # z_abort_thread_timeout
+            if t in k.sleepers:
+                k.sleepers.remove(t)
+            t.state &= ~ThreadState.SLEEPING
+            t.wake_tick = None
         t.mbox_wait = False
         if t.pended_on is not None:  # unpend_thread_no_timeout: t may wait on a join/halt queue
             for queue in (t.pended_on.join_waiters, t.pended_on.halt_waiters):

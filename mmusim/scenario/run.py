@@ -152,7 +152,7 @@ def run_scenario(scenario: str | Path | Scenario, *, seed: Any = SCENARIO_SEED) 
 def _place_new_faults(k: Kernel, placed: list[dict[str, Any]]) -> None:
     while len(placed) < len(k.faults):
         f = dict(k.faults[len(placed)])
-        f["in"] = _place(k, f["thread"], f["cr2"])
+        f["in"] = _place(k, f.get("faulting", f["thread"]), f["cr2"])  # whose access faulted
         placed.append(f)
 
 
