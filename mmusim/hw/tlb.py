@@ -64,6 +64,8 @@ class TlbEntry:
         return f"{self.page:#x} -> {self.frame:#x} ({self.page_size // 1024}K {flags})"
 
 
+# DEVIATION(tlb-keeps-entries): a TLB keeps every entry until invlpg or a flush (hardware may
+# drop any at any time); CONFIG_SIM_TLB_EVICTION lets the kernel engine drop stale ones.
 class Tlb:
     """A translation lookaside buffer of one CPU."""
 

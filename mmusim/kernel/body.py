@@ -225,6 +225,8 @@ def address(k: Kernel, t: KThread, op: Op) -> int:
     return bases[where] + op.offset
 
 
+# DEVIATION(kernel-frames): kernel calls use no stack of their own: only the context switch's
+# accesses (sched.z_x86_switch, sched.arch_swap) touch the thread's stack inside the kernel.
 def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
     kind = op.kind
     if kind == "sleep":
@@ -250,6 +252,7 @@ def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
         )  # fmt: skip
     elif kind == "start":
         yield from lifecycle.k_thread_start(k, k.thread(op.target))
+    # DEVIATION(join-forever-only): k_thread_join is modelled with K_FOREVER only (no timeout).
     elif kind == "join":
         yield from lifecycle.k_thread_join(k, k.thread(op.target))
     elif kind == "suspend":
@@ -293,6 +296,8 @@ def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
     elif kind == "k_mem_unmap_phys_bare":
         r = take_mapping(k, op.target, "k_mem_unmap_phys_bare")
         yield from mm.k_mem_unmap_phys_bare(k, r.addr, r.size)
+    # DEVIATION(harness-mailbox): `serve` and Kernel.post are the test harness's driver (like a
+    # k_msgq and its ISR), not a Zephyr API.
     elif kind == "serve":
         yield from serve(k, t)
     elif kind == "record":

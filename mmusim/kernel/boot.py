@@ -38,6 +38,8 @@ from mmusim.kernel.vmregion import VirtRegionAllocator
 _RW = int(PteFlags.RW)
 _NX = int(PteFlags.NX)
 
+# DEVIATION(kernel-image-layout): a synthetic kernel image (text, data, a page-table pool,
+# .noinit); page-table frames from that pool; kernel mappings are not global.
 TEXT_PAGES = 8
 DATA_PAGES = 4
 IDLE_PRIO = 15  # K_LOWEST_THREAD_PRIO on a default configuration

@@ -351,6 +351,8 @@ class Engine:
         interrupt stack, so the interrupted thread's stack is not touched)."""
         kinds, c.pending_ipis = c.pending_ipis, []
         c.irq_thread = c.ctx
+        # DEVIATION(ipi-one-handler): one handler for every IPI kind, taken together; Zephyr has a
+        # vector each (z_sched_ipi, z_x86_tlb_ipi).
         c.irq = self.ipi_handler(self, c, kinds)  # type: ignore[arg-type]  # self is a Kernel
         c.irq_pending = next(c.irq)
 

@@ -79,6 +79,8 @@ def fatal_fault(
     z_fatal_error(k, t, reason)
     t.exit_reason = f"fatal: {REASONS[reason]}"
     c.hw.cpl = 0
+    # DEVIATION(exception-stack): the handler runs on the CPU's interrupt stack, for x86_64's IST
+    # exception stack and ia32's double-fault task stack alike.
     c.hw.sp = c.isr_stack
     c.running_on = None
 

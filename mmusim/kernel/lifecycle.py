@@ -40,6 +40,8 @@ def setup_new_thread(
     if k.cfg.get("THREAD_ABORT_NEED_CLEANUP"):
         yield from cleanup.k_thread_abort_cleanup_check_reuse(k, t)
     if t.generation and not t.dead:
+        # DEVIATION(create-live-object-asserts): Zephyr checks a live thread object only for user
+        # callers (syscall verification); mmusim asserts for every caller.
         raise KernelAssert(f"{fn}: thread object {t.name!r} is still in use (not dead)")
     if t.generation and t.switch_handle is None:
         # Dead, but its CPU has not finished arch_switch: its context is still being saved.

@@ -81,6 +81,8 @@ def next_up(k: Kernel, c: PerCpu) -> Generator[Any, None, KThread]:
     if k.smp and cur.halting:
         aborting = cur.state & ThreadState.ABORTING
         yield from halt_thread(k, cur, ThreadState.DEAD if aborting else ThreadState.SUSPENDED)
+    # DEVIATION(scheduling-simplified): priorities and FIFO among equals as Zephyr's, but no time
+    # slicing, no CPU masks, no meta-IRQs, no swap_ok tie rule; see docs/kernel.md.
     best = k.ready[0] if k.ready else None
     if not cur.is_idle and runqueue.runnable(cur) and (best is None or cur.prio <= best.prio):
         return cur
@@ -214,6 +216,8 @@ def arch_swap(k: Kernel, old: KThread, new: KThread) -> Routine:
             "arch_swap: an overflowed thread ran again"
         ) from None  # pragma: no cover
     old.sp = c.hw.sp  # callee_saved.esp
+    # DEVIATION(ia32-switch-handle): ia32 (no USE_SWITCH) has no switch handles; mmusim sets one
+    # once the context is saved, so k_thread_join's wait works on every board.
     old.switch_handle = old.sp  # (ia32 has no switch handles; kept for the join's wait)
     _set_current(k, c, new)  # _kernel.current = ready_q.cache
     if runqueue.runnable(old) and not old.is_idle:
@@ -334,6 +338,8 @@ def z_x86_ipi(k: Kernel, c: PerCpu, kinds: list[str]) -> Generator[Any, None, No
                 t.state &= ~ThreadState.PENDING
                 runqueue.ready_thread(k, t)
         yield from k.k_spin_unlock(k.sched_lock, "mbox_isr")
+    # DEVIATION(irq-exit-no-preemption): at the interrupt's exit mmusim switches threads only if
+    # next_up() halted _current; Zephyr's z_get_next_switch_handle() may also preempt it.
     if "sched" in kinds:
         # z_sched_ipi; at the interrupt's exit z_get_next_switch_handle() calls next_up(), which
         # halts _current if another CPU marked it ABORTING or SUSPENDING. mmusim switches threads

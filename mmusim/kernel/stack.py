@@ -48,6 +48,9 @@ def setup_thread_stack(k: Kernel, t: KThread, stack: StackObject, size: int) -> 
     user_capable = stack.user_capable and geo.userspace
     obj = geo.obj_len(size, user_capable)
     rsv = geo.reserved(user_capable)
+    # DEVIATION(alias-phys-address): the alias maps stack_obj - virt_offset; Zephyr passes the
+    # object's virtual address as the physical one (right only when identity-mapped).
+    # DEVIATION(stack-delta-zero): stack_info.delta is 0: no TLS, local data or random offset.
     phys = stack.addr - k.virt_offset
     mapped = yield from k.policy.map_stack(k, t, stack, obj)
     if k.policy.remaps and mapped.addr is None:

@@ -34,6 +34,9 @@ class ThreadState(enum.IntFlag):
     ABORTING = 1 << 5
     SUSPENDING = 1 << 6
     QUEUED = 1 << 7
+    # DEVIATION(sleeping-bit): a thread on the tick clock has mmusim's own SLEEPING bit; newer
+    # Zephyr marks it _THREAD_SUSPENDED with a timeout (z_tick_sleep), so k_thread_suspend of a
+    # sleeping thread is a no-op there and suspends it here.
     SLEEPING = 1 << 8  # mmusim: waiting on the tick clock (Zephyr keeps this in the timeout)
 
 

@@ -62,6 +62,8 @@ from mmusim.kernel.routines import KernelAssert
 __all__ = ["VirtRegionAllocator"]
 
 
+# DEVIATION(virt-region-free-bits): virt_region_alloc's failure path frees the right number of
+# bits; Zephyr passes a byte count (zephyr_free_bug=True reproduces it).
 class VirtRegionAllocator:
     """Zephyr's ``virt_region_alloc`` / ``virt_region_free`` over one kernel VM window.
 
