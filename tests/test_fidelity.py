@@ -6,6 +6,7 @@ complete search by the explorer; docs/fidelity.md cites the Zephyr functions.
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -166,3 +167,49 @@ def test_with_eviction_and_the_fix_the_complete_search_passes() -> None:
 def test_ignore_names_are_checked() -> None:
     with pytest.raises(ValueError, match="no such invariant"):
         Model(RACES / "race_self_abort.toml", ignore=("self-unmapp",))
+
+
+# -- the ledger ------------------------------------------------------------------------------------
+
+ROOT = BUNDLED_DIR.parent.parent
+_MARKER = re.compile(r"#\s*DEVIATION\(([a-z0-9-]+)\):\s*\S")
+_ROW = re.compile(r"^\| `([a-z0-9-]+)` \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$")
+
+
+def _markers() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "mmusim").rglob("*.py")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            for m in _MARKER.finditer(line):
+                out.setdefault(m.group(1), []).append(f"{path.relative_to(ROOT)}:{n}")
+    return out
+
+
+def _ledger() -> dict[str, tuple[str, str, str]]:
+    text = (ROOT / "docs" / "fidelity.md").read_text()
+    section = text.split("## Deviations", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        m = _ROW.match(line)
+        if m:
+            assert m.group(1) not in rows, f"{m.group(1)} is listed twice"
+            rows[m.group(1)] = (m.group(2).strip(), m.group(3).strip(), m.group(4).strip())
+    return rows
+
+
+def test_every_deviation_marker_is_in_the_ledger_and_back() -> None:
+    markers, ledger = _markers(), _ledger()
+    assert len(markers) >= 10 and len(ledger) >= 10  # the parsers found something
+    missing = {name: where for name, where in markers.items() if name not in ledger}
+    stale = sorted(set(ledger) - set(markers))
+    assert not missing, f"marked in the code, not in docs/fidelity.md: {missing}"
+    assert not stale, f"in docs/fidelity.md, marked nowhere in mmusim/: {stale}"
+    for name, (what, why, knob) in ledger.items():
+        assert len(what) > 20 and len(why) > 20 and knob, name
+
+
+def test_the_ledger_parsers_see_a_marker_and_a_row() -> None:
+    # The check above must be able to fail: its patterns match the forms they look for.
+    assert _MARKER.search("    # DEVIATION(some-name): what and why")
+    assert not _MARKER.search("    # DEVIATION: no name")
+    assert _ROW.match("| `some-name` | what | why | none |")
