@@ -37,11 +37,13 @@ from mmusim.kernel.thread import KThread, Op, Request, StackObject
 
 if TYPE_CHECKING:
     from mmusim.kernel.boot import Kernel
+    from mmusim.kernel.domain import MemDomains
     from mmusim.kernel.mm import FrameAllocator
     from mmusim.kernel.policy import StackEscape, StackPolicy
     from mmusim.kernel.vmregion import VirtRegionAllocator
 
 IpiHandler = Callable[["Kernel", "PerCpu", list[str]], Generator[Any, None, None]]
+PageTableSwitch = Callable[["Kernel", "PerCpu", KThread], None]
 SWITCHED_OUT = "switched out"  # KThread.pending while its generator sits at `yield SwitchOut`
 
 
@@ -148,6 +150,10 @@ class Engine:
         int  # virtual pages reserved at boot (the kernel image, DEMAND_PAGING's page)
     )
     ipi_handler: IpiHandler  # the IPI vector's handler (sched.z_x86_ipi), installed at boot
+    # Called when a CPU resumes a thread, before it runs (domain.z_x86_swap_update_page_tables,
+    # which Zephyr's __resume calls), installed at boot.
+    update_page_tables: PageTableSwitch
+    md: MemDomains | None  # memory domains (mmusim.kernel.domain); None without USERSPACE
 
     def __init__(
         self,
@@ -200,6 +206,7 @@ class Engine:
         self.ipis: dict[str, int] = {"sched": 0, "tlb": 0, "mbox": 0}  # IPIs sent, by kind
         self.check = check
         self._cpu = 0
+        self.md = None
 
     # -- the CPU a routine runs on -------------------------------------------------------
 
@@ -217,6 +224,20 @@ class Engine:
     def pending_shootdowns(self) -> int:
         """TLB shootdown IPIs sent whose flush has not happened yet, on all CPUs."""
         return sum(c.shootdowns_pending for c in self.cpus)
+
+    def all_ptables(self) -> list[PageTables]:
+        """Every set of page tables a kernel mapping goes to (``range_map``): each domain's with
+        tables of its own (``x86_domain_list``), then the kernel's."""
+        if self.md is None or not self.md.x86_domain_list:
+            return [self.pt]
+        return [*(d.ptables for d in self.md.x86_domain_list if d.ptables), self.pt]
+
+    def ptables_at(self, cr3: int) -> PageTables:
+        """The page tables rooted at ``cr3`` (a CPU's CR3)."""
+        for pt in self.all_ptables():
+            if pt.root == cr3:
+                return pt
+        raise KernelAssert(f"ptables_at: CR3 {cr3:#x} is no kernel or domain page table")
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -313,6 +334,11 @@ class Engine:
         interrupted = c.irq_thread
         c.irq_thread = None
         if new is None or new is interrupted:
+            # Zephyr's z_x86_tlb_ipi reloads CR3 with _current's tables: a thread moved to
+            # another domain while it ran here switches tables now.
+            # DEVIATION(cr3-on-irq-exit): CR3 is reloaded for the resumed thread on return from any IPI; Zephyr reloads it in z_x86_tlb_ipi only.
+            if interrupted is not None:
+                self.update_page_tables(self, c, interrupted)  # type: ignore[arg-type]
             return
         assert interrupted is not None and interrupted.dead, (
             "exit_irq: switching away from a live thread"
@@ -325,7 +351,9 @@ class Engine:
         new.pending = self._switched_in(c, new)
 
     def _switched_in(self, c: PerCpu, new: KThread) -> Any:
-        """CPU ``c`` switched to ``new``: the point ``new`` waits at."""
+        """CPU ``c`` switched to ``new``: the point ``new`` waits at. First ``new``'s page tables
+        are loaded, as Zephyr's ``__resume`` does before it restores the context."""
+        self.update_page_tables(self, c, new)  # type: ignore[arg-type]  # self is a Kernel
         if new.pending is SWITCHED_OUT:
             gen = new.gen
             return gen.send(None)
