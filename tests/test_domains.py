@@ -349,3 +349,16 @@ main = [ { op = "mem_domain_add_thread", domain = "default", thread = "main" } ]
 def test_the_base_domain_scenario_loads_and_runs(tmp_file: TmpFile) -> None:
     r = run_scenario(tmp_file("d.toml", BASE))
     assert r.verdict == "pass", (r.failures, r.error)
+
+
+def test_legacy_guard_is_set_in_every_domains_tables() -> None:
+    """Without mapped stacks, z_x86_set_stack_guard goes through range_map: a domain created
+    before the thread gets the read-only guard page too."""
+    main = (Op("mem_domain_init", domain="A"),
+            Op("create", target="t", stack="sa", label="wait", prio=-1, n=K_FOREVER))  # fmt: skip
+    k = _kernel(main, THREAD_STACK_MEM_MAPPED=False, THREAD_ABORT_NEED_CLEANUP=False)
+    k.run()
+    assert k.md is not None
+    a = k.md.by_name["A"].ptables
+    guard = k.stacks["sa"].addr
+    assert a is not None and a.lookup(guard)[2] & 0x2 == 0 == k.pt.lookup(guard)[2] & 0x2  # type: ignore[index]
