@@ -31,7 +31,13 @@ from mmusim.mutants import MUTANTS, mutant_config_lines
 from mmusim.scenario import BUNDLED_DIR, Scenario, bundled_scenarios, load_scenario, run_scenario
 
 EXPLORE_DIR = BUNDLED_DIR / "explore"
-SCENARIOS = ("race_self_abort", "race_ipi_abort", "race_reuse", "race_stale_tlb")
+SCENARIOS = (
+    "race_self_abort",
+    "race_ipi_abort",
+    "race_reuse",
+    "race_stale_tlb",
+    "race_abort_blocked",
+)
 BUDGET: tuple[int | None, ...] = (None, *range(10))  # round robin, then seeds 0..9
 
 

@@ -162,7 +162,7 @@ class Model:
             parts += [
                 c.id, c.current.name, c.ctx.name, c.hw.sp, c.hw.cpl, tuple(c.pending_ipis),
                 tuple(lock.name for lock in c.held),
-                c.running_on.name if c.running_on else None,
+                c.running_on.name if c.running_on else None, c.hw.ctl.cr3,
                 tuple((e.page, e.frame, e.rights, e.global_) for e in c.hw.tlb.entries()),
             ]  # fmt: skip
             if c.irq is not None:
@@ -171,7 +171,8 @@ class Model:
             info = t.stack_info
             parts += [t.name, int(t.state), info.start, info.size, info.mapped.addr, info.mapped.sz,
                       t.switch_handle, t.sp, t.cpl, t.exit_reason, t.generation, t.wake_tick,
-                      tuple(w.name for w in t.join_waiters)]  # fmt: skip
+                      tuple(w.name for w in t.join_waiters),
+                      t.mem_domain.name if t.mem_domain else None]  # fmt: skip
             if t.gen is not None:
                 _frames(t.gen, parts)
             else:
@@ -187,9 +188,15 @@ class Model:
             tuple((n, tuple(map(repr, v))) for n, v in sorted(k.facts.items())),
             tuple(tuple(sorted(f.items())) for f in k.faults), len(k.log),
         ]  # fmt: skip
+        md = k.md
+        if md is not None:  # memory domains: partitions, their lock, the common table's cache
+            parts += [(n, tuple(p.name if p else None for p in d.partitions))
+                      for n, d in md.by_name.items()]  # fmt: skip
+            parts += [md.lock.holder, md.current_domain.name if md.current_domain else None,
+                      md.current_stack]  # fmt: skip
         h = hashlib.blake2b(repr(parts).encode(), digest_size=16)
         frames = k.mem._frames
-        for pa in k.pt.table_frames:
+        for pa in (f for pt in k.all_ptables() for f in pt.table_frames):
             frame = frames.get(pa >> 12)
             if frame is not None:
                 h.update(frame)

@@ -22,6 +22,7 @@ a module lower down may name ``Kernel`` in annotations only (``if TYPE_CHECKING:
     mm          page frames, arch_mem_map/unmap, TLB shootdown, k_mem_map, k_mem_map_phys_guard
     policy      stack policies: where a stack lives and what guards it
     stack       a thread's stack: setup_thread_stack, user access, k_thread_stack_space_get
+    domain      memory domains: k_mem_domain_*, per-domain page tables, the CR3 switch
     cleanup     how a thread ends: halt_thread and the deferred stack cleanup
     fatal       fatal errors: reason codes, Zephyr's log, halting the system
     sched       next_up, z_thread_halt, z_swap and each architecture's context switch
@@ -31,11 +32,13 @@ a module lower down may name ``Kernel`` in annotations only (``if TYPE_CHECKING:
     fault       page faults: Zephyr's classification, delivery
     facts       named facts of a state (what scenarios record and expect)
     body        thread bodies, run on their real stacks through the MMU
+    isolation   the memory-domain invariants: every domain's tables, CR3, user access
     invariants  kernel-wide invariants, as functions
     boot        boot(), and Kernel: an Engine booted from a configuration
 """
 
 from mmusim.kernel.boot import Kernel
+from mmusim.kernel.domain import K_MEM_PARTITION_ATTRS, KMemDomain, KMemPartition
 from mmusim.kernel.engine import Engine, PerCpu, Region
 from mmusim.kernel.facts import fact, thread_state_name
 from mmusim.kernel.fatal import K_ERR_CPU_EXCEPTION, K_ERR_STACK_CHK_FAIL, REASONS
@@ -84,6 +87,7 @@ __all__ = [
     "K_ERR_STACK_CHK_FAIL",
     "K_ESSENTIAL",
     "K_FOREVER",
+    "K_MEM_PARTITION_ATTRS",
     "K_MEM_MAP_UNINIT",
     "K_MEM_PERM_EXEC",
     "K_MEM_PERM_RW",
@@ -96,6 +100,8 @@ __all__ = [
     "Engine",
     "Footprint",
     "InvariantViolation",
+    "KMemDomain",
+    "KMemPartition",
     "KSpinlock",
     "KThread",
     "Kernel",

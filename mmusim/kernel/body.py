@@ -17,7 +17,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from mmusim.hw import Trap
-from mmusim.kernel import abort, fault, lifecycle, mm, sched
+from mmusim.kernel import abort, domain, fault, lifecycle, mm, sched
 from mmusim.kernel.engine import Region
 from mmusim.kernel.facts import fact
 from mmusim.kernel.geometry import PAGE
@@ -34,7 +34,8 @@ FILL = 0x5A  # what pushes write: recognisable in a memory dump
 _KERNEL_OPS = {
     "sleep", "yield", "abort_self", "abort", "create", "start", "join", "suspend", "resume",
     "k_mem_map", "k_mem_unmap", "record", "return", "exhaust", "unmap_all",
-    "k_mem_map_phys_bare", "k_mem_unmap_phys_bare", "serve",
+    "k_mem_map_phys_bare", "k_mem_unmap_phys_bare", "serve", "mem_domain_init",
+    "mem_domain_add_partition", "mem_domain_remove_partition", "mem_domain_add_thread",
 }  # fmt: skip
 
 
@@ -44,6 +45,8 @@ def thread_main(k: Kernel, t: KThread) -> Routine:
     c.running_on = t
     sched.arch_first_entry(k, t)
     if t.options & K_USER:  # k_thread_user_mode_enter: drop to ring 3 on the thread stack
+        yield from domain.z_x86_current_stack_perms(k, t)  # from z_x86_userspace_enter
+        c = k.cpu
         t.cpl = 3
         c.hw.cpl = 3
     yield from run_ops(k, t, t.body)
@@ -300,6 +303,8 @@ def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
     # k_msgq and its ISR), not a Zephyr API.
     elif kind == "serve":
         yield from serve(k, t)
+    elif kind.startswith("mem_domain_"):
+        yield from domain_op(k, op)
     elif kind == "record":
         yield Point(t.name, f"record {op.target}")
         k.record(op.label or op.target, fact(k, op.target))
@@ -307,6 +312,30 @@ def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
         raise KernelAssert(f"run_ops: unknown kernel op {kind!r}")
     if t.dead:
         raise AssertionError(f"{t.name} ran after it died")  # pragma: no cover
+
+
+def domain_op(k: Kernel, op: Op) -> Routine:
+    """The ``mem_domain_*`` ops: ``k_mem_domain_init``, ``k_mem_domain_add_partition``,
+    ``k_mem_domain_remove_partition``, ``k_mem_domain_add_thread`` (``mmusim.kernel.domain``)."""
+    fn = "k_" + op.kind
+    if k.md is None:
+        raise KernelAssert(f"{fn}: memory domains need CONFIG_USERSPACE")
+    parts = []
+    for name in op.parts:
+        part = k.md.partitions.get(name)
+        if part is None:
+            raise KernelAssert(f"{fn}: no partition named {name!r} (line {op.line})")
+        parts.append(part)
+    if op.kind == "mem_domain_init":
+        yield from domain.k_mem_domain_init(k, op.domain, parts)
+    elif op.kind == "mem_domain_add_partition":
+        yield from domain.k_mem_domain_add_partition(k, op.domain, parts[0])
+    elif op.kind == "mem_domain_remove_partition":
+        yield from domain.k_mem_domain_remove_partition(k, op.domain, parts[0])
+    elif op.kind == "mem_domain_add_thread":
+        yield from domain.k_mem_domain_add_thread(k, op.domain, k.thread(op.target))
+    else:  # pragma: no cover
+        raise KernelAssert(f"run_ops: unknown kernel op {op.kind!r}")
 
 
 def take_mapping(k: Kernel, name: str, fn: str) -> Region:

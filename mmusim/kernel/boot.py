@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mmusim.hw import MODES, ControlState, Cpu, PageTables, PhysMem, PteFlags
-from mmusim.kernel import fault, sched
+from mmusim.kernel import domain, fault, sched
 from mmusim.kernel.body import thread_main
 from mmusim.kernel.engine import Engine, PerCpu
 from mmusim.kernel.facts import fact
@@ -60,7 +60,8 @@ class Kernel(Engine):
     statically defined stack objects; ``main_body`` what the main thread runs and ``bodies`` the
     bodies other threads are created with (by name); ``check(kernel)`` runs after every step (e.g.
     ``invariants.assert_invariants``); ``policy`` a stack policy (instance or class) instead of the
-    one Kconfig selects (``mmusim.kernel.policy``).
+    one Kconfig selects (``mmusim.kernel.policy``); ``partitions`` the memory partitions a test
+    defines (``K_MEM_PARTITION_DEFINE``), for its ``mem_domain_*`` ops (``mmusim.kernel.domain``).
     """
 
     def __init__(
@@ -72,18 +73,21 @@ class Kernel(Engine):
         bodies: Mapping[str, tuple[Op, ...]] | None = None,
         check: Callable[[Kernel], None] | None = None,
         policy: StackPolicy | type[StackPolicy] | None = None,
+        partitions: tuple[domain.KMemPartition, ...] = (),
     ) -> None:
         super().__init__(
             cfg, policy=resolve_policy(cfg, policy), stacks=stacks, bodies=bodies, check=check
         )
-        boot(self, main_body)
+        boot(self, main_body, partitions)
 
     def fact(self, what: str) -> Any:
         """A named fact of the current state (``mmusim.kernel.facts``)."""
         return fact(self, what)
 
 
-def boot(k: Kernel, main_body: tuple[Op, ...]) -> None:
+def boot(
+    k: Kernel, main_body: tuple[Op, ...], partitions: tuple[domain.KMemPartition, ...] = ()
+) -> None:
     """Lay out RAM and the kernel image, build the page tables, start the CPUs with their idle
     threads, and make ``main`` (running ``main_body``) current on CPU 0."""
     cfg = k.cfg
@@ -162,6 +166,10 @@ def boot(k: Kernel, main_body: tuple[Op, ...]) -> None:
     )  # fmt: skip
     k.vm_reserved_pages = k.vm.allocated_pages
     ctl = ControlState.for_mode(mode.name, cr3=k.pt.root, wp=True, nxe=mode.has_nx)
+
+    # Memory domains (USERSPACE): k_mem_domain_default, on the kernel's tables.
+    domain.init_mem_domain_module(k, partitions)
+    k.update_page_tables = domain.z_x86_swap_update_page_tables
 
     # CPUs, idle threads, main.
     k.ipi_handler = sched.z_x86_ipi  # arch_smp_init(): x86_irq_funcs

@@ -31,8 +31,8 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from mmusim.kernel import runqueue
+from mmusim.kernel.domain import z_mem_domain_exit_thread
 from mmusim.kernel.routines import LOCAL, Point, reads, writes
-from mmusim.kernel.stack import set_stack_perms
 from mmusim.kernel.thread import HALTING, KThread, MappedInfo, ThreadState, switch_ready
 
 if TYPE_CHECKING:
@@ -79,8 +79,7 @@ def halt_thread(k: Kernel, t: KThread, new_state: ThreadState) -> Routine:
         return
     if not t.exit_reason:
         t.exit_reason = "aborted"
-    if t.is_user:
-        yield from set_stack_perms(k, t, user=False)  # z_mem_domain_exit_thread
+    yield from z_mem_domain_exit_thread(k, t)  # a user thread's stack loses its user access
     if k.cfg.get("THREAD_ABORT_NEED_CLEANUP"):
         yield from k_thread_abort_cleanup(k, t)
     t.state &= ~HALTING  # clear_halting(), last

@@ -37,6 +37,7 @@ from mmusim.kernel.thread import KThread, Op, Request, StackObject, ThreadState
 
 if TYPE_CHECKING:
     from mmusim.kernel.boot import Kernel
+    from mmusim.kernel.domain import MemDomains
     from mmusim.kernel.mm import FrameAllocator
     from mmusim.kernel.policy import StackEscape, StackPolicy
     from mmusim.kernel.vmregion import VirtRegionAllocator
@@ -46,6 +47,7 @@ _US = int(PteFlags.US)
 IpiHandler = Callable[["Kernel", "PerCpu", list[str]], Generator[Any, None, None]]
 # The #PF vector's handler (fault.page_fault): (kernel, thread whose access faulted, trap, SP).
 FaultHandler = Callable[["Kernel", KThread, Trap, int], Generator[Any, None, None]]
+PageTableSwitch = Callable[["Kernel", "PerCpu", KThread], None]
 SWITCHED_OUT = "switched out"  # KThread.pending while its generator sits at `yield SwitchOut`
 
 
@@ -153,6 +155,10 @@ class Engine:
     )
     ipi_handler: IpiHandler  # the IPI vector's handler (sched.z_x86_ipi), installed at boot
     page_fault_handler: FaultHandler  # the #PF vector's handler (fault.page_fault), likewise
+    # Called when a CPU resumes a thread, before it runs (domain.z_x86_swap_update_page_tables,
+    # which Zephyr's __resume calls), installed at boot.
+    update_page_tables: PageTableSwitch
+    md: MemDomains | None  # memory domains (mmusim.kernel.domain); None without USERSPACE
 
     def __init__(
         self,
@@ -211,6 +217,7 @@ class Engine:
         self.ipis: dict[str, int] = {"sched": 0, "tlb": 0, "mbox": 0}  # IPIs sent, by kind
         self.check = check
         self._cpu = 0
+        self.md = None
 
     # -- the CPU a routine runs on -------------------------------------------------------
 
@@ -228,6 +235,20 @@ class Engine:
     def pending_shootdowns(self) -> int:
         """TLB shootdown IPIs sent whose flush has not happened yet, on all CPUs."""
         return sum(c.shootdowns_pending for c in self.cpus)
+
+    def all_ptables(self) -> list[PageTables]:
+        """Every set of page tables a kernel mapping goes to (``range_map``): each domain's with
+        tables of its own (``x86_domain_list``), then the kernel's."""
+        if self.md is None or not self.md.x86_domain_list:
+            return [self.pt]
+        return [*(d.ptables for d in self.md.x86_domain_list if d.ptables), self.pt]
+
+    def ptables_at(self, cr3: int) -> PageTables:
+        """The page tables rooted at ``cr3`` (a CPU's CR3)."""
+        for pt in self.all_ptables():
+            if pt.root == cr3:
+                return pt
+        raise KernelAssert(f"ptables_at: CR3 {cr3:#x} is no kernel or domain page table")
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -277,10 +298,12 @@ class Engine:
     def stale_tlb_entries(self, c: PerCpu) -> list[tuple[TlbEntry, str]]:
         """CPU ``c``'s TLB entries that the page tables no longer back, each with why: the page
         is ``"not mapped"``, mapped to another frame (``"maps 0x..."``), or with ``"fewer
-        rights"`` (write or user access taken away). In the order the TLB cached them."""
+        rights"`` (write or user access taken away), judged against the tables in the CPU's CR3.
+        In the order the TLB cached them."""
         out = []
+        pt = self.ptables_at(c.hw.ctl.cr3)  # the tables this CPU walks
         for e in c.hw.tlb.cached():  # not Tlb.lookup: that would count a hit
-            hit = self.pt.lookup(e.page)
+            hit = pt.lookup(e.page)
             if hit is None:
                 out.append((e, "not mapped"))
                 continue
@@ -364,6 +387,12 @@ class Engine:
         interrupted = c.irq_thread
         c.irq_thread = None
         if new is None or new is interrupted:
+            # Zephyr's z_x86_tlb_ipi reloads CR3 with _current's tables: a thread moved to
+            # another domain while it ran here switches tables now.
+            # DEVIATION(cr3-on-irq-exit): CR3 is reloaded for the resumed thread on return from
+            # any IPI; Zephyr reloads it in z_x86_tlb_ipi only.
+            if interrupted is not None:
+                self.update_page_tables(self, c, interrupted)  # type: ignore[arg-type]
             return
         assert interrupted is not None and interrupted.state & (
             ThreadState.DEAD | ThreadState.SUSPENDED
@@ -379,7 +408,9 @@ class Engine:
         new.pending = self._switched_in(c, new)
 
     def _switched_in(self, c: PerCpu, new: KThread) -> Any:
-        """CPU ``c`` switched to ``new``: the point ``new`` waits at."""
+        """CPU ``c`` switched to ``new``: the point ``new`` waits at. First ``new``'s page tables
+        are loaded, as Zephyr's ``__resume`` does before it restores the context."""
+        self.update_page_tables(self, c, new)  # type: ignore[arg-type]  # self is a Kernel
         if new.pending is SWITCHED_OUT:
             gen = new.gen
             return gen.send(None)

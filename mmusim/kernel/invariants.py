@@ -12,12 +12,21 @@ and say so. Every check is a function of the state alone. ``QUIESCENT_CHECKS`` (
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mmusim.hw import PteFlags
 from mmusim.kernel.fatal import REASONS
 from mmusim.kernel.geometry import PAGE
+from mmusim.kernel.isolation import (
+    check_cr3,
+    check_domain_tables,
+    check_domain_tables_full,
+    domain_name,
+    domain_tables,
+    user_ok,
+)
 from mmusim.kernel.routines import Point
 from mmusim.kernel.stack import k_thread_stack_space_get
 from mmusim.kernel.thread import EINVAL
@@ -318,7 +327,8 @@ def check_space_query(k: Kernel) -> list[str]:
 def check_locks(k: Kernel) -> list[str]:
     """Every spinlock has at most one holder, and each CPU's held list matches the holders."""
     out: list[str] = []
-    for lock in (k.sched_lock, k.cleanup_lock, k.mm_lock):
+    locks = [k.sched_lock, k.cleanup_lock, k.mm_lock] + ([k.md.lock] if k.md else [])
+    for lock in locks:
         holders = [c.id for c in k.cpus if lock in c.held]
         if len(holders) > 1:
             out.append(f"locks: {lock.name} held by CPUs {holders}")
@@ -328,20 +338,30 @@ def check_locks(k: Kernel) -> list[str]:
 
 
 def check_user_perms(k: Kernel) -> list[str]:
-    """(11) Guards and privilege stacks are never user-accessible; a dead thread's stack is not."""
+    """(11) Guards and privilege stacks are never user-accessible; a dead thread's stack is not.
+    With memory domains, in every set of page tables: a user-accessible page of a stack or of a
+    partition is one the tables' domain grants -- a live user thread of that domain runs on it,
+    or a partition of that domain with user access holds it (common table: the stack and the
+    domain last applied on a switch) -- or a ``K_MEM_PERM_USER`` mapping."""
     out: list[str] = []
+    md = k.md
+    tables = [(k.pt, None)] if md is None else domain_tables(k)
+    pages: dict[int, str] = {}  # candidate page -> what it is, for messages
     for t in k.threads.values():
         m = t.stack_info.mapped
-        if m.addr is None or not t.generation:
-            continue
-        lo, hi = t.stack_info.start, t.stack_info.start + t.stack_info.size
-        for va in range(m.addr, m.addr + m.sz, PAGE):
-            hit = k.pt.lookup(va)
-            if hit is None or not hit[2] & _US:
+        if m.addr is not None and t.generation:
+            pages.update((va, t.name) for va in range(m.addr, m.addr + m.sz, PAGE))
+    if md is not None:
+        for p in md.partitions.values():
+            lo = p.start - p.start % PAGE
+            pages.update((va, f"partition {p.name}") for va in range(lo, p.end, PAGE))
+    for pt, d in tables:
+        for va, what in pages.items():
+            hit = pt.lookup(va)
+            if hit is None or not hit[2] & _US or user_ok(k, d, va):
                 continue
-            dead = t.dead and k.sched_lock.holder is None  # halt_thread resets them under the lock
-            if not (t.is_user and not dead and lo <= va < hi):
-                out.append(f"user: {t.name}: page {va:#x} is user-accessible")
+            where = f" in the page tables of domain {domain_name(d)}" if len(tables) > 1 else ""
+            out.append(f"user: {what}: page {va:#x} is user-accessible{where}")
     return out
 
 
@@ -461,17 +481,22 @@ CHECKS: tuple[Callable[[Kernel], list[str]], ...] = (
     check_user_perms,
     check_frames,
     check_fault_attribution,
+    check_domain_tables,
+    check_cr3,
 )
 
 INVARIANT_NAMES: tuple[str, ...] = (
     "geometry", "guards", "regions", "policy-guards", "escape", "tlb", "alias", "vm", "cleanup",
     "slot-lock", "slot-lost", "self-unmap", "stale-tlb", "space", "locks", "user", "frames",
-    "misattributed-fault", "leak",
+    "misattributed-fault", "domains", "cr3", "leak",
 )  # fmt: skip
 """The names the checks' messages start with (``name: ...``): what ``mmusim explore --ignore``
 takes."""
 
-QUIESCENT_CHECKS: tuple[Callable[[Kernel], list[str]], ...] = (check_no_leaked_stack,)
+QUIESCENT_CHECKS: tuple[Callable[[Kernel], list[str]], ...] = (
+    check_no_leaked_stack,
+    check_domain_tables_full,
+)
 """Checks of a finished run, not of every step: call ``check_quiescent`` on a quiescent kernel.
 Not in ``CHECKS`` because the #119098 leak (``SIM_ABORT_CLEANUP_LEAK``) is reproduced on purpose
 by scenarios and tests that still check every step."""
@@ -479,7 +504,9 @@ by scenarios and tests that still check every step."""
 
 def check_all(k: Kernel) -> list[str]:
     out: list[str] = []
-    with k.pt.frozen():  # the checks only read: each page is walked once
+    with contextlib.ExitStack() as frozen:
+        for pt in k.all_ptables():  # the checks only read: each page is walked once
+            frozen.enter_context(pt.frozen())
         for check in CHECKS:
             out.extend(check(k))
     return out

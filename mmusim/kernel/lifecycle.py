@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from mmusim.kernel import cleanup, runqueue, sched
+from mmusim.kernel import cleanup, domain, runqueue, sched
 from mmusim.kernel.routines import KernelAssert, Point, reads
 from mmusim.kernel.stack import setup_thread_stack
 from mmusim.kernel.thread import (
@@ -66,6 +66,7 @@ def setup_new_thread(
     t.cpl = 0
     t.stack_ready = False
     yield from setup_thread_stack(k, t, stack, stack.size)
+    yield from domain.z_mem_domain_init_thread(k, t)
     t.stack_ready = True
     t.switch_handle = t.sp  # a new thread's context is "saved": it may be switched to
 

@@ -19,6 +19,9 @@ remove from one that nothing will.
 
 Every PTE write, invalidation and IPI is an interleaving point. Lock: ``z_mm_lock`` (rank 3).
 
+With memory domains (``mmusim.kernel.domain``) a kernel mapping goes to every domain's page tables
+as well as the kernel's, as ``range_map`` loops over ``x86_domain_list``: ``Kernel.all_ptables()``.
+
 Mutants (``mmusim/mutants.py``, marked ``# MUTANT`` below): ``GUARD_OFF_BY_ONE`` maps a stack one
 page too low (over its front guard; the unmap frees what was allocated), ``GUARD_RW`` maps a
 stack's front guard read-write, ``NO_INVLPG`` skips the local ``invlpg`` in ``arch_mem_unmap``.
@@ -113,23 +116,33 @@ def kernel_invlpg(k: Kernel, va: int) -> None:
 
 
 def arch_mem_map(k: Kernel, va: int, pa: int, size: int, pte: int) -> Routine:
+    """Map ``[va, va+size)`` to ``pa`` in every set of page tables (``range_map``)."""
+    # DEVIATION(range-map-per-page): each page is written in every domain's tables at one interleaving point; Zephyr's range_map does the whole range per set of tables (domains first, then the kernel's), under x86_mmu_lock.
     for off in range(0, size, PAGE):
         yield Point(
             "arch_mem_map", f"write PTE {va + off:#x} -> {pa + off:#x}", res=pte_write(va + off)
         )
-        if k.pt.lookup(va + off) is not None:
-            k.pt.unmap(va + off)
-        k.pt.map(va + off, pa + off, pte)
+        for pt in k.all_ptables():
+            if pt.lookup(va + off) is not None:
+                pt.unmap(va + off)
+            pt.map(va + off, pa + off, pte)
+        if k.md is not None:  # a new mapping: its permissions are the original ones (MASK_ALL)
+            k.md.perm_orig.pop((va + off) >> 12, None)
 
 
 def arch_mem_unmap(k: Kernel, va: int, size: int) -> Routine:
-    """Clear the PTEs of ``[va, va+size)``, invlpg each locally, then shoot down the others."""
+    """Clear the PTEs of ``[va, va+size)`` in every set of page tables (``range_map`` with
+    ``OPTION_CLEAR``), invlpg each locally, then shoot down the others."""
     cleared = False
     for off in range(0, size, PAGE):
         if k.pt.lookup(va + off) is None:
             continue  # already non-present (e.g. a guard page)
         yield Point("arch_mem_unmap", f"clear PTE {va + off:#x}", res=pte_write(va + off))
-        k.pt.unmap(va + off)
+        for pt in k.all_ptables():
+            if pt.lookup(va + off) is not None:
+                pt.unmap(va + off)
+        if k.md is not None:
+            k.md.perm_orig.pop((va + off) >> 12, None)
         cleared = True
         if k.mutant_no_invlpg:  # MUTANT (SIM_MUTANT_NO_INVLPG): this CPU keeps its stale entry
             continue

@@ -173,7 +173,8 @@ class LegacyGuard(StackPolicy):
             "z_x86_set_stack_guard", f"guard page {stack.addr:#x} read-only",
             res=pte_write(stack.addr),
         )  # fmt: skip
-        k.pt.set_flags(stack.addr, int(PteFlags.NX) if k.mode.has_nx else 0)
+        for pt in k.all_ptables():  # range_map_unlocked: every domain's tables and the kernel's
+            pt.set_flags(stack.addr, int(PteFlags.NX) if k.mode.has_nx else 0)
         kernel_invlpg(k, stack.addr)
         return MappedInfo(None, 0)
 

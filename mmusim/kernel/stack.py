@@ -14,10 +14,9 @@ The stack object's address is passed as the physical address, which is right onl
 kernel image is identity-mapped -- the reason ``qemu_x86_atom_virt`` turns mapped stacks off.
 mmusim maps ``stack.addr - virt_offset`` instead, so the alias is correct on every board.
 
-User threads (``K_USER``): the pages of ``[stack_info.start, start + size)`` get U/S=1 when the
-thread is created and lose it when it dies, before the cleanup hook runs (Zephyr applies them
-through the thread's memory domain; mmusim has one page table shared by all threads, so another
-user thread could reach them too -- a documented deviation).
+User threads (``K_USER``): ``set_stack_perms`` gives the pages of ``[stack_info.start, start +
+size)`` U/S=1 in one set of page tables -- the thread's memory domain's, when it enters user mode
+-- and takes it back when it dies, before the cleanup hook runs (``mmusim.kernel.domain``).
 """
 
 from __future__ import annotations
@@ -25,11 +24,11 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from mmusim.hw import PteFlags
+from mmusim.hw import PageTables, PteFlags
 from mmusim.kernel.geometry import PAGE
 from mmusim.kernel.mm import kernel_invlpg, tlb_shootdown
 from mmusim.kernel.routines import KernelAssert, Point, pte_write
-from mmusim.kernel.thread import EINVAL, ENOTSUP, K_USER, KThread, StackInfo, StackObject
+from mmusim.kernel.thread import EINVAL, ENOTSUP, KThread, StackInfo, StackObject
 
 if TYPE_CHECKING:
     from mmusim.kernel.boot import Kernel
@@ -64,8 +63,6 @@ def setup_thread_stack(k: Kernel, t: KThread, stack: StackObject, size: int) -> 
     if k.cfg.get("INIT_STACKS"):
         k.mem.write(phys + rsv, bytes([STACK_FILL]) * (t.stack_info.size))
     arch_new_thread(k, t, t.stack_info.start + t.stack_info.size)
-    if t.options & K_USER:
-        yield from set_stack_perms(k, t, user=True)
 
 
 # ia32's initial frame (arch/x86/core/ia32/thread.c, struct _x86_initial_frame): the seven words
@@ -87,8 +84,12 @@ def arch_new_thread(k: Kernel, t: KThread, stack_ptr: int) -> None:
     k.mem.write(phys, bytes(frame))
 
 
-def set_stack_perms(k: Kernel, t: KThread, user: bool) -> Routine:
-    """Give (or take back) user access to ``[stack_info.start, start + size)``."""
+def set_stack_perms(
+    k: Kernel, t: KThread, user: bool, ptables: PageTables | None = None
+) -> Routine:
+    """``set_stack_perms`` (``arch/x86/core/x86_mmu.c``): give (or take back) user access to
+    ``[stack_info.start, start + size)`` in ``ptables`` (default: the kernel's)."""
+    pt = k.pt if ptables is None else ptables
     nx = _NX if k.mode.has_nx else 0
     flags = _RW | nx | (_US if user else 0)
     start, end = t.stack_info.start, t.stack_info.start + t.stack_info.size
@@ -97,16 +98,20 @@ def set_stack_perms(k: Kernel, t: KThread, user: bool) -> Routine:
         start = t.stack_info.mapped.addr or t.stack.addr
     changed = False
     for va in range(start - start % PAGE, end, PAGE):
-        if k.pt.lookup(va) is None:
+        hit = pt.lookup(va)
+        if hit is None:
             continue
         yield Point(
             "set_stack_perms", f"{va:#x} {'user' if user else 'supervisor'} RW", res=pte_write(va)
         )
         if not user and not changed:
             k.shootdowns_owed += 1  # other CPUs may cache the rights until the shootdown below
-        k.pt.set_flags(va, flags)
+        if k.md is not None:  # reset_pte restores what the page was mapped with
+            k.md.perm_orig.setdefault(va >> 12, hit[2] & (_RW | _US | nx))
+        pt.set_flags(va, flags)
         kernel_invlpg(k, va)
         changed = True
+    # DEVIATION(no-shootdown-on-grant): granting user access sends no TLB IPI; Zephyr's region_map_update sends one on SMP for every change (a TLB never holds more rights than the PTE, so none is needed).
     if changed and not user:  # taking rights away: other CPUs may cache them
         yield from tlb_shootdown(k)
         k.shootdowns_owed -= 1

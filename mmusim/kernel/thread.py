@@ -16,11 +16,15 @@ Lock discipline (xv6 style, at the declaration):
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from mmusim.kernel.routines import Condition
+
+if TYPE_CHECKING:
+    from mmusim.hw import PageTables
+    from mmusim.kernel.domain import KMemDomain
 
 
 class ThreadState(enum.IntFlag):
@@ -105,6 +109,11 @@ class Op:
     record           record fact ``target`` (see Kernel.fact) under name ``label``
     repeat           run ``body`` ``n`` times
     ===============  ==========================================================================
+
+    Memory domains (``mmusim.kernel.domain``): ``mem_domain_init`` is k_mem_domain_init(``domain``,
+    the partitions named in ``parts``); ``mem_domain_add_partition`` and
+    ``mem_domain_remove_partition`` add or remove partition ``parts[0]`` of ``domain``;
+    ``mem_domain_add_thread`` is k_mem_domain_add_thread(``domain``, thread ``target``).
     """
 
     kind: str
@@ -119,6 +128,8 @@ class Op:
     stack: str = ""
     label: str = ""
     body: tuple[Op, ...] = ()
+    domain: str = ""  # a memory domain's name (mmusim.kernel.domain)
+    parts: tuple[str, ...] = ()  # memory partitions, by name
     line: int = 0  # where the op came from (scenario file line), for messages
 
 
@@ -164,6 +175,9 @@ class KThread:
     stack_ready: bool = False  # setup_thread_stack has finished (its guards are in place)
     mbox_wait: bool = False  # PENDING on its own mailbox (the ``serve`` op)
     escape: Any = attrs.field(default=None, repr=False)  # the StackEscape of the access in flight
+    # With USERSPACE (mmusim.kernel.domain); guarded by z_mem_domain_lock:
+    mem_domain: KMemDomain | None = attrs.field(default=None, repr=False)  # mem_domain_info
+    ptables: PageTables | None = attrs.field(default=None, repr=False)  # arch.ptables
 
     @property
     def is_user(self) -> bool:

@@ -4,6 +4,7 @@ A scenario is one TOML file (format: docs/scenarios.md)::
 
     [scenario]   name, description, zephyr_test, board, config = ["CONFIG_X=y", ...], seed, max_steps
     [stacks]     NAME = { size = 8192, user = true }       # K_THREAD_STACK_DEFINE / K_KERNEL_STACK_DEFINE
+    [partitions] NAME = { stack = "buf", size = 4096, attr = "P_RW_U_RW" }   # K_MEM_PARTITION_DEFINE
     [bodies]     main = [ { op = "create", ... }, ... ]    # the main thread; other bodies by name
     [expect]     faults, facts, threads, log_contains, log_not_contains, error
 
@@ -22,7 +23,8 @@ imports only go down this list:
     document     ScenarioError, Document: checks of one TOML value that raise at its line
     names        Names: the threads, mappings, facts ... a file defines, and the uses to check
     ops          read_bodies: ``[bodies]`` into ``Op``s, from one table of op kinds and keys
-    load         load_scenario: ``[scenario]``, ``[stacks]``, ``[bodies]``, ``[expect]``
+    load         load_scenario: ``[scenario]``, ``[stacks]``, ``[partitions]``, ``[bodies]``,
+                 ``[expect]``
 
 Design choices:
 
@@ -44,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from mmusim.kconfig import Config, ConfigError, boards, load_config
+from mmusim.kernel import K_MEM_PARTITION_ATTRS
 from mmusim.scenario.document import Document, ScenarioError, choices, describe, hint, is_kind
 from mmusim.scenario.expr import EXPR_HELP, Expr, ExprError
 from mmusim.scenario.names import Names
@@ -52,6 +55,7 @@ from mmusim.scenario.schema import (
     Expect,
     FactExpect,
     FaultExpect,
+    PartitionSpec,
     Scenario,
     StackSpec,
     ThreadExpect,
@@ -118,17 +122,25 @@ class _Reader:
 
     def read(self, raw: dict[str, Any]) -> Scenario:
         """The whole file, section by section."""
-        self.doc.keys(raw, (), ("scenario", "stacks", "bodies", "expect"), ("scenario", "bodies"))
+        self.doc.keys(
+            raw,
+            (),
+            ("scenario", "stacks", "partitions", "bodies", "expect"),
+            ("scenario", "bodies"),
+        )
         head = self.head(raw["scenario"])
         config = self.config(head["board"], head["config_lines"])
         stacks = self.stacks(raw.get("stacks", {}))
+        parts = self.partitions(raw.get("partitions", {}), {s.name for s in stacks}, config)
         bodies = read_bodies(self.doc, self.names, raw["bodies"])
         ncpus = config_ncpus(config)
-        self.names.resolve({s.name for s in stacks}, set(bodies), ncpus)
+        self.names.resolve({s.name for s in stacks}, set(bodies), ncpus, [p.name for p in parts])
+        self.check_domain_ops(config)
         expect = self.expect(raw.get("expect", {}), ncpus)
         return Scenario(
-            path=self.path, **head, config=config, stacks=stacks, bodies=bodies, expect=expect
-        )
+            path=self.path, **head, config=config, stacks=stacks, bodies=bodies, expect=expect,
+            partitions=parts,
+        )  # fmt: skip
 
     def head(self, raw: Any) -> dict[str, Any]:
         """``[scenario]``, as ``Scenario`` fields (all but ``config``, which ``config`` loads)."""
@@ -205,6 +217,51 @@ class _Reader:
             user = doc.opt(spec, p, "user", "bool", False)
             out.append(StackSpec(name, size, user))
         return tuple(out)
+
+    def partitions(self, raw: Any, stacks: set[str], config: Config) -> tuple[PartitionSpec, ...]:
+        """``[partitions]``: NAME = { addr | stack (+ offset), size, attr } (memory domains)."""
+        doc = self.doc
+        tbl = doc.table(raw, ("partitions",))
+        if tbl and not config.values.get("USERSPACE"):
+            raise doc.err(("partitions",), "memory partitions need CONFIG_USERSPACE=y")
+        out = []
+        for name, spec in tbl.items():
+            p: KeyPath = ("partitions", name)
+            doc.name(name, p, "partition")
+            spec = doc.table(spec, p)
+            doc.keys(spec, p, ("addr", "stack", "offset", "size", "attr"), ("size",))
+            if ("addr" in spec) == ("stack" in spec):
+                raise doc.err(p, "give exactly one of 'addr' or 'stack' (where the partition is)")
+            size = doc.typed(spec, p, "size", "int")
+            if size <= 0 or size % 4096:
+                raise doc.err((*p, "size"), f"size {size} is not a positive multiple of 4096")
+            attr = doc.opt(spec, p, "attr", "str", "P_RW_U_RW")
+            if attr not in K_MEM_PARTITION_ATTRS:
+                allowed = list(K_MEM_PARTITION_ATTRS)
+                raise doc.err(
+                    (*p, "attr"),
+                    f"unknown attribute {attr!r} ({hint(attr, allowed)}allowed: {choices(allowed)})",
+                )
+            addr = doc.opt(spec, p, "addr", "int", 0)
+            stack = doc.opt(spec, p, "stack", "str", "")
+            offset = doc.opt(spec, p, "offset", "int", 0)
+            if "stack" in spec and stack not in stacks:
+                raise doc.err(
+                    (*p, "stack"),
+                    f"unknown stack {stack!r} ({hint(stack, sorted(stacks))}defined in [stacks]: "
+                    f"{choices(stacks) or 'none'})",
+                )
+            if addr < 0 or addr % 4096 or offset < 0 or offset % 4096:
+                key = "addr" if "addr" in spec else "offset"
+                raise doc.err((*p, key), "not a page-aligned address (a multiple of 4096, >= 0)")
+            out.append(PartitionSpec(name, size, attr, addr, stack, offset))
+        return tuple(out)
+
+    def check_domain_ops(self, config: Config) -> None:
+        """Memory-domain ops need CONFIG_USERSPACE (mem_domain.c is built only with it)."""
+        if config.values.get("USERSPACE") or not self.names.domain_uses:
+            return
+        raise self.doc.err(self.names.domain_uses[0], "memory domains need CONFIG_USERSPACE=y")
 
     # -- expectations -------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The names a scenario file defines and uses: threads, stacks, bodies, mappings, facts.
 
 An op may name a thread that a later op creates, or a body defined further down, so names are
-checked in two passes. While the ops are read, ``Names`` notes each definition (``define``: a
+checked in two passes (memory domains too: ``default`` exists from boot, ``mem_domain_init``
+defines the others; partitions come from ``[partitions]``). While the ops are read, ``Names`` notes each definition (``define``: a
 ``create`` op's thread, a ``k_mem_map``'s mapping, an ``exhaust``'s prefix, a ``record``'s fact)
 and each use (``refer``). Once the whole of ``[bodies]`` is read, ``resolve`` checks every use
 against the definitions and raises at the first unknown name, at the line of its use.
@@ -20,6 +21,8 @@ is known if it is defined or is a prefix plus a plain number (``m7``, not ``m07`
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import attrs
 
@@ -50,6 +53,8 @@ class Names:
         self.mappings: dict[str, KeyPath] = {}
         self.prefixes: dict[str, KeyPath] = {}
         self.labels: dict[str, KeyPath] = {}  # recorded facts, by the name they are recorded as
+        self.domains: dict[str, KeyPath] = {"default": ()}  # memory domains (mem_domain_init)
+        self.domain_uses: list[KeyPath] = []  # where ops name a domain (they need USERSPACE)
 
     def define(self, kind: str, name: str, path: KeyPath) -> None:
         """The op at ``path`` defines ``name``: a thread, mapping, prefix or label."""
@@ -58,6 +63,7 @@ class Names:
             "mapping": self.mappings,
             "prefix": self.prefixes,
             "label": self.labels,
+            "domain": self.domains,
         }[kind]
         registry.setdefault(name, path)
 
@@ -65,6 +71,8 @@ class Names:
         """The value at ``path`` uses ``name``, a thread, stack, body, mapping, fact or label;
         ``resolve`` checks it."""
         self.refs.append(_Ref(kind, name, path))
+        if kind == "domain":
+            self.domain_uses.append(path)
 
     def thread_names(self, ncpus: int, idle: bool) -> list[str]:
         """The threads: main, the created ones, and with ``idle`` each CPU's idle thread."""
@@ -91,10 +99,24 @@ class Names:
 
     # -- checks ---------------------------------------------------------------------------------
 
-    def resolve(self, stacks: set[str], bodies: set[str], ncpus: int) -> None:
+    def resolve(
+        self, stacks: set[str], bodies: set[str], ncpus: int, partitions: Sequence[str] = ()
+    ) -> None:
         """Check every use noted by ``refer``, in the order they were noted."""
         err = self.doc.err
         for ref in self.refs:
+            if ref.kind == "domain" and ref.name not in self.domains:
+                raise err(
+                    ref.path,
+                    f"unknown memory domain {ref.name!r} ({hint(ref.name, list(self.domains))}"
+                    f"domains: {choices(self.domains)}; a mem_domain_init op defines one)",
+                )
+            if ref.kind == "partition" and ref.name not in partitions:
+                raise err(
+                    ref.path,
+                    f"unknown partition {ref.name!r} ({hint(ref.name, list(partitions))}defined "
+                    f"in [partitions]: {choices(partitions) or 'none'})",
+                )
             if ref.kind == "stack" and ref.name not in stacks:
                 raise err(
                     ref.path,

@@ -21,7 +21,8 @@ delay          "no_wait" / "forever" -> ``Op.where`` / ``Op.n``
 ops            a nested body (``repeat``'s ``do``) -> ``Op.body``
 fact           a fact name the kernel can report -> ``Op.target``; newlabel: the ``as`` name
 thread, stack, a name used (checked by ``Names.resolve`` once every body is read) or defined
-body, ...      (newthread, newmapping, prefix): see ``_NAMED``
+body, ...      (newthread, newmapping, prefix, newdomain): see ``_NAMED``; a partition ->
+               ``Op.parts``, a domain -> ``Op.domain``
 =============  =================================================================================
 
 Design choice: the table is data, so a new op is one line here plus its meaning in
@@ -84,6 +85,10 @@ _OPS: dict[str, dict[str, tuple[str, bool]]] = {
     "unmap_all": {"prefix": ("name", True)},
     "record": {"fact": ("fact", True), "as": ("newlabel", False)},
     "repeat": {"times": ("int0", True), "do": ("ops", True)},
+    "mem_domain_init": {"domain": ("newdomain", True), "partitions": ("partitions", False)},
+    "mem_domain_add_partition": {"domain": ("domain", True), "partition": ("partition", True)},
+    "mem_domain_remove_partition": {"domain": ("domain", True), "partition": ("partition", True)},
+    "mem_domain_add_thread": {"domain": ("domain", True), "thread": ("thread", True)},
 }
 OP_KINDS = tuple(sorted(_OPS))
 
@@ -101,6 +106,9 @@ _NAMED: dict[str, tuple[str, str, str | None, str | None]] = {
     "prefix": ("mapping prefix", "target", None, "prefix"),
     "name": ("mapping prefix", "target", None, None),
     "label": ("fact", "label", "label", None),
+    "domain": ("memory domain", "domain", "domain", None),
+    "newdomain": ("memory domain", "domain", None, "domain"),
+    "partition": ("partition", "parts", "partition", None),
 }
 
 
@@ -205,6 +213,15 @@ class _OpReader:
                 raise err(path, f"expected a fact name (a string), got {describe(value)}")
             self.names.refer("fact", value, path)
             out["target"] = value
+        elif vkind == "partitions":
+            if not isinstance(value, list):
+                raise err(path, f"expected an array of partition names, got {describe(value)}")
+            names: list[str] = []
+            for i, item in enumerate(value):
+                one: dict[str, Any] = {}
+                self.named("partition", item, (*path, i), one)
+                names += one["parts"]
+            out["parts"] = tuple(names)
         elif vkind == "newlabel":
             if not isinstance(value, str) or not value:
                 raise err(path, f"expected a fact name (a string), got {describe(value)}")
@@ -228,8 +245,14 @@ class _OpReader:
         name = self.doc.name(value, path, what)
         if vkind == "newthread" and name == "main":
             raise self.doc.err(path, "'main' is the main thread; it cannot be created")
+        if vkind == "newdomain" and name == "default":
+            raise self.doc.err(
+                path, "'default' is k_mem_domain_default, initialised at boot; name another domain"
+            )
         if used is not None:
             self.names.refer(used, name, path)
         if defined is not None:
             self.names.define(defined, name, path)
-        out[field] = name
+        if vkind == "newdomain":
+            self.names.domain_uses.append(path)
+        out[field] = (name,) if field == "parts" else name

@@ -10,6 +10,7 @@ carries the ``line`` and ``key`` it was written at, so a failed run can say wher
 
     Scenario        [scenario] + the Kconfig it resolves to, stacks, bodies, expect
       StackSpec     [stacks] NAME = { size, user }
+      PartitionSpec [partitions] NAME = { addr | stack + offset, size, attr }
       bodies        [bodies] NAME = [ ops ]  ->  tuple of mmusim.kernel.Op (the kernel's own type)
       Expect        [expect]
         FaultExpect   faults = [ { thread, reason, cpu, vector, cr2, error_code, in } ]
@@ -29,7 +30,7 @@ from typing import Any
 import attrs
 
 from mmusim.kconfig import Config, load_config
-from mmusim.kernel import Kernel, Op, StackObject
+from mmusim.kernel import K_MEM_PARTITION_ATTRS, Kernel, KMemPartition, Op, StackObject
 from mmusim.scenario.expr import Expr
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "FactExpect",
     "FaultExpect",
     "Scenario",
+    "PartitionSpec",
     "StackSpec",
     "ThreadExpect",
     "config_ncpus",
@@ -56,6 +58,19 @@ class StackSpec:
     name: str
     size: int
     user: bool
+
+
+@attrs.frozen
+class PartitionSpec:
+    """A memory partition the scenario defines (``K_MEM_PARTITION_DEFINE``): at ``addr``, or at
+    ``offset`` into stack object ``stack``; ``attr`` is a ``K_MEM_PARTITION_*`` name."""
+
+    name: str
+    size: int
+    attr: str
+    addr: int = 0
+    stack: str = ""
+    offset: int = 0
 
 
 @attrs.frozen
@@ -126,6 +141,7 @@ class Scenario:
     stacks: tuple[StackSpec, ...]
     bodies: Mapping[str, tuple[Op, ...]] = attrs.field(repr=False)
     expect: Expect
+    partitions: tuple[PartitionSpec, ...] = ()
 
     @property
     def main(self) -> tuple[Op, ...]:
@@ -134,6 +150,13 @@ class Scenario:
     def stack_objects(self) -> tuple[StackObject, ...]:
         """Fresh stack objects for one boot (boot writes their addresses into them)."""
         return tuple(StackObject(s.name, s.size, s.user) for s in self.stacks)
+
+    def partition_objects(self) -> tuple[KMemPartition, ...]:
+        """Fresh partitions for one boot (boot places the stack-relative ones)."""
+        return tuple(
+            KMemPartition(p.name, p.size, K_MEM_PARTITION_ATTRS[p.attr], p.addr, p.stack, p.offset)
+            for p in self.partitions
+        )
 
     @property
     def ncpus(self) -> int:
@@ -158,4 +181,5 @@ class Scenario:
             main_body=self.main,
             bodies=self.bodies,
             check=check,
+            partitions=self.partition_objects(),
         )
