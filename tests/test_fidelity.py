@@ -5,12 +5,15 @@ complete search by the explorer; docs/fidelity.md cites the Zephyr functions.
 
 from __future__ import annotations
 
+import json
 import random
 import re
+from pathlib import Path
 
 import pytest
 
 from mmusim.explore import Model, explore, minimal
+from mmusim.explore.trace import load_trace, replay_steps, to_json
 from mmusim.kernel import Kernel, Op, StackObject
 from mmusim.kernel.sched import IA32_SWAP_WORDS, X86_64_SWITCH_BYTES
 from mmusim.scenario import BUNDLED_DIR
@@ -213,3 +216,16 @@ def test_the_ledger_parsers_see_a_marker_and_a_row() -> None:
     assert _MARKER.search("    # DEVIATION(some-name): what and why")
     assert not _MARKER.search("    # DEVIATION: no name")
     assert _ROW.match("| `some-name` | what | why | none |")
+
+
+def test_an_eviction_trace_replays_with_its_ignored_invariants(tmp_path: Path) -> None:
+    m = Model(RACES / "race_abort_blocked.toml", (EVICT,), ignore=("self-unmap",))
+    found = minimal(m)
+    assert found.violation is not None
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(to_json(m, found)))
+    data, steps = load_trace(path)
+    assert data["ignore"] == ["self-unmap"] and any(s.kind == "evict" for s in steps)
+    again = Model(data["scenario"], data["config"], ignore=data["ignore"])
+    k = replay_steps(again, steps)
+    assert again.violations(k)[0].startswith("misattributed-fault:")
