@@ -2,7 +2,10 @@
 
 ``z_x86_page_fault_handler`` (reference zephyr-mapped-stacks.md section 3.1), in order:
 
-1. dump the fault (``Page fault at address ... (error code ...)``);
+1. ``dump_page_fault`` (``mmusim.kernel.fatal``): ``Page fault at address ... (error code ...)``;
+   ``Reserved bits set in page tables`` if RSVD, else ``Linear address not present in page
+   tables`` if P=0 and -- always -- ``Access violation: ... thread not allowed to ...``; then the
+   entry where the walk stopped (``z_x86_dump_mmu_flags``: ``PTE: not present``, ...);
 2. ``THREAD_STACK_INFO``: the stack pointer out of the current context's bounds -> reason 2,
    where out of bounds is ``addr <= start || addr + size > end`` (note ``<=``: an SP exactly at
    ``stack_info.start`` -- a full stack -- counts as overflow);
@@ -24,9 +27,14 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from mmusim.hw import DF_VECTOR, PF_VECTOR, PfErrorCode, Trap
+from mmusim.hw import DF_VECTOR, PF_VECTOR, Trap
 from mmusim.kernel.abort import k_thread_abort
-from mmusim.kernel.fatal import K_ERR_CPU_EXCEPTION, K_ERR_STACK_CHK_FAIL, fatal_fault
+from mmusim.kernel.fatal import (
+    K_ERR_CPU_EXCEPTION,
+    K_ERR_STACK_CHK_FAIL,
+    dump_page_fault,
+    fatal_fault,
+)
 from mmusim.kernel.geometry import round_up
 from mmusim.kernel.thread import KThread
 
@@ -68,15 +76,7 @@ def page_fault(k: Kernel, t: KThread, trap: Trap, sp: int) -> Generator[Any, Non
         k.printk("E: Double Fault")
         reason = K_ERR_STACK_CHK_FAIL if check_stack_bounds(k, sp, 0, cpl) else K_ERR_CPU_EXCEPTION
     else:
-        k.printk(f"E: Page fault at address {cr2:#x} (error code {code:#x})")
-        if not code & PfErrorCode.P:
-            k.printk("E: Linear address not present in page tables")
-        else:
-            who = "user" if code & PfErrorCode.US else "supervisor"
-            what = (
-                "execute" if code & PfErrorCode.ID else "write" if code & PfErrorCode.W else "read"
-            )
-            k.printk(f"E: Access violation: {who} thread not allowed to {what}")
+        dump_page_fault(k, cr2 or 0, code)  # a #PF always sets CR2
         reason = K_ERR_CPU_EXCEPTION
         if (
             k.cfg.get("THREAD_STACK_INFO")
