@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from helpers import X86_64_SMP, boot_kernel
-from mmusim.kernel import Op
+from mmusim.kernel import K_FOREVER, Op, StackObject, mm, run
 from mmusim.kernel.fatal import dump_page_fault_lines
+from mmusim.kernel.geometry import PAGE
 
 # -- arch/x86/core/fatal.c: dump_page_fault --------------------------------------------------------
 
@@ -86,3 +87,45 @@ def test_kernel_fault_log_prints_access_violation_after_not_present() -> None:
         f"E: {av('supervisor', 'write')}",
         "E: PTE: not present",
     ]
+
+
+# -- arch/x86/core/x86_mmu.c: arch_mem_unmap -> range_map(OPTION_FLUSH) -> tlb_shootdown ----------
+
+
+def tlb_ipis(main: tuple[Op, ...]) -> int:
+    """TLB IPIs sent while main runs ``main`` (on two CPUs: one per tlb_shootdown)."""
+    k = boot_kernel(X86_64_SMP, main, {"b": ()}, (StackObject("s", PAGE, False),))
+    k.run()
+    return k.ipis["tlb"]
+
+
+def test_tlb_shootdowns_per_mapped_stack_follow_zephyr() -> None:
+    create = (Op("create", target="t", stack="s", label="b", n=K_FOREVER),)
+    # k_mem_map_phys_guard (kernel/mmu.c) calls arch_mem_unmap once for each guard page, and every
+    # arch_mem_unmap is range_map_unlocked(..., OPTION_FLUSH | OPTION_CLEAR), whose range_map ends
+    # in one tlb_shootdown() under CONFIG_SMP -- whether or not the guard page was ever mapped.
+    # arch_mem_map passes no OPTION_FLUSH: no shootdown. So mapping t's stack costs 2.
+    assert tlb_ipis(create) == 2
+    # Aborting t, which is not running, unmaps its stack at once (post-fix do_thread_cleanup):
+    # k_mem_unmap_phys_guard(addr, size, is_anon=false) skips the guards ("they should have been
+    # unmapped") and makes ONE arch_mem_unmap(addr, size) call: one shootdown for the whole stack,
+    # however many pages, i.e. one IPI to the one other CPU. Main then returns: its own unmap is
+    # deferred in the cleanup slot, so nothing more.
+    assert tlb_ipis((*create, Op("abort", target="t"))) == 2 + 1
+
+
+def test_tlb_shootdowns_per_k_mem_map_follow_zephyr() -> None:
+    mapped = (Op("k_mem_map", target="m", n=3 * PAGE),)
+    assert tlb_ipis(mapped) == 2  # the two guard pages, as for a stack
+    # k_mem_unmap -> k_mem_unmap_phys_guard(..., is_anon=true): VIRT_FOREACH page, arch_mem_unmap
+    # (pos, CONFIG_MMU_PAGE_SIZE) then page_frame_free_locked -- one shootdown per page.
+    assert tlb_ipis((*mapped, Op("k_mem_unmap", target="m"))) == 2 + 3
+
+
+def test_a_shootdown_is_sent_even_when_nothing_was_present() -> None:
+    """range_map calls tlb_shootdown() for OPTION_FLUSH unconditionally (x86_mmu.c)."""
+    k = boot_kernel(X86_64_SMP)
+    free = k.vm_base + k.vm_size - 64 * PAGE  # free virtual space: no PTE is present there
+    assert k.pt.lookup(free) is None
+    run(mm.arch_mem_unmap(k, free, 2 * PAGE))
+    assert k.ipis["tlb"] == 1 and k.cpus[1].pending_ipis == ["tlb"]

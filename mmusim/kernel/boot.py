@@ -185,6 +185,13 @@ def boot(k: Kernel, main_body: tuple[Op, ...]) -> None:
     main.state = ThreadState(0)
     main.cpu = 0
     k.cpus[0].current = k.cpus[0].ctx = main  # main runs first on CPU 0 (z_cstart switches to it)
+    # Mapping the boot threads' stacks unmapped their guard pages, and each arch_mem_unmap
+    # broadcast a TLB shootdown: in Zephyr the other CPUs are not started yet (z_smp_init's
+    # start_cpu creates a CPU's idle thread before arch_cpu_start), so no one takes those IPIs.
+    for c in k.cpus:
+        c.pending_ipis.clear()
+        c.shootdowns_pending = 0
+    k.ipis["tlb"] = 0
     for c in k.cpus:
         c.running_on = c.current
         c.hw.sp = c.current.sp
