@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 
 from helpers import X86_64_SMP, boot_kernel
-from mmusim.kernel import K_FOREVER, Op, StackObject, mm, run
+from mmusim.kernel import K_FOREVER, Op, StackObject, fault, mm, run
 from mmusim.kernel.fatal import dump_page_fault_lines
 from mmusim.kernel.geometry import PAGE
+from mmusim.kernel.thread import K_USER
 
 # -- arch/x86/core/fatal.c: dump_page_fault --------------------------------------------------------
 
@@ -129,3 +130,67 @@ def test_a_shootdown_is_sent_even_when_nothing_was_present() -> None:
     assert k.pt.lookup(free) is None
     run(mm.arch_mem_unmap(k, free, 2 * PAGE))
     assert k.ipis["tlb"] == 1 and k.cpus[1].pending_ipis == ["tlb"]
+
+
+# -- arch/x86/core/fatal.c: z_x86_check_stack_bounds ------------------------------------------------
+
+
+def test_check_stack_bounds_thread_buffer_edges() -> None:
+    """else-branch: start = stack_info.start, end = Z_STACK_PTR_ALIGN(start + size); out of bounds
+    is ``addr <= start || addr + size > end``."""
+    k = boot_kernel(X86_64_SMP)
+    t = k.current
+    start, end = t.stack_info.start, t.stack_info.start + t.stack_info.size
+    assert fault.check_stack_bounds(k, start, 0, 0)  # <=: a full stack is an overflow
+    assert not fault.check_stack_bounds(k, start + 1, 0, 0)
+    assert not fault.check_stack_bounds(k, end, 0, 0)  # SP at the top: an empty stack
+    assert fault.check_stack_bounds(k, end + 1, 0, 0)
+    assert not fault.check_stack_bounds(k, end - 16, 16, 0)  # a frame that ends at the top
+    assert fault.check_stack_bounds(k, end - 15, 16, 0)
+
+
+def test_check_stack_bounds_rounds_the_top_down() -> None:
+    """Z_STACK_PTR_ALIGN is ROUND_DOWN(ptr, ARCH_STACK_PTR_ALIGN) (kernel/thread_stack.h): with a
+    buffer size that is not a multiple of 16 (x86_64), the last partial slot is out of bounds."""
+    k = boot_kernel(X86_64_SMP)
+    t = k.current
+    t.stack_info.size += 8  # start + size is now 8 past a 16-byte boundary
+    top = t.stack_info.start + t.stack_info.size
+    assert fault.check_stack_bounds(k, top, 0, 0)  # rounded down: top - 8 is the end
+    assert not fault.check_stack_bounds(k, top - 8, 0, 0)
+    assert fault.check_stack_bounds(k, top - 7, 0, 0)
+
+
+def test_check_stack_bounds_in_an_isr_uses_the_cpu_interrupt_stack() -> None:
+    """arch_is_in_isr(): start = K_KERNEL_STACK_BUFFER(z_interrupt_stacks[cpu]) -- the object plus
+    K_KERNEL_STACK_RESERVED -- and end = start + CONFIG_ISR_STACK_SIZE."""
+    k = boot_kernel(X86_64_SMP)
+    c = k.cpus[0]
+    isr = k.boot_stacks["z_interrupt_stacks[0]"]
+    start = isr.addr + k.geometry.kernel_reserved
+    end = start + X86_64_SMP["ISR_STACK_SIZE"]
+    t = k.current
+    assert not fault.check_stack_bounds(k, t.stack_info.start + 64, 0, 0)  # the thread's stack
+    c.irq = iter(())  # this CPU is now running an interrupt handler (nested != 0)
+    assert fault.check_stack_bounds(k, t.stack_info.start + 64, 0, 0)  # not the ISR stack
+    assert fault.check_stack_bounds(k, start, 0, 0)
+    assert not fault.check_stack_bounds(k, start + 1, 0, 0)
+    assert not fault.check_stack_bounds(k, end, 0, 0)
+    assert fault.check_stack_bounds(k, end - 7, 8, 0)
+    # The other CPU's interrupt stack is not this CPU's.
+    other = k.boot_stacks["z_interrupt_stacks[1]"].addr + k.geometry.kernel_reserved
+    assert fault.check_stack_bounds(k, other + 64, 0, 0)
+
+
+def test_check_stack_bounds_in_a_syscall_uses_the_privilege_stack() -> None:
+    """USERSPACE, (cs & 3) == 0 and K_USER: [stack_info.start - PRIVILEGED_STACK_SIZE, start)."""
+    k = boot_kernel(X86_64_SMP)
+    t = k.current
+    t.options |= K_USER  # base.user_options
+    start = t.stack_info.start
+    priv = X86_64_SMP["PRIVILEGED_STACK_SIZE"]
+    assert fault.check_stack_bounds(k, start - priv, 0, 0)
+    assert not fault.check_stack_bounds(k, start - priv + 1, 0, 0)
+    assert not fault.check_stack_bounds(k, start, 0, 0)
+    assert fault.check_stack_bounds(k, start + 1, 0, 0)
+    assert not fault.check_stack_bounds(k, start + 64, 0, 3)  # CPL 3: the user buffer

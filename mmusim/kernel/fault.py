@@ -35,7 +35,7 @@ from mmusim.kernel.fatal import (
     dump_page_fault,
     fatal_fault,
 )
-from mmusim.kernel.geometry import round_up
+from mmusim.kernel.geometry import round_down
 from mmusim.kernel.thread import KThread
 
 if TYPE_CHECKING:
@@ -43,14 +43,34 @@ if TYPE_CHECKING:
 
 
 def check_stack_bounds(k: Kernel, addr: int, size: int, cs_cpl: int) -> bool:
-    """``z_x86_check_stack_bounds``: True if ``[addr, addr+size)`` is out of the current bounds."""
+    """``z_x86_check_stack_bounds`` (``arch/x86/core/fatal.c``): True if ``[addr, addr+size)`` is
+    out of the bounds of the context that faulted. Three cases, in the source's order:
+
+    * ``_current == NULL || arch_is_in_isr()`` (``_cpu->nested != 0``: this CPU is running an
+      interrupt handler): the CPU's interrupt stack, ``start =
+      K_KERNEL_STACK_BUFFER(z_interrupt_stacks[cpu])`` (the object + ``K_KERNEL_STACK_RESERVED``),
+      ``end = start + CONFIG_ISR_STACK_SIZE``;
+    * ``USERSPACE``, ``(cs & 3) == 0`` and ``_current`` is a ``K_USER`` thread -- a system call:
+      the privilege-elevation stack, ``[stack_info.start - CONFIG_PRIVILEGED_STACK_SIZE,
+      stack_info.start)``;
+    * else the thread's buffer: ``start = stack_info.start``, ``end =
+      Z_STACK_PTR_ALIGN(stack_info.start + stack_info.size)`` -- ``ROUND_DOWN`` to
+      ``ARCH_STACK_PTR_ALIGN`` (``include/zephyr/kernel/thread_stack.h``).
+
+    Then ``(addr <= start) || (addr + size > end)``: an SP at ``start`` (a full stack) is out.
+    mmusim's ``_current`` is never NULL (no early-boot code runs)."""
+    c = k.cpu
     t = k.current
-    if t.is_user and cs_cpl == 0 and k.cfg.get("USERSPACE"):
+    if c.irq is not None:  # arch_is_in_isr(): an IPI handler is running on this CPU
+        isr = k.boot_stacks[f"z_interrupt_stacks[{c.id}]"]
+        start = isr.addr + k.geometry.kernel_reserved  # K_KERNEL_STACK_BUFFER
+        end = start + int(k.cfg.get("ISR_STACK_SIZE", 2048))
+    elif k.cfg.get("USERSPACE") and cs_cpl == 0 and t.is_user:
         priv = int(k.cfg.get("PRIVILEGED_STACK_SIZE", 0))
         start, end = t.stack_info.start - priv, t.stack_info.start  # in a syscall
     else:
         start = t.stack_info.start
-        end = round_up(t.stack_info.start + t.stack_info.size, k.geometry.ptr_align)
+        end = round_down(t.stack_info.start + t.stack_info.size, k.geometry.ptr_align)
     return addr <= start or addr + size > end
 
 
