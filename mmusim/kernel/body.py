@@ -280,8 +280,7 @@ def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
         addr = yield from mm.k_mem_map_phys_bare(
             k, obj.addr - k.virt_offset, op.n, mm.K_MEM_PERM_RW, op.target
         )
-        if addr is not None:
-            k.mappings[op.target] = k.regions[addr]
+        k.mappings[op.target] = k.regions[addr]
     elif kind == "k_mem_unmap_phys_bare":
         r = take_mapping(k, op.target, "k_mem_unmap_phys_bare")
         yield from mm.k_mem_unmap_phys_bare(k, r.addr, r.size)

@@ -203,7 +203,7 @@ def map_phys_guarded(
     total = size + (front + rear) * PAGE
     yield from k.k_spin_lock(k.mm_lock, fn)
     yield Point(fn, f"virt_region_alloc({total:#x})", res=LOCAL)  # under z_mm_lock
-    region: int | None = k.vm.alloc(total, PAGE)
+    region = virt_region_alloc(k, total)
     if region is None:
         yield from k.k_spin_unlock(k.mm_lock, fn)
         return None
@@ -311,21 +311,37 @@ def k_mem_unmap(k: Kernel, addr: int, size: int) -> Routine:
 
 def k_mem_map_phys_bare(
     k: Kernel, phys: int, size: int, flags: int, name: str
-) -> Generator[Point, None, int | None]:
-    """A bare mapping of physical memory: no guard pages (``k_mem_map_phys_bare``)."""
+) -> Generator[Point, None, int]:
+    """A bare mapping of physical memory: no guard pages (``k_mem_map_phys_bare``, kernel/mmu.c).
+
+    It cannot fail to the caller: when ``virt_region_alloc`` returns NULL ("insufficient virtual
+    address space"), it jumps to ``fail:`` -- "running out of virtual address space ... is an
+    unrecoverable situation" -- logs ``memory mapping 0x%lx (size %zu, flags 0x%x) failed`` and
+    calls ``k_panic()`` (reason 4, ``K_ERR_KERNEL_PANIC``), still holding ``z_mm_lock``. mmusim
+    prints those lines and stops the run with a ``KernelAssert`` naming the function."""
     fn = "k_mem_map_phys_bare"
     if size % PAGE or size == 0 or phys % PAGE:
         raise KernelAssert(f"{fn}: unaligned address or size ({phys:#x}, {size:#x})")
     yield from k.k_spin_lock(k.mm_lock, fn)
     yield Point(fn, f"virt_region_alloc({size:#x})", res=LOCAL)
-    dst: int | None = k.vm.alloc(size, PAGE)
-    if dst is not None:
-        yield from arch_mem_map(k, dst, phys, size, pte_flags(k, flags))
-        k.regions[dst] = Region(
-            dst, size, "bare", name, (0, 0), phys, bool(flags & K_MEM_PERM_USER)
-        )
+    dst = virt_region_alloc(k, size)
+    if dst is None:
+        k.printk(f"E: memory mapping {phys:#x} (size {size}, flags {flags:#x}) failed")
+        k.printk(f"E: >>> ZEPHYR FATAL ERROR 4: Kernel panic on CPU {k._cpu}")
+        raise KernelAssert(f"{fn}: memory mapping {phys:#x} (size {size}) failed: k_panic()")
+    yield from arch_mem_map(k, dst, phys, size, pte_flags(k, flags))
+    k.regions[dst] = Region(dst, size, "bare", name, (0, 0), phys, bool(flags & K_MEM_PERM_USER))
     yield from k.k_spin_unlock(k.mm_lock, fn)
     return dst
+
+
+def virt_region_alloc(k: Kernel, size: int) -> int | None:
+    """``virt_region_alloc(size, CONFIG_MMU_PAGE_SIZE)`` (kernel/mmu.c), which logs when the
+    bitmap has no room. Call with ``z_mm_lock`` held."""
+    addr = k.vm.alloc(size, PAGE)
+    if addr is None:
+        k.printk(f"E: insufficient virtual address space (requested {size})")
+    return addr
 
 
 def k_mem_unmap_phys_bare(k: Kernel, addr: int, size: int) -> Routine:
