@@ -194,3 +194,33 @@ def test_check_stack_bounds_in_a_syscall_uses_the_privilege_stack() -> None:
     assert not fault.check_stack_bounds(k, start, 0, 0)
     assert fault.check_stack_bounds(k, start + 1, 0, 0)
     assert not fault.check_stack_bounds(k, start + 64, 0, 3)  # CPL 3: the user buffer
+
+
+# -- kernel/thread.c: k_thread_state_str -------------------------------------------------------
+
+
+def test_thread_state_names_are_k_thread_state_str() -> None:
+    """Names of the set _THREAD_* bits, lowest first, joined by '+' (Z_STATE_STR_* of
+    kernel/include/thread.h: dummy, pending, sleeping, dead, suspended, aborting, suspending,
+    queued); a running thread (state 0 on SMP) is mmusim's "running"."""
+    main = (
+        Op("create", target="t", stack="s", label="b", n=K_FOREVER),
+        Op("record", target="t.state", label="created"),
+        Op("start", target="t"),  # t (prio 0, preemptible) is queued behind main
+        Op("record", target="t.state", label="started"),
+        Op("record", target="main.state", label="me"),
+        Op("sleep", n=1),  # t runs: it sleeps for 100 ticks
+        Op("record", target="t.state", label="asleep"),
+        Op("abort", target="t"),
+        Op("record", target="t.state", label="aborted"),
+    )
+    k = boot_kernel(X86_64_SMP, main, {"b": (Op("sleep", n=100),)},
+                    (StackObject("s", PAGE, False),), MP_MAX_NUM_CPUS=1)  # fmt: skip
+    k.run()
+    assert {n: v[0] for n, v in k.facts.items()} == {
+        "created": "sleeping",  # _THREAD_SLEEPING (bit 2), "prestart" in older trees
+        "started": "queued",
+        "me": "running",
+        "asleep": "sleeping",
+        "aborted": "sleeping+dead",  # halt_thread sets DEAD and leaves the sleeping bit
+    }
