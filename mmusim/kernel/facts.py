@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 def fact(k: Kernel, what: str) -> Any:
     """A named fact of the current state: ``T.mapped_addr``, ``T.mapped_sz``,
-    ``T.stack_start``, ``T.stack_size``, ``T.state``, ``T.stack_space``, ``free_mem``,
+    ``T.stack_start``, ``T.stack_size``, ``T.state``, ``T.stack_space``, ``T.sp``, ``T.psp``,
+    ``free_mem``,
     ``vm_free_pages``, ``vm_free_start``, ``clock``, ``pending_cleanup``, ``mapping.NAME``,
     ``mapping.NAME.nonzero_bytes``, ``stack.NAME.addr`` / ``.obj_len`` / ``.nonzero_bytes``."""
     if what == "free_mem":
@@ -55,6 +56,13 @@ def fact(k: Kernel, what: str) -> Any:
         return t.stack_info.mapped.addr
     if field == "mapped_sz":
         return t.stack_info.mapped.sz
+    if field == "sp":  # the stack pointer: the CPU's while t runs there, else the saved one
+        for c in k.cpus:
+            if c.running_on is t:
+                return c.hw.sp
+        return t.sp
+    if field == "psp":  # arch.psp: top of the privilege-elevation stack
+        return t.psp
     if field == "stack_start":
         return t.stack_info.start
     if field == "stack_size":

@@ -66,8 +66,11 @@ def check_stack_bounds(k: Kernel, addr: int, size: int, cs_cpl: int) -> bool:
         start = isr.addr + k.geometry.kernel_reserved  # K_KERNEL_STACK_BUFFER
         end = start + int(k.cfg.get("ISR_STACK_SIZE", 2048))
     elif k.cfg.get("USERSPACE") and cs_cpl == 0 and t.is_user:
+        # In a syscall. As in Zephyr, these bounds name the area below stack_info.start -- with
+        # THREAD_STACK_MEM_MAPPED that is in the alias, while arch.psp (the stack a syscall runs
+        # on) is in the original object: Zephyr's check calls any SP there out of bounds.
         priv = int(k.cfg.get("PRIVILEGED_STACK_SIZE", 0))
-        start, end = t.stack_info.start - priv, t.stack_info.start  # in a syscall
+        start, end = t.stack_info.start - priv, t.stack_info.start
     else:
         start = t.stack_info.start
         end = round_down(t.stack_info.start + t.stack_info.size, k.geometry.ptr_align)

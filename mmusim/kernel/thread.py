@@ -146,6 +146,7 @@ class KThread:
     wake_tick: int | None = None
     queue_seq: int = 0  # FIFO order among equal priorities (ready queue, sleepers)
     sp: int = 0
+    psp: int = 0  # arch.psp: top of the privilege-elevation stack, in the ORIGINAL object
     cpl: int = 0
     is_idle: bool = False
     generation: int = 0  # how many times this thread object was created
