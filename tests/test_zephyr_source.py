@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from helpers import X86_64_SMP, boot_kernel
-from mmusim.kernel import K_FOREVER, Op, StackObject, fault, mm, run
+from mmusim.kconfig import load_config
+from mmusim.kernel import K_FOREVER, Kernel, Op, StackObject, fault, mm, run
 from mmusim.kernel.fatal import dump_page_fault_lines
 from mmusim.kernel.geometry import PAGE
 from mmusim.kernel.thread import K_USER
@@ -224,3 +225,19 @@ def test_thread_state_names_are_k_thread_state_str() -> None:
         "asleep": "sleeping",
         "aborted": "sleeping+dead",  # halt_thread sets DEAD and leaves the sleeping bit
     }
+
+
+# -- kernel/init.c, kernel/Kconfig: boot ------------------------------------------------------------
+
+
+def test_boot_maps_main_then_the_idle_threads_with_zephyrs_default_sizes() -> None:
+    """prepare_multithreading() sets up main, then z_init_cpu(0) idle 0; z_smp_init() the other
+    CPUs' idle threads. Mapped stacks are allocated top-down, so main's alias is the highest.
+    kernel/Kconfig: MAIN_STACK_SIZE 1024, IDLE_STACK_SIZE 256."""
+    cfg = load_config("qemu_x86_64")
+    assert cfg.MAIN_STACK_SIZE == 1024 and cfg.IDLE_STACK_SIZE == 256
+    k = Kernel(cfg.values)
+    addrs = [k.thread(n).stack_info.mapped.addr for n in ("main", "idle 00", "idle 01")]
+    assert addrs == sorted(addrs, reverse=True) and None not in addrs
+    assert k.boot_stacks["z_main_stack"].size == 1024
+    assert k.boot_stacks["z_idle_stacks[0]"].size == 256
