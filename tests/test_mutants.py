@@ -163,7 +163,9 @@ def test_every_mutant_breaks_some_explorer_scenario(mutant: str) -> None:
 
 MM_CATCHES = [
     # mutant, bundled scenario, the check that catches it (invariants.check_*), its message
-    ("guard-off-by-one", "test_guard_page_front", "check_regions", "regions: main: page 0x"),
+    # (guard-off-by-one: the last stack mapped at boot -- idle 01, after main and idle 00, as in
+    # kernel/init.c -- is the one whose front guard falls below its allocation)
+    ("guard-off-by-one", "test_guard_page_front", "check_regions", "regions: idle 01: page 0x"),
     ("guard-rw", "test_guard_page_front", "check_guards", "guards: main: guard page 0x"),
     ("guard-rw", "test_guard_page_front", "check_policy_guards", "policy-guards: main: guard page"),
     (
@@ -174,7 +176,7 @@ MM_CATCHES = [
     ),
     ("user-priv-stack", "test_guard_page_front_user", "check_user_perms", "user: t: page 0x"),
     ("no-invlpg", "test_k_mem_map_unmap", "check_tlb_coherent", "tlb: CPU 0 caches 0x"),
-    ("va-double-alloc", "test_mapped_stack_abort_reuse", "check_regions", "regions: idle 01: its"),
+    ("va-double-alloc", "test_mapped_stack_abort_reuse", "check_regions", "regions: idle 00: its"),
 ]
 
 
@@ -204,7 +206,7 @@ def test_each_mm_mutant_is_caught_by_its_invariant(
 def test_guard_off_by_one_puts_the_front_guard_outside_the_allocation() -> None:
     _, k = stopped(scenario("test_guard_page_front", mutant_config_lines("guard-off-by-one"),
                             where=BUNDLED_DIR))  # fmt: skip
-    r = k.regions[k.thread("main").stack_info.mapped.addr]
+    r = k.regions[k.thread("idle 01").stack_info.mapped.addr]  # mapped last at boot
     assert k.pt.lookup(r.addr) is not None  # the page allocated as the front guard holds the stack
     assert not k.vm.is_allocated(r.addr - PAGE)  # the guard the kernel assumes: free space
     assert k.vm.is_allocated(r.addr + r.size + PAGE)  # the real rear guard, above the assumed one
@@ -262,9 +264,10 @@ def test_no_invlpg_leaves_the_unmapping_cpu_a_stale_entry() -> None:
 
 def test_va_double_alloc_hands_one_region_to_two_stacks() -> None:
     _, k = stopped(scenario("race_self_abort", mutant_config_lines("va-double-alloc")))
-    # Boot maps idle 00, idle 01, main: the second region is left free and given to main too.
-    idle1, main = k.thread("idle 01"), k.thread("main")
-    assert idle1.stack_info.mapped.addr == main.stack_info.mapped.addr is not None
+    # Boot maps main, idle 00, idle 01 (kernel/init.c's order): the second region is left free
+    # and given to idle 01 too.
+    idle0, idle1 = k.thread("idle 00"), k.thread("idle 01")
+    assert idle0.stack_info.mapped.addr == idle1.stack_info.mapped.addr is not None
     k.vm._check()  # the allocator stays self-consistent: only its users can tell
 
 

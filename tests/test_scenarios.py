@@ -216,14 +216,14 @@ def test_wrong_log_and_thread_expectations_fail(tmp_path: Path) -> None:
     text = BASE + textwrap.dedent("""\
         log_contains = ["no such line"]
         log_not_contains = ["Stack overflow"]
-        threads = [ { thread = "t", exit_reason = "returned", state = "ready", dead = false } ]
+        threads = [ { thread = "t", exit_reason = "returned", state = "queued", dead = false } ]
     """)
     r = run_scenario(write(tmp_path, text))
     assert r.verdict == "fail"
     assert r.failures == (
         "expect.threads[0] (line 29): t exit_reason is 'fatal: Stack overflow', expected 'returned'",
         "expect.threads[0] (line 29): t is dead, expected not dead",
-        "expect.threads[0] (line 29): t state is 'dead', expected 'ready'",
+        "expect.threads[0] (line 29): t state is 'dead', expected 'queued'",
         "expect.log_contains (line 27): the log has no 'no such line'",
         "expect.log_not_contains (line 28): the log has 'Stack overflow'",
     )

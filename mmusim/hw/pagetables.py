@@ -226,6 +226,19 @@ class PageTables:
             table = e & lp.addr_mask
         return None  # pragma: no cover
 
+    def entry_for(self, va: int) -> tuple[str, int]:
+        """Where a software walk for ``va`` stops: (level name, raw entry) of the first
+        non-present entry or of the leaf -- present or not, as Zephyr's ``pentry_get``
+        (``arch/x86/core/x86_mmu.c``) reports it. No rights checks, no A/D updates."""
+        table = self.root
+        last = len(self._plan.levels) - 1
+        for i, lp in enumerate(self._plan.levels):
+            e = self._read(self._slot(table, i, va))
+            if not e & _P or i == last or (lp.large_size and e & _PS):
+                return lp.level.name, e
+            table = e & lp.addr_mask
+        raise AssertionError("entry_for: walk ended without a leaf")  # pragma: no cover
+
     def leaves(self) -> Iterator[tuple[int, int, int]]:
         """Every present leaf as (linear address, entry, page size), in address order."""
         yield from self._leaves(self.root, 0, 0)

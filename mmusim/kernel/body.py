@@ -6,8 +6,10 @@ pointer and write through the TLB and the walker, word by word as PUSH does (one
 per page touched), so an overflow really faults -- or, where nothing protects the stack, really
 writes into whatever lies below it. A fault goes to ``fault.page_fault``.
 
-Kernel calls made by a user thread run at CPL 0 (a system call); the body's own memory accesses
-run at the thread's CPL.
+Kernel calls made by a user thread are system calls: they run at CPL 0 on the thread's
+privilege-elevation stack (``arch.psp``, in the original stack object; see
+``lifecycle.z_x86_userspace_prepare_thread_psp``), and return to the user stack. The body's own
+memory accesses run at the thread's CPL.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def thread_main(k: Kernel, t: KThread) -> Routine:
     if not t.exit_reason:
         t.exit_reason = "returned"
     c = k.cpu
+    if c.hw.cpl == 3:  # in user mode, z_thread_entry's k_thread_abort is a system call
+        c.hw.sp = t.psp
     c.hw.cpl = 0
     yield from abort.k_thread_abort(k, t)  # z_thread_entry: k_thread_abort(_current)
     raise AssertionError("thread_main: a dead thread ran again")  # pragma: no cover
@@ -72,8 +76,15 @@ def run_ops(k: Kernel, t: KThread, ops: tuple[Op, ...]) -> Routine:
         if op.kind in _KERNEL_OPS:
             c = k.cpu
             saved, c.hw.cpl = c.hw.cpl, 0
+            user_sp = None
+            if saved == 3:  # a system call: z_x86_syscall_entry_stub switches to arch.psp
+                user_sp, c.hw.sp = c.hw.sp, t.psp
+                # DEVIATION(syscall-entry-frame): the entry stub's saves of the user context onto arch.psp (x86_64 syscall stub; ia32 int 0x80 via _main_tss.esp0) are not written; only what the kernel pushes there later (arch_switch) is
             yield from kernel_op(k, t, op)
-            k.cpu.hw.cpl = saved
+            c = k.cpu  # (it may have migrated)
+            c.hw.cpl = saved
+            if user_sp is not None:  # sysret/iret: back on the user stack
+                c.hw.sp = user_sp
         else:
             yield from memory_op(k, t, op)
 
@@ -294,8 +305,7 @@ def kernel_op(k: Kernel, t: KThread, op: Op) -> Routine:
         addr = yield from mm.k_mem_map_phys_bare(
             k, obj.addr - k.virt_offset, op.n, mm.K_MEM_PERM_RW, op.target
         )
-        if addr is not None:
-            k.mappings[op.target] = k.regions[addr]
+        k.mappings[op.target] = k.regions[addr]
     elif kind == "k_mem_unmap_phys_bare":
         r = take_mapping(k, op.target, "k_mem_unmap_phys_bare")
         yield from mm.k_mem_unmap_phys_bare(k, r.addr, r.size)

@@ -182,20 +182,32 @@ def boot(
         c.isr_stack = isr_stacks[i].addr + isr_stacks[i].obj_len
         k.cpus.append(c)
     k._cpu = 0
+    # The order of kernel/init.c: prepare_multithreading() sets up main first, then
+    # z_init_cpu(0) CPU 0's idle thread; the other CPUs' idle threads come from z_smp_init()
+    # (start_cpu -> z_init_cpu(i)), which main's bg_thread_main runs before main(). Mapped
+    # stacks are allocated top-down in this order: main's alias is the highest.
+    main = KThread("main", prio=MAIN_PRIO)
+    k.add_thread(main)
+    run(setup_new_thread(k, main, main_stack, main_body, 0, MAIN_PRIO))
     for i, c in enumerate(k.cpus):
         run(setup_new_thread(k, c.idle, idle_stacks[i], (), 0, IDLE_PRIO))
         c.idle.state = ThreadState(0)
         c.idle.gen = sched.idle_main(k, c.idle)
         c.idle.pending = next(c.idle.gen)
         c.idle.cpu = i
-    main = KThread("main", prio=MAIN_PRIO)
-    k.add_thread(main)
-    run(setup_new_thread(k, main, main_stack, main_body, 0, MAIN_PRIO))
+    # DEVIATION(no-system-workqueue): Zephyr's POST_KERNEL k_sys_work_q_init (kernel/system_work_q.c) also starts the system work queue thread (CONFIG_SYSTEM_WORKQUEUE_STACK_SIZE, mapped between idle 0 and idle 1); mmusim has no work queues and creates no such thread
     main.gen = thread_main(k, main)
     main.pending = next(main.gen)
     main.state = ThreadState(0)
     main.cpu = 0
     k.cpus[0].current = k.cpus[0].ctx = main  # main runs first on CPU 0 (z_cstart switches to it)
+    # Mapping the boot threads' stacks unmapped their guard pages, and each arch_mem_unmap
+    # broadcast a TLB shootdown: in Zephyr the other CPUs are not started yet (z_smp_init's
+    # start_cpu creates a CPU's idle thread before arch_cpu_start), so no one takes those IPIs.
+    for c in k.cpus:
+        c.pending_ipis.clear()
+        c.shootdowns_pending = 0
+    k.ipis["tlb"] = 0
     for c in k.cpus:
         c.running_on = c.current
         c.hw.sp = c.current.sp

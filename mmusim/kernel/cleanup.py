@@ -58,10 +58,10 @@ def halt_thread(k: Kernel, t: KThread, new_state: ThreadState) -> Routine:
     t.state |= new_state
     runqueue.dequeue(k, t)
     if dead:
-        if t.state & ThreadState.SLEEPING:  # z_abort_thread_timeout
-            if t in k.sleepers:
-                k.sleepers.remove(t)
-            t.state &= ~ThreadState.SLEEPING
+        # z_abort_thread_timeout; the SLEEPING bit stays, as z_tick_sleep's _THREAD_SUSPENDED
+        # does in Zephyr (sleeping-bit).
+        if t.state & ThreadState.SLEEPING and t.wake_tick is not None and t in k.sleepers:
+            k.sleepers.remove(t)
             t.wake_tick = None
         t.mbox_wait = False
         if t.pended_on is not None:  # unpend_thread_no_timeout: t may wait on a join/halt queue
@@ -118,8 +118,9 @@ def k_thread_abort_cleanup(k: Kernel, t: KThread) -> Routine:
         yield Point(fn, "thread_to_cleanup = NULL", res=SLOT)
         k.cleanup.thread = None
     if t is k.current and k.mutant_self_unmap:
-        # MUTANT (SIM_MUTANT_SELF_UNMAP): unmap the stack this thread is still running on.
-        yield from do_thread_cleanup(k, t)
+        # MUTANT (SIM_MUTANT_SELF_UNMAP): unmap the stack this thread is still running on (without
+        # the what-if fix's wait, which would wait for this very thread: a deadlock).
+        yield from do_thread_cleanup(k, t, wait=False)
     elif t is k.current:
         yield from defer_thread_cleanup(k, t)
     else:
@@ -151,13 +152,13 @@ def do_deferred_thread_cleanup(k: Kernel) -> Routine:
         k.cleanup.stack_sz = 0
 
 
-def do_thread_cleanup(k: Kernel, t: KThread) -> Routine:
+def do_thread_cleanup(k: Kernel, t: KThread, *, wait: bool = True) -> Routine:
     if k.leak_bug:  # pre-fix: ARG_UNUSED(thread) -- unmap the stash only (#119098)
         yield from do_deferred_thread_cleanup(k)
         return
     addr = t.stack_info.mapped.addr
     if addr is not None:
-        if k.drain_waits:  # SIM_CLEANUP_WAITS_FOR_SWITCH (not Zephyr): t may be switching out
+        if k.drain_waits and wait:  # SIM_CLEANUP_WAITS_FOR_SWITCH (not Zephyr): t may be switching
             yield Point("do_thread_cleanup", f"wait for {t.name} to switch out",
                         wait=switch_ready(t), res=reads(("sh", t.name)))  # fmt: skip
         yield from k.policy.unmap_stack(k, t.stack_info.mapped)

@@ -13,7 +13,7 @@ from mmusim.kernel.geometry import PAGE
 from mmusim.kernel.mm import k_mem_free_get
 from mmusim.kernel.routines import KernelAssert
 from mmusim.kernel.stack import k_thread_stack_space_get
-from mmusim.kernel.thread import KThread
+from mmusim.kernel.thread import KThread, ThreadState
 
 if TYPE_CHECKING:
     from mmusim.kernel.boot import Kernel
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 def fact(k: Kernel, what: str) -> Any:
     """A named fact of the current state: ``T.mapped_addr``, ``T.mapped_sz``,
-    ``T.stack_start``, ``T.stack_size``, ``T.state``, ``T.stack_space``, ``free_mem``,
+    ``T.stack_start``, ``T.stack_size``, ``T.state``, ``T.stack_space``, ``T.sp``, ``T.psp``,
+    ``free_mem``,
     ``vm_free_pages``, ``vm_free_start``, ``clock``, ``pending_cleanup``, ``mapping.NAME``,
     ``mapping.NAME.nonzero_bytes``, ``stack.NAME.addr`` / ``.obj_len`` / ``.nonzero_bytes``."""
     if what == "free_mem":
@@ -55,6 +56,13 @@ def fact(k: Kernel, what: str) -> Any:
         return t.stack_info.mapped.addr
     if field == "mapped_sz":
         return t.stack_info.mapped.sz
+    if field == "sp":  # the stack pointer: the CPU's while t runs there, else the saved one
+        for c in k.cpus:
+            if c.running_on is t:
+                return c.hw.sp
+        return t.sp
+    if field == "psp":  # arch.psp: top of the privilege-elevation stack
+        return t.psp
     if field == "stack_start":
         return t.stack_info.start
     if field == "stack_size":
@@ -66,11 +74,30 @@ def fact(k: Kernel, what: str) -> Any:
     raise KernelAssert(f"Kernel.fact: unknown fact {what!r}")
 
 
+# k_thread_state_str's names, bit by bit (kernel/include/thread.h Z_STATE_STR_*, indexed by the
+# _THREAD_* bits of kernel_structs.h): bit 2 is _THREAD_SLEEPING -- created but not started, or in
+# k_sleep() -- which older trees called _THREAD_PRESTART and printed as "prestart".
+ZEPHYR_STATE_NAMES = (
+    "dummy", "pending", "sleeping", "dead", "suspended", "aborting", "suspending", "queued",
+)  # fmt: skip
+
+
 def thread_state_name(k: Kernel, t: KThread) -> str:
-    """``dead``, ``prestart|suspended``, ... or ``running`` / ``ready`` for a state of 0."""
-    if t.state:
-        return "|".join(f.name.lower() for f in type(t.state) if f in t.state and f.name)
-    return "running" if any(c.current is t for c in k.cpus) else "ready"
+    """``k_thread_state_str`` (``kernel/thread.c``): the names of the set ``thread_state`` bits,
+    lowest bit first, joined by ``+`` -- ``queued`` (in the ready queue, not running),
+    ``sleeping`` (created with ``K_FOREVER`` and not started, or in ``k_sleep``), ``pending``,
+    ``dead``, ``suspended``, ``aborting``, ``sleeping+dead`` (a sleeper aborted), ...
+
+    mmusim keeps a tick-clock sleep in a bit of its own (``ThreadState.SLEEPING``); it is named
+    as Zephyr's ``_THREAD_SLEEPING`` (bit 2), in that bit's place. A state of 0 is a thread that
+    runs (on SMP the running thread is not in the ready queue): Zephyr's string is then empty;
+    mmusim says ``running`` (and ``""`` for a state of 0 that is no CPU's ``_current``)."""
+    bits = int(t.state)
+    if bits & ThreadState.SLEEPING:
+        bits = (bits & ~int(ThreadState.SLEEPING)) | int(ThreadState.PRESTART)
+    if bits:
+        return "+".join(n for i, n in enumerate(ZEPHYR_STATE_NAMES) if bits & 1 << i)
+    return "running" if any(c.current is t for c in k.cpus) else ""
 
 
 def nonzero_bytes(k: Kernel, va: int, size: int) -> int:

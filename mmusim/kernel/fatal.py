@@ -85,6 +85,74 @@ def fatal_fault(
     c.running_on = None
 
 
+# Page-fault error-code bits as Zephyr names them (arch/x86/include/x86_mmu.h).
+PF_P, PF_WR, PF_US, PF_RSVD, PF_ID, PF_PK, PF_SGX = 1, 2, 4, 8, 16, 32, 1 << 15
+# The entry bits dump_entry() names, in its order (MMU_* of x86_mmu.h; XD is bit 63).
+_ENTRY_BITS = (
+    ("RW", 1 << 1), ("US", 1 << 2), ("PWT", 1 << 3), ("PCD", 1 << 4),
+    ("A", 1 << 5), ("D", 1 << 6), ("G", 1 << 8), ("XD", 1 << 63),
+)  # fmt: skip
+
+
+def dump_page_fault_lines(
+    cr2: int, err: int, pentry: tuple[str, int] | None = None, *, wide: bool = True
+) -> list[str]:
+    """The lines ``dump_page_fault`` (``arch/x86/core/fatal.c``) logs for a #PF at ``cr2`` with
+    error code ``err``, without their ``E: `` prefix, in its order::
+
+        Page fault at address %p (error code 0x%lx)
+        RSVD:  Reserved bits set in page tables
+        else:  [!P: Linear address not present in page tables]
+               Access violation: {user|supervisor} thread not allowed to {execute|write|read}
+               [PK: Protection key disallowed | else SGX: SGX access control violation]
+
+    then ``z_x86_dump_mmu_flags`` (``arch/x86/core/x86_mmu.c``, with ``CONFIG_X86_MMU``): where
+    the walk for ``cr2`` stops, ``pentry`` = (level name, raw entry): ``PTE: not present``, or
+    ``dump_entry``'s ``PTE: <page> -> <entry & level mask>: RW US ... XD`` (``wide``: 64-bit
+    entries, ``PRI_ENTRY`` ``0x%016llx``; else ``0x%08x``). Note that a not-present fault prints
+    the "Access violation" line too: only RSVD suppresses it."""
+    lines = [f"Page fault at address {cr2:#x} (error code {err:#x})"]
+    if err & PF_RSVD:
+        lines.append("Reserved bits set in page tables")
+    else:
+        if not err & PF_P:
+            lines.append("Linear address not present in page tables")
+        who = "user" if err & PF_US else "supervisor"
+        what = "execute" if err & PF_ID else "write" if err & PF_WR else "read"
+        lines.append(f"Access violation: {who} thread not allowed to {what}")
+        if err & PF_PK:
+            lines.append("Protection key disallowed")
+        elif err & PF_SGX:
+            lines.append("SGX access control violation")
+    if pentry is not None:
+        level, entry = pentry
+        if not entry & PF_P:  # MMU_P is bit 0, as PF_P
+            lines.append(f"{level}E: not present")
+        else:
+            # paging_levels[].mask: PT 0x07FF..F000, upper levels 0x7FFF..F000; 32-bit 0xFFFFF000
+            mask = (
+                (0x07FF_FFFF_FFFF_F000 if level == "PT" else 0x7FFF_FFFF_FFFF_F000)
+                if wide
+                else 0xFFFF_F000
+            )
+            scope = {"PML4": 39, "PDPT": 30, "PD": 21 if wide else 22, "PT": 12}[level]
+            page = cr2 & ~((1 << scope) - 1)
+            bits = "".join(f"{name} " for name, bit in _ENTRY_BITS if entry & bit)
+            value = f"{entry & mask:#018x}" if wide else f"{entry & mask:#010x}"
+            lines.append(f"{level}E: {page:#x} -> {value}: {bits}")
+    return lines
+
+
+def dump_page_fault(k: Kernel, cr2: int, err: int) -> None:
+    """``dump_page_fault`` (``arch/x86/core/fatal.c``, ``CONFIG_EXCEPTION_DEBUG``): log the #PF,
+    with the entry of the kernel's page tables where the walk for ``cr2`` stops."""
+    for line in dump_page_fault_lines(
+        cr2, err, k.pt.entry_for(cr2), wide=k.word == 8 or k.mode.name == "pae"
+    ):
+        k.printk(f"E: {line}")
+    # DEVIATION(fatal-log-no-registers): z_x86_fatal_error's dump_regs and call trace are not printed: mmusim has no general-purpose registers or frame pointers
+
+
 def z_fatal_error(k: Kernel, t: KThread, reason: int) -> None:
     k.printk(f"E: >>> ZEPHYR FATAL ERROR {reason}: {REASONS[reason]} on CPU {k._cpu}")
     k.printk(f"E: Current thread: {k.thread_id(t):#x} ({t.name})")

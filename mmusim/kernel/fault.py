@@ -2,7 +2,10 @@
 
 ``z_x86_page_fault_handler`` (reference zephyr-mapped-stacks.md section 3.1), in order:
 
-1. dump the fault (``Page fault at address ... (error code ...)``);
+1. ``dump_page_fault`` (``mmusim.kernel.fatal``): ``Page fault at address ... (error code ...)``;
+   ``Reserved bits set in page tables`` if RSVD, else ``Linear address not present in page
+   tables`` if P=0 and -- always -- ``Access violation: ... thread not allowed to ...``; then the
+   entry where the walk stopped (``z_x86_dump_mmu_flags``: ``PTE: not present``, ...);
 2. ``THREAD_STACK_INFO``: the stack pointer out of the current context's bounds -> reason 2,
    where out of bounds is ``addr <= start || addr + size > end`` (note ``<=``: an SP exactly at
    ``stack_info.start`` -- a full stack -- counts as overflow);
@@ -24,15 +27,16 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from mmusim.hw import DF_VECTOR, PF_VECTOR, PfErrorCode, Trap
+from mmusim.hw import DF_VECTOR, PF_VECTOR, Trap
 from mmusim.kernel.abort import k_thread_abort
 from mmusim.kernel.fatal import (
     K_ERR_CPU_EXCEPTION,
     K_ERR_STACK_CHK_FAIL,
+    dump_page_fault,
     fatal_fault,
     system_halt,
 )
-from mmusim.kernel.geometry import round_up
+from mmusim.kernel.geometry import round_down
 from mmusim.kernel.thread import KThread
 
 if TYPE_CHECKING:
@@ -40,14 +44,37 @@ if TYPE_CHECKING:
 
 
 def check_stack_bounds(k: Kernel, addr: int, size: int, cs_cpl: int) -> bool:
-    """``z_x86_check_stack_bounds``: True if ``[addr, addr+size)`` is out of the current bounds."""
+    """``z_x86_check_stack_bounds`` (``arch/x86/core/fatal.c``): True if ``[addr, addr+size)`` is
+    out of the bounds of the context that faulted. Three cases, in the source's order:
+
+    * ``_current == NULL || arch_is_in_isr()`` (``_cpu->nested != 0``: this CPU is running an
+      interrupt handler): the CPU's interrupt stack, ``start =
+      K_KERNEL_STACK_BUFFER(z_interrupt_stacks[cpu])`` (the object + ``K_KERNEL_STACK_RESERVED``),
+      ``end = start + CONFIG_ISR_STACK_SIZE``;
+    * ``USERSPACE``, ``(cs & 3) == 0`` and ``_current`` is a ``K_USER`` thread -- a system call:
+      the privilege-elevation stack, ``[stack_info.start - CONFIG_PRIVILEGED_STACK_SIZE,
+      stack_info.start)``;
+    * else the thread's buffer: ``start = stack_info.start``, ``end =
+      Z_STACK_PTR_ALIGN(stack_info.start + stack_info.size)`` -- ``ROUND_DOWN`` to
+      ``ARCH_STACK_PTR_ALIGN`` (``include/zephyr/kernel/thread_stack.h``).
+
+    Then ``(addr <= start) || (addr + size > end)``: an SP at ``start`` (a full stack) is out.
+    mmusim's ``_current`` is never NULL (no early-boot code runs)."""
+    c = k.cpu
     t = k.current
-    if t.is_user and cs_cpl == 0 and k.cfg.get("USERSPACE"):
+    if c.irq is not None:  # arch_is_in_isr(): an IPI handler is running on this CPU
+        isr = k.boot_stacks[f"z_interrupt_stacks[{c.id}]"]
+        start = isr.addr + k.geometry.kernel_reserved  # K_KERNEL_STACK_BUFFER
+        end = start + int(k.cfg.get("ISR_STACK_SIZE", 2048))
+    elif k.cfg.get("USERSPACE") and cs_cpl == 0 and t.is_user:
+        # In a syscall. As in Zephyr, these bounds name the area below stack_info.start -- with
+        # THREAD_STACK_MEM_MAPPED that is in the alias, while arch.psp (the stack a syscall runs
+        # on) is in the original object: Zephyr's check calls any SP there out of bounds.
         priv = int(k.cfg.get("PRIVILEGED_STACK_SIZE", 0))
-        start, end = t.stack_info.start - priv, t.stack_info.start  # in a syscall
+        start, end = t.stack_info.start - priv, t.stack_info.start
     else:
         start = t.stack_info.start
-        end = round_up(t.stack_info.start + t.stack_info.size, k.geometry.ptr_align)
+        end = round_down(t.stack_info.start + t.stack_info.size, k.geometry.ptr_align)
     return addr <= start or addr + size > end
 
 
@@ -77,15 +104,7 @@ def page_fault(k: Kernel, t: KThread, trap: Trap, sp: int) -> Generator[Any, Non
         k.printk("E: Double Fault")
         reason = K_ERR_STACK_CHK_FAIL if check_stack_bounds(k, sp, 0, cpl) else K_ERR_CPU_EXCEPTION
     else:
-        k.printk(f"E: Page fault at address {cr2:#x} (error code {code:#x})")
-        if not code & PfErrorCode.P:
-            k.printk("E: Linear address not present in page tables")
-        else:
-            who = "user" if code & PfErrorCode.US else "supervisor"
-            what = (
-                "execute" if code & PfErrorCode.ID else "write" if code & PfErrorCode.W else "read"
-            )
-            k.printk(f"E: Access violation: {who} thread not allowed to {what}")
+        dump_page_fault(k, cr2 or 0, code)  # a #PF always sets CR2
         reason = K_ERR_CPU_EXCEPTION
         if (
             k.cfg.get("THREAD_STACK_INFO")

@@ -32,6 +32,10 @@ def round_up(x: int, align: int) -> int:
     return (x + align - 1) // align * align
 
 
+def round_down(x: int, align: int) -> int:
+    return x // align * align
+
+
 @attrs.frozen
 class StackGeometry:
     """The macros resolved for one configuration."""

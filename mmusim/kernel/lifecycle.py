@@ -67,8 +67,27 @@ def setup_new_thread(
     t.stack_ready = False
     yield from setup_thread_stack(k, t, stack, stack.size)
     yield from domain.z_mem_domain_init_thread(k, t)
+    if k.cfg.get("USERSPACE"):
+        t.psp = z_x86_userspace_prepare_thread_psp(k, stack)
     t.stack_ready = True
     t.switch_handle = t.sp  # a new thread's context is "saved": it may be switched to
+
+
+def z_x86_userspace_prepare_thread_psp(k: Kernel, stack: StackObject) -> int:
+    """``thread->arch.psp`` as ``z_x86_userspace_prepare_thread`` (``arch/x86/core/userspace.c``,
+    called from ``arch_new_thread``) sets it for every thread when ``USERSPACE``::
+
+        header = (struct z_x86_thread_stack_header *)thread->stack_obj;
+        thread->arch.psp = header->privilege_stack + sizeof(header->privilege_stack);
+
+    ``stack_obj`` is the ORIGINAL stack object (``z_setup_new_thread``: ``stack_obj = stack``),
+    not its mapped alias: with ``THREAD_STACK_MEM_MAPPED`` a system call runs on the privilege
+    stack inside the object in ``.noinit``, reached through the kernel image's identity mapping,
+    while the alias's copy of that area (between ``mapped.addr`` and ``stack_info.start``) stays
+    unused. The header (``include/zephyr/arch/x86/thread_stack.h``) is ``[guard_page, only with
+    X86_STACK_PROTECTION && !THREAD_STACK_MEM_MAPPED][privilege_stack[PRIVILEGED_STACK_SIZE]]``:
+    ``K_THREAD_STACK_RESERVED`` bytes, so psp is ``stack_obj + K_THREAD_STACK_RESERVED``."""
+    return stack.addr + k.geometry.thread_reserved
 
 
 def k_thread_create(

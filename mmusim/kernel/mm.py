@@ -6,16 +6,19 @@ The order of operations follows ``kernel/mmu.c`` (reference zephyr-mapped-stacks
     k_mem_map_phys_guard(phys, size, flags, is_anon):      k_mem_unmap_phys_guard(addr, size, is_anon):
       reject USER|UNINIT, size % PAGE, size == 0             lock z_mm_lock
       lock z_mm_lock                                         front or rear guard mapped? -> silent bail
-      dst = virt_region_alloc(size + 2*PAGE)                 (anon: free each page's frame)
-      arch_mem_unmap(dst, PAGE); arch_mem_unmap(rear, PAGE)  arch_mem_unmap(addr, size)
+      dst = virt_region_alloc(size + 2*PAGE)                 anon: per page, arch_mem_unmap(pos, PAGE)
+      arch_mem_unmap(dst, PAGE); arch_mem_unmap(rear, PAGE)    and free its frame; else arch_mem_unmap(addr, size)
       dst += PAGE; arch_mem_map(dst, phys, size, flags)      virt_region_free(addr - PAGE, size + 2*PAGE)
       unlock; zero unless UNINIT                             unlock
 
-``arch_mem_unmap`` clears each PTE, invalidates it locally (``invlpg``) and, on SMP with
-``SIM_TLB_SHOOTDOWN=y``, sends a TLB IPI to every other CPU (``tlb_shootdown``). It does not wait
-for the other CPUs to flush: whether Zephyr's x86 ``tlb_shootdown`` waits is UNVERIFIED; mmusim
-counts the outstanding shootdowns so the invariants can tell a stale entry that a pending IPI will
-remove from one that nothing will.
+``arch_mem_unmap`` (``arch/x86/core/x86_mmu.c``) clears each PTE of its range -- present or not
+-- and invalidates it locally (``invlpg``), then, on SMP with ``SIM_TLB_SHOOTDOWN=y``, sends one
+TLB IPI to every other CPU (``tlb_shootdown``, once per call). ``arch_mem_map`` neither flushes
+nor shoots down. So a guarded mapping costs two shootdowns when it is made (one per guard page),
+and when it is torn down one (physical memory: a stack) or one per page (anonymous memory,
+``k_mem_unmap``). Zephyr does not wait for the other CPUs to flush ("This is not synchronous");
+mmusim counts the outstanding shootdowns so the invariants can tell a stale entry that a pending
+IPI will remove from one that nothing will.
 
 Every PTE write, invalidation and IPI is an interleaving point. Lock: ``z_mm_lock`` (rank 3).
 
@@ -131,28 +134,33 @@ def arch_mem_map(k: Kernel, va: int, pa: int, size: int, pte: int) -> Routine:
 
 
 def arch_mem_unmap(k: Kernel, va: int, size: int) -> Routine:
-    """Clear the PTEs of ``[va, va+size)`` in every set of page tables (``range_map`` with
-    ``OPTION_CLEAR``), invlpg each locally, then shoot down the others."""
-    cleared = False
+    """``arch_mem_unmap`` (``arch/x86/core/x86_mmu.c``): ``range_map_unlocked(addr, 0, size, 0, 0,
+    OPTION_FLUSH | OPTION_CLEAR)``. ``range_map_ptables`` calls ``page_map_set`` for every page:
+    the PTE is set to 0 -- whatever it held, so a guard page that was never mapped is cleared too
+    -- and, with ``OPTION_FLUSH``, ``tlb_flush_page`` (``invlpg``) runs for it. Then ``range_map``
+    ends with one ``tlb_shootdown()`` (``#ifdef CONFIG_SMP``, ``OPTION_FLUSH``): one broadcast
+    TLB IPI per call, however many pages, whether or not any was present."""
     for off in range(0, size, PAGE):
-        if k.pt.lookup(va + off) is None:
-            continue  # already non-present (e.g. a guard page)
         yield Point("arch_mem_unmap", f"clear PTE {va + off:#x}", res=pte_write(va + off))
         for pt in k.all_ptables():
             if pt.lookup(va + off) is not None:
-                pt.unmap(va + off)
+                pt.unmap(va + off)  # else it is 0 already: writing 0 changes nothing
         if k.md is not None:
             k.md.perm_orig.pop((va + off) >> 12, None)
-        cleared = True
         if k.mutant_no_invlpg:  # MUTANT (SIM_MUTANT_NO_INVLPG): this CPU keeps its stale entry
             continue
         yield Point("arch_mem_unmap", f"invlpg {va + off:#x}", res=LOCAL)
         kernel_invlpg(k, va + off)
-    if cleared:
-        yield from tlb_shootdown(k)
+    yield from tlb_shootdown(k)
+    # DEVIATION(x86-mmu-lock): range_map_unlocked also takes x86_mmu_lock around the update;
+    # mmusim's callers all hold z_mm_lock, which serialises the same updates: not modelled.
 
 
 def tlb_shootdown(k: Kernel) -> Routine:
+    """``tlb_shootdown`` (``arch/x86/core/x86_mmu.c``): ``z_loapic_ipi(0, LOAPIC_ICR_IPI_OTHERS,
+    CONFIG_TLB_IPI_VECTOR)`` -- one IPI to every other CPU, not waited for ("This is not
+    synchronous and the actual flush takes place some short time after this exits"). The handler,
+    ``z_x86_tlb_ipi``, reloads CR3: a flush of every non-global entry."""
     if k.ncpus == 1 or not k.shootdown:
         return
     others = [c.id for c in k.cpus if c.id != k._cpu]
@@ -207,7 +215,7 @@ def map_phys_guarded(
     total = size + (front + rear) * PAGE
     yield from k.k_spin_lock(k.mm_lock, fn)
     yield Point(fn, f"virt_region_alloc({total:#x})", res=LOCAL)  # under z_mm_lock
-    region: int | None = k.vm.alloc(total, PAGE)
+    region = virt_region_alloc(k, total)
     if region is None:
         yield from k.k_spin_unlock(k.mm_lock, fn)
         return None
@@ -277,16 +285,21 @@ def unmap_phys_guarded(
         # fire, so a bad call is a silent no-op (reference section 1.1, ANALYSIS).
         yield from k.k_spin_unlock(k.mm_lock, fn)
         return
-    frames = []
     if is_anon:
+        # kernel/mmu.c: VIRT_FOREACH(addr, size, pos) { arch_page_phys_get(pos, &phys); ...
+        # arch_mem_unmap(pos, CONFIG_MMU_PAGE_SIZE); page_frame_free_locked(pf); } -- one
+        # arch_mem_unmap, hence one TLB shootdown, per page.
         for off in range(0, size, PAGE):
             pa = arch_page_phys_get(k, addr + off)
-            if pa is not None:
-                frames.append(pa)
-    yield from arch_mem_unmap(k, addr, size)
-    for pa in frames:
-        yield Point(fn, f"free page frame {pa:#x}", res=LOCAL)
-        k.frames.free(pa)
+            if pa is None:  # Zephyr: __ASSERT(ret == 0, "%s: cannot unmap an unmapped address")
+                raise KernelAssert(f"{fn}: cannot unmap an unmapped address {addr + off:#x}")
+            yield from arch_mem_unmap(k, addr + off, PAGE)
+            yield Point(fn, f"free page frame {pa:#x}", res=LOCAL)
+            k.frames.free(pa)
+    else:
+        # "we don't have to unmap the guard pages, as they should have been unmapped": one
+        # arch_mem_unmap of [addr, addr + size), one shootdown.
+        yield from arch_mem_unmap(k, addr, size)
     r = k.regions.get(addr)
     if front and k.mutant_guard_off_by_one and r is not None and r.kind == "stack":
         lo, hi = lo + PAGE, hi + PAGE  # MUTANT (SIM_MUTANT_GUARD_OFF_BY_ONE): what was allocated
@@ -310,21 +323,37 @@ def k_mem_unmap(k: Kernel, addr: int, size: int) -> Routine:
 
 def k_mem_map_phys_bare(
     k: Kernel, phys: int, size: int, flags: int, name: str
-) -> Generator[Point, None, int | None]:
-    """A bare mapping of physical memory: no guard pages (``k_mem_map_phys_bare``)."""
+) -> Generator[Point, None, int]:
+    """A bare mapping of physical memory: no guard pages (``k_mem_map_phys_bare``, kernel/mmu.c).
+
+    It cannot fail to the caller: when ``virt_region_alloc`` returns NULL ("insufficient virtual
+    address space"), it jumps to ``fail:`` -- "running out of virtual address space ... is an
+    unrecoverable situation" -- logs ``memory mapping 0x%lx (size %zu, flags 0x%x) failed`` and
+    calls ``k_panic()`` (reason 4, ``K_ERR_KERNEL_PANIC``), still holding ``z_mm_lock``. mmusim
+    prints those lines and stops the run with a ``KernelAssert`` naming the function."""
     fn = "k_mem_map_phys_bare"
     if size % PAGE or size == 0 or phys % PAGE:
         raise KernelAssert(f"{fn}: unaligned address or size ({phys:#x}, {size:#x})")
     yield from k.k_spin_lock(k.mm_lock, fn)
     yield Point(fn, f"virt_region_alloc({size:#x})", res=LOCAL)
-    dst: int | None = k.vm.alloc(size, PAGE)
-    if dst is not None:
-        yield from arch_mem_map(k, dst, phys, size, pte_flags(k, flags))
-        k.regions[dst] = Region(
-            dst, size, "bare", name, (0, 0), phys, bool(flags & K_MEM_PERM_USER)
-        )
+    dst = virt_region_alloc(k, size)
+    if dst is None:
+        k.printk(f"E: memory mapping {phys:#x} (size {size}, flags {flags:#x}) failed")
+        k.printk(f"E: >>> ZEPHYR FATAL ERROR 4: Kernel panic on CPU {k._cpu}")
+        raise KernelAssert(f"{fn}: memory mapping {phys:#x} (size {size}) failed: k_panic()")
+    yield from arch_mem_map(k, dst, phys, size, pte_flags(k, flags))
+    k.regions[dst] = Region(dst, size, "bare", name, (0, 0), phys, bool(flags & K_MEM_PERM_USER))
     yield from k.k_spin_unlock(k.mm_lock, fn)
     return dst
+
+
+def virt_region_alloc(k: Kernel, size: int) -> int | None:
+    """``virt_region_alloc(size, CONFIG_MMU_PAGE_SIZE)`` (kernel/mmu.c), which logs when the
+    bitmap has no room. Call with ``z_mm_lock`` held."""
+    addr = k.vm.alloc(size, PAGE)
+    if addr is None:
+        k.printk(f"E: insufficient virtual address space (requested {size})")
+    return addr
 
 
 def k_mem_unmap_phys_bare(k: Kernel, addr: int, size: int) -> Routine:

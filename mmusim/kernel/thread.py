@@ -162,6 +162,7 @@ class KThread:
     wake_tick: int | None = None
     queue_seq: int = 0  # FIFO order among equal priorities (ready queue, sleepers)
     sp: int = 0
+    psp: int = 0  # arch.psp: top of the privilege-elevation stack, in the ORIGINAL object
     cpl: int = 0
     resume_cpl: int = 0  # the CPL it resumes at when switched to without arch_switch's return
     is_idle: bool = False

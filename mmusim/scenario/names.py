@@ -11,7 +11,8 @@ against the definitions and raises at the first unknown name, at the line of its
 Facts an op may ``record`` (``check_fact``)::
 
     free_mem, vm_free_pages, vm_free_start, clock, pending_cleanup    the kernel's
-    THREAD.FIELD          mapped_addr, mapped_sz, stack_start, stack_size, state, stack_space
+    THREAD.FIELD          mapped_addr, mapped_sz, stack_start, stack_size, state, stack_space,
+                          sp, psp
     stack.NAME.FIELD      addr, obj_len, nonzero_bytes of a [stacks] object
     mapping.NAME          a k_mem_map region's address (.nonzero_bytes: its written bytes)
 
@@ -31,7 +32,16 @@ from mmusim.scenario.toml_lines import KeyPath
 
 __all__ = ["Names"]
 
-_THREAD_FACTS = ("mapped_addr", "mapped_sz", "stack_start", "stack_size", "state", "stack_space")
+_THREAD_FACTS = (
+    "mapped_addr",
+    "mapped_sz",
+    "stack_start",
+    "stack_size",
+    "state",
+    "stack_space",
+    "sp",
+    "psp",
+)
 _STACK_FACTS = ("addr", "obj_len", "nonzero_bytes")
 _GLOBAL_FACTS = ("free_mem", "vm_free_pages", "vm_free_start", "clock", "pending_cleanup")
 
