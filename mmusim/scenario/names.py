@@ -114,6 +114,11 @@ class Names:
     ) -> None:
         """Check every use noted by ``refer``, in the order they were noted."""
         err = self.doc.err
+        sections = {  # kind -> (the names a file defines, where it defines them)
+            "partition": (list(partitions), "[partitions]"),
+            "stack": (sorted(stacks), "[stacks]"),
+            "body": (sorted(bodies), "[bodies]"),
+        }
         for ref in self.refs:
             if ref.kind == "domain" and ref.name not in self.domains:
                 raise err(
@@ -121,23 +126,12 @@ class Names:
                     f"unknown memory domain {ref.name!r} ({hint(ref.name, list(self.domains))}"
                     f"domains: {choices(self.domains)}; a mem_domain_init op defines one)",
                 )
-            if ref.kind == "partition" and ref.name not in partitions:
+            if ref.kind in sections and ref.name not in sections[ref.kind][0]:
+                names, where = sections[ref.kind]
                 raise err(
                     ref.path,
-                    f"unknown partition {ref.name!r} ({hint(ref.name, list(partitions))}defined "
-                    f"in [partitions]: {choices(partitions) or 'none'})",
-                )
-            if ref.kind == "stack" and ref.name not in stacks:
-                raise err(
-                    ref.path,
-                    f"unknown stack {ref.name!r} ({hint(ref.name, sorted(stacks))}defined in "
-                    f"[stacks]: {choices(stacks) or 'none'})",
-                )
-            if ref.kind == "body" and ref.name not in bodies:
-                raise err(
-                    ref.path,
-                    f"unknown body {ref.name!r} ({hint(ref.name, sorted(bodies))}defined in "
-                    f"[bodies]: {choices(bodies)})",
+                    f"unknown {ref.kind} {ref.name!r} ({hint(ref.name, names)}defined in "
+                    f"{where}: {choices(names) or 'none'})",
                 )
             if ref.kind == "thread":
                 self.check_thread(ref.name, ref.path, ncpus, idle=False)
