@@ -161,10 +161,10 @@ def test_with_eviction_the_race_ends_in_a_misattributed_stack_overflow() -> None
 
 
 def test_with_eviction_and_the_fix_the_complete_search_passes() -> None:
+    # race_self_abort's complete search (9,369 states, about 30 s) is docs/explore.md's transcript,
+    # which tests/test_docs.py runs and compares.
     r = explore(Model(RACES / "race_abort_blocked.toml", (EVICT, FIX)))
-    assert r.violation is None and r.complete
-    r = explore(Model(RACES / "race_self_abort.toml", (EVICT, FIX)))
-    assert r.violation is None and r.complete and r.stats.states > 5000
+    assert r.violation is None and r.complete and r.stats.states > 500
 
 
 def test_ignore_names_are_checked() -> None:
