@@ -440,6 +440,47 @@ def test_errors_name_file_line_and_reason(
     assert str(e) == f"{frag}:{line}: {reason}"
 
 
+# values the kernel cannot boot with: each int/hex symbol has a range (issue 11)
+UNBOOTABLE = [
+    ("qemu_x86", "CONFIG_MAIN_STACK_SIZE=-4096", "MAIN_STACK_SIZE=-4096 is out of range: allowed 256..1048576"),
+    ("qemu_x86", "CONFIG_SRAM_SIZE=0", "SRAM_SIZE=0 is out of range: allowed 256..1048576"),
+    ("qemu_x86", "CONFIG_SRAM_SIZE=99999996", "SRAM_SIZE=99999996 is out of range: allowed 256..1048576"),
+    ("qemu_x86_64", "CONFIG_ISR_STACK_SIZE=2147483647", "ISR_STACK_SIZE=2147483647 is out of range: allowed 1024..65536"),
+    ("qemu_x86", "CONFIG_IDLE_STACK_SIZE=0", "IDLE_STACK_SIZE=0 is out of range: allowed 256..65536"),
+    ("qemu_x86_64", "CONFIG_X86_EXCEPTION_STACK_SIZE=-1", "X86_EXCEPTION_STACK_SIZE=-1 is out of range: allowed 1024..65536"),
+    ("qemu_x86", "CONFIG_TEST_EXTRA_STACK_SIZE=-8", "TEST_EXTRA_STACK_SIZE=-8 is out of range: allowed 0..65536"),
+    ("qemu_x86", "CONFIG_KERNEL_VM_SIZE=0x100000000", "KERNEL_VM_SIZE=0x100000000 is out of range: allowed 0x0..0x40000000"),
+    ("qemu_x86", "CONFIG_SRAM_BASE_ADDRESS=0xffffffff000", "SRAM_BASE_ADDRESS=0xffffffff000 is out of range: allowed 0x0..0xfffff000"),
+    ("qemu_x86", "CONFIG_USERSPACE=y\nCONFIG_PRIVILEGED_STACK_SIZE=-4096", "PRIVILEGED_STACK_SIZE=-4096 is out of range: allowed 0..1048576"),
+    ("qemu_x86", "CONFIG_USERSPACE=y\nCONFIG_X86_MAX_ADDITIONAL_MEM_DOMAINS=-1", "X86_MAX_ADDITIONAL_MEM_DOMAINS=-1 is out of range: allowed 0..256"),
+    ("qemu_x86", "CONFIG_USERSPACE=y\nCONFIG_MAX_DOMAIN_PARTITIONS=256", "MAX_DOMAIN_PARTITIONS=256 is out of range: allowed 0..255"),
+    ("qemu_x86", "CONFIG_DYNAMIC_THREAD=y\nCONFIG_DYNAMIC_THREAD_STACK_SIZE=0", "DYNAMIC_THREAD_STACK_SIZE=0 is out of range: allowed 256..1048576"),
+    ("qemu_x86_atom_virt", "CONFIG_SRAM_BASE_ADDRESS=0xfff00000", "SRAM_BASE_ADDRESS + SRAM_SIZE KiB = 0x100300000 is beyond 4 GiB (0x100000000): mmusim keeps RAM, and the page tables in it, below 4 GiB"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("board", "text", "reason"), UNBOOTABLE)
+def test_values_the_kernel_cannot_boot_are_refused(
+    tmp_file: TmpFile, board: str, text: str, reason: str
+) -> None:
+    frag = tmp_file("prj.conf", text + "\n")
+    line = text.count("\n") + 1
+    assert error_of(board, frag) == f"{frag}:{line}: {reason}"
+
+
+def test_every_int_and_hex_symbol_with_a_prompt_has_a_range(kconf: kconfiglib.Kconfig) -> None:
+    free = {"KERNEL_VM_BASE", "KERNEL_VM_OFFSET"}  # checked by the loader's x86 rules instead
+    missing = [
+        s.name
+        for s in kconf.unique_defined_syms
+        if s.orig_type in (kconfiglib.INT, kconfiglib.HEX)
+        and any(n.prompt for n in s.nodes)
+        and not s.ranges
+        and s.name not in free
+    ]
+    assert missing == []
+
+
 def test_the_vm_window_may_be_large_on_x86_64(tmp_file: TmpFile) -> None:
     frag = tmp_file(
         "prj.conf", "CONFIG_THREAD_STACK_MEM_MAPPED=n\nCONFIG_KERNEL_VM_BASE=0xfff00000\n"

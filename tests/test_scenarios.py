@@ -402,6 +402,32 @@ def test_config_errors_from_kconfig_rules_point_at_the_line(tmp_path: Path) -> N
     assert "not a positive multiple of MMU_PAGE_SIZE" in info.value.message
 
 
+def test_an_unbootable_ram_size_is_a_config_error_at_its_line(tmp_path: Path) -> None:
+    text = edit(
+        '"CONFIG_INIT_STACKS=y",', '"CONFIG_INIT_STACKS=y",\n    "CONFIG_SRAM_SIZE=99999996",'
+    )
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(write(tmp_path, text))
+    assert (info.value.line, info.value.key) == (6, "scenario.config[1]")
+    assert info.value.message == "SRAM_SIZE=99999996 is out of range: allowed 256..1048576"
+
+
+def test_an_image_too_big_for_the_vm_window_is_a_kernel_assertion_not_an_internal_error(
+    tmp_path: Path,
+) -> None:
+    # 1 GiB of RAM needs more page tables than qemu_x86_atom_virt's 4 MiB window holds
+    text = edit('board = "qemu_x86_64"', 'board = "qemu_x86_atom_virt"').replace(
+        '"CONFIG_INIT_STACKS=y",', '"CONFIG_SRAM_SIZE=1048576",\n    "CONFIG_USERSPACE=y",'
+    )
+    r = run_scenario(write(tmp_path, text))
+    assert r.verdict == "fail"
+    assert "kernel assertion: boot: the kernel image" in r.failures[0]
+    assert (
+        "does not fit in the kernel's virtual window (KERNEL_VM_SIZE 0x400000 bytes)"
+        in (r.failures[0])
+    )
+
+
 # -- the locator ----------------------------------------------------------------------------------
 
 LOCATOR_DOC = """\

@@ -450,6 +450,17 @@ def _rule_page_aligned(ld: _Loader) -> None:
         )
 
 
+def _rule_sram_below_4g(ld: _Loader) -> None:
+    """RAM must end at or below 4 GiB: the page tables live in it (mmusim's choice)."""
+    end = ld.value("SRAM_BASE_ADDRESS") + ld.value("SRAM_SIZE") * 1024
+    if end > 1 << 32:
+        raise ConfigError(
+            *ld.blame_site("SRAM_BASE_ADDRESS", "SRAM_SIZE"),
+            f"SRAM_BASE_ADDRESS + SRAM_SIZE KiB = {end:#x} is beyond 4 GiB (0x100000000):"
+            " mmusim keeps RAM, and the page tables in it, below 4 GiB",
+        )
+
+
 def _rule_vm_window_fits(ld: _Loader) -> None:
     """The kernel's virtual window must lie in the address space (below 4 GiB on ia32)."""
     if not ld.enabled("KERNEL_VM_SUPPORT"):
@@ -501,6 +512,7 @@ def _rule_mapped_stacks_identity(ld: _Loader) -> None:
 _RULES = (
     _rule_privileged_stack,
     _rule_page_aligned,
+    _rule_sram_below_4g,
     _rule_vm_window_fits,
     _rule_mapped_stacks_identity,
 )

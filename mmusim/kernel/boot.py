@@ -137,6 +137,11 @@ def boot(
             f"boot: the kernel image ({image_end - sram_base:#x} bytes) does not fit in SRAM "
             f"({sram_size:#x} bytes)"
         )
+    if image_end + k.virt_offset > vm_base + vm_size:
+        raise KernelAssert(
+            f"boot: the kernel image ({image_end - sram_base:#x} bytes) does not fit in the "
+            f"kernel's virtual window (KERNEL_VM_SIZE {vm_size:#x} bytes)"
+        )
     k.image = {
         "text": (text, data),
         "data": (data, tables),
