@@ -176,3 +176,28 @@ def test_bad_input_is_one_line_exit_2(
         rc = int(e.code or 0)
     err = capsys.readouterr().err
     assert rc == 2 and needle in err and "Traceback" not in err
+
+
+def test_config_cpu_count_is_the_one_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    scn = str(BUNDLED_DIR / "smp_suspend_running_thread.toml")
+    assert main(["explore", scn, "--no-time", "--config", "CONFIG_MP_MAX_NUM_CPUS=1"]) == 0
+    out = capsys.readouterr().out
+    assert "board qemu_x86_64, 1 CPU, CONFIG_MP_MAX_NUM_CPUS=1" in out
+    assert "2 CPUs" not in out
+    assert model_ncpus(scn, "CONFIG_MP_MAX_NUM_CPUS=1") == 1
+
+
+def model_ncpus(path: str, *extra: str) -> int:
+    return Model(path, extra, origin="--config").ncpus
+
+
+def test_config_turning_smp_off_blames_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+    scn = str(BUNDLED_DIR / "smp_suspend_running_thread.toml")
+    assert main(["explore", scn, "--config", "CONFIG_SMP=n"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mmusim explore: error: --config:1: SMP=n puts MP_MAX_NUM_CPUS=2 (")
+    assert err.endswith(
+        "qemu_x86_64.defconfig:19) out of range: allowed 1..1 while !SMP"
+        " (set CONFIG_MP_MAX_NUM_CPUS too)"
+    )
+    assert "\n" not in err

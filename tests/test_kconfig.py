@@ -481,6 +481,17 @@ def test_every_int_and_hex_symbol_with_a_prompt_has_a_range(kconf: kconfiglib.Kc
     assert missing == []
 
 
+def test_a_later_line_that_makes_a_range_apply_is_blamed(tmp_file: TmpFile) -> None:
+    frag = tmp_file("prj.conf", "CONFIG_INIT_STACKS=y\nCONFIG_SMP=n\n")
+    defconfig = KCONFIG_DIR / "boards" / "qemu_x86_64.defconfig"
+    assert error_of("qemu_x86_64", frag) == (
+        f"{frag}:2: SMP=n puts MP_MAX_NUM_CPUS=2 ({defconfig}:19) out of range: allowed 1..1"
+        " while !SMP (set CONFIG_MP_MAX_NUM_CPUS too)"
+    )
+    ok = tmp_file("ok.conf", "CONFIG_SMP=n\nCONFIG_MP_MAX_NUM_CPUS=1\n")
+    assert load_config("qemu_x86_64", [ok]).MP_MAX_NUM_CPUS == 1
+
+
 def test_the_vm_window_may_be_large_on_x86_64(tmp_file: TmpFile) -> None:
     frag = tmp_file(
         "prj.conf", "CONFIG_THREAD_STACK_MEM_MAPPED=n\nCONFIG_KERNEL_VM_BASE=0xfff00000\n"

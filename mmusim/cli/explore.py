@@ -149,8 +149,8 @@ def _print_result(model: Model, args: argparse.Namespace, result: Result, found:
     if args.pct:
         k = result.stats.max_depth
         print(f"pct: depth {args.depth}, {result.stats.executions} runs, seed {args.seed}; "
-              f"per-run bound 1/(n*k^(d-1)) = {bound(model.scenario.ncpus, max(k, 1), args.depth):.3g} "
-              f"with n={model.scenario.ncpus} CPUs, k={k} steps (measured)")  # fmt: skip
+              f"per-run bound 1/(n*k^(d-1)) = {bound(model.ncpus, max(k, 1), args.depth):.3g} "
+              f"with n={model.ncpus} CPUs, k={k} steps (measured)")  # fmt: skip
 
 
 def _stats_json(r: Result) -> dict[str, Any]:

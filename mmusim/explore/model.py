@@ -82,6 +82,11 @@ class Model:
         """The configuration it boots: the scenario's, then ``extra_config``."""
         return self._booted.config
 
+    @property
+    def ncpus(self) -> int:
+        """The CPUs it boots: ``MP_MAX_NUM_CPUS`` of ``config`` (extra lines included)."""
+        return self._booted.ncpus
+
     # -- the interface of exploration.md section 3.1 ---------------------------------------
 
     def boot(self) -> Kernel:

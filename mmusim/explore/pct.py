@@ -26,7 +26,7 @@ def pct(model: Model, *, depth: int, runs: int, seed: int, max_steps: int = 200_
     stats = Stats()
     t0 = time.perf_counter()
     k_steps = _default_length(model)
-    n = model.scenario.ncpus
+    n = model.ncpus
     for _ in range(runs):
         v = _one_run(model, rng, n, depth, k_steps, stats, max_steps)
         if v is not None:

@@ -329,12 +329,26 @@ class _Loader:
             if not lo <= value_number(kind, a.value) <= hi:
                 fmt = (lambda v: f"{v:#x}") if kind == "hex" else str
                 when = "" if written is self.kconf.y else f" while {explain.expr_text(written)}"
-                raise ConfigError(
-                    a.path,
-                    a.line,
-                    f"{a.name}={a.text} is out of range: allowed {fmt(lo)}..{fmt(hi)}{when}",
-                )
+                allowed = f"allowed {fmt(lo)}..{fmt(hi)}{when}"
+                cause = self._later_cause(a, written)
+                if cause is not None:  # a later line made the range apply: blame that line
+                    raise ConfigError(
+                        cause.path,
+                        cause.line,
+                        f"{cause.name}={cause.text} puts {a.name}={a.text} ({a.path}:{a.line})"
+                        f" out of range: {allowed} (set CONFIG_{a.name} too)",
+                    )
+                raise ConfigError(a.path, a.line, f"{a.name}={a.text} is out of range: {allowed}")
             return
+
+    def _later_cause(self, a: _Assignment, cond: Any) -> _Assignment | None:
+        """The last assignment after ``a`` to a symbol in range condition ``cond``, if any."""
+        later = [
+            self.last[s.name]
+            for s in kconfiglib.expr_items(cond)
+            if s.name in self.last and self.last[s.name].order > a.order
+        ]
+        return max(later, key=lambda c: c.order) if later else None
 
     def _check_choice(self, a: _Assignment, sym: Any) -> None:
         selected = sym.tri_value == 2

@@ -75,7 +75,7 @@ def report(
             f", {st.seconds:.2f} s ({st.states_per_second:,.0f} states/s, "
             f"{st.transitions_per_second:,.0f} transitions/s)"
         )
-    cfg = f"board {scn.board}, {scn.ncpus} CPUs" + (
+    cfg = f"board {scn.board}, {model.ncpus} CPU{'' if model.ncpus == 1 else 's'}" + (
         f", {' '.join(model.extra_config)}" if model.extra_config else ""
     )
     if v is None:
