@@ -402,6 +402,23 @@ def test_config_errors_from_kconfig_rules_point_at_the_line(tmp_path: Path) -> N
     assert "not a positive multiple of MMU_PAGE_SIZE" in info.value.message
 
 
+@pytest.mark.parametrize(("opener", "closer"), [("[", "]"), ("{a=", "}")])
+def test_deeply_nested_toml_is_a_scenario_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], opener: str, closer: str
+) -> None:
+    text = BASE + "x = " + opener * 5000 + closer * 5000 + "\n"
+    path = write(tmp_path, text)
+    line = BASE.count("\n") + 1
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert (info.value.path, info.value.line, info.value.key) == (str(path), line, "toml")
+    assert info.value.message.startswith("nested too deeply for the TOML reader")
+    for command in ("run", "map", "explore"):
+        assert main([command, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"mmusim {command}: error: {path}:{line}: toml: {info.value.message}\n"
+
+
 def test_an_unbootable_ram_size_is_a_config_error_at_its_line(tmp_path: Path) -> None:
     text = edit(
         '"CONFIG_INIT_STACKS=y",', '"CONFIG_INIT_STACKS=y",\n    "CONFIG_SRAM_SIZE=99999996",'

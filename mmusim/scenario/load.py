@@ -102,6 +102,8 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(file, 1, "(file)", f"cannot read scenario: {reason}") from None
     try:
         raw = tomllib.loads(text)
+    except RecursionError:
+        raise _too_deep(file, text) from None
     except tomllib.TOMLDecodeError as e:
         msg = str(e)
         m = re.search(r"\s*\(at line (\d+), column (\d+)\)$", msg)
@@ -109,7 +111,37 @@ def load_scenario(path: str | Path) -> Scenario:
         what = msg[: m.start()] if m else msg.replace(" (at end of document)", "")
         where = f" at column {m.group(2)}" if m else " at end of file"
         raise ScenarioError(file, line, "toml", f"syntax error: {what}{where}") from None
-    return _Reader(path, text).read(raw)
+    try:
+        return _Reader(path, text).read(raw)
+    except RecursionError:
+        raise _too_deep(file, text) from None
+
+
+_MAX_NESTING = 100
+
+
+def _too_deep(file: str, text: str) -> ScenarioError:
+    """The error for a file nested too deeply to read, at the line where brackets and braces
+    (counted naively) first nest more than ``_MAX_NESTING`` deep."""
+    depth, line = 0, 1
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        elif ch in "[{":
+            depth += 1
+            if depth > _MAX_NESTING:
+                break
+        elif ch in "]}":
+            depth -= 1
+    else:
+        line = 1
+    return ScenarioError(
+        file,
+        line,
+        "toml",
+        "nested too deeply for the TOML reader (arrays and inline tables hundreds of levels"
+        " inside each other; a scenario needs a few)",
+    )
 
 
 class _Reader:
