@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -275,3 +276,55 @@ def test_bundled_examples_match_their_builder(mode: str) -> None:
     image, cr3 = build(mode)
     assert cr3 == EXAMPLES[mode].cr3
     assert image == EXAMPLES[mode].load(), "run `python -m mmusim.examples` to regenerate"
+
+
+# -- file names that are not UTF-8 --------------------------------------------------------------
+
+NON_UTF8_SCENARIO = """\
+[scenario]
+board = "qemu_x86"
+[bodies]
+main = [ { op = "push", bytes = 64 } ]
+"""
+
+
+def non_utf8_file(tmp_path: Path, stem: bytes, text: str) -> Path:
+    """A file in ``tmp_path`` whose name has the byte 0xff (a lone surrogate in Python)."""
+    path = tmp_path / os.fsdecode(stem + b"\xff.toml")
+    path.write_text(text)
+    return path
+
+
+def test_run_json_escapes_a_non_utf8_file_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = non_utf8_file(tmp_path, b"bad", NON_UTF8_SCENARIO)
+    assert main(["run", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    out.encode("utf-8")  # strict: no lone surrogates
+    assert "\\ud" not in out  # nor escaped ones (invalid for strict JSON readers)
+    row = json.loads(out)
+    assert row["name"] == "bad\\xff"
+    assert row["path"] == str(tmp_path / "bad\\xff.toml")
+    assert main(["run", "--no-time", str(path)]) == 0
+    capsys.readouterr().out.encode("utf-8")
+
+
+def test_a_scenario_error_escapes_a_non_utf8_file_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = non_utf8_file(tmp_path, b"syn", "x = [")
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mmusim run: error: {tmp_path / 'syn'}\\xff.toml:1: toml: syntax error")
+
+
+def test_map_svg_of_a_non_utf8_file_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = non_utf8_file(tmp_path, b"bad", NON_UTF8_SCENARIO)
+    svg = tmp_path / os.fsdecode(b"map\xff.svg")
+    assert main(["map", str(path), "--svg", str(svg)]) == 0
+    capsys.readouterr()
+    text = svg.read_text(encoding="utf-8")
+    assert "<title>bad\\xff.toml: kernel address space after the run" in text

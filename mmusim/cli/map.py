@@ -29,6 +29,7 @@ from mmusim.kernel import KernelAssert
 from mmusim.kernel.invariants import InvariantViolation
 from mmusim.render.memmap import memory_map, render_svg, render_text, rows_json
 from mmusim.scenario import LoadKernel, ScenarioError
+from mmusim.scenario.document import display_path
 
 __all__ = ["MapInputError", "add_map_command", "cmd_map"]
 
@@ -86,19 +87,21 @@ def cmd_map(
     except as_is as exc:
         return fail("map", one_line(exc))
     except OSError as exc:
-        return fail("map", f"{args.scenario}: {exc.strerror or exc}")
+        return fail("map", f"{display_path(args.scenario)}: {exc.strerror or exc}")
     except InvariantViolation as exc:
-        return fail("map", f"{args.scenario}: kernel invariant violated: {one_line(exc)}")
+        return fail(
+            "map", f"{display_path(args.scenario)}: kernel invariant violated: {one_line(exc)}"
+        )
     except (ValueError, KernelAssert) as exc:
-        return fail("map", f"{args.scenario}: {one_line(exc)}")
+        return fail("map", f"{display_path(args.scenario)}: {one_line(exc)}")
     rows = memory_map(k)
     if args.svg is not None:
         when = "after the run" if args.step is None else f"after step {k.steps}"
-        title = f"{Path(args.scenario).name}: kernel address space {when}"
+        title = f"{display_path(Path(args.scenario).name)}: kernel address space {when}"
         try:
             args.svg.write_text(render_svg(rows, title))
         except OSError as exc:
-            return fail("map", f"--svg: cannot write {str(args.svg)!r}: {exc.strerror}")
+            return fail("map", f"--svg: cannot write {display_path(args.svg)!r}: {exc.strerror}")
     if args.json:
         print(json.dumps({"steps": k.steps, "rows": rows_json(rows)}, indent=2))
     else:

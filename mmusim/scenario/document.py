@@ -25,6 +25,7 @@ Design choices:
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -32,9 +33,28 @@ from typing import Any
 
 from mmusim.scenario.toml_lines import KeyPath, Locator, key_text
 
-__all__ = ["Document", "ScenarioError", "choices", "describe", "hint", "is_kind"]
+__all__ = [
+    "Document",
+    "ScenarioError",
+    "choices",
+    "describe",
+    "display_path",
+    "hint",
+    "is_kind",
+]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as text that can be printed and written as UTF-8 (JSON, SVG): a file name's bytes
+    that are not UTF-8 (read by Python as lone surrogates) are shown escaped, ``bad\\xff.toml``."""
+    text = os.fspath(path)
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:  # surrogates that did not come from a file name's bytes
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 class ScenarioError(Exception):
@@ -113,7 +133,7 @@ class Document:
     """One scenario file: its name, where its keys are, and checks that raise at their line."""
 
     def __init__(self, path: Path, text: str) -> None:
-        self.file = str(path)
+        self.file = display_path(path)
         self.loc = Locator(text)
 
     def line(self, path: KeyPath) -> int:

@@ -47,7 +47,15 @@ from typing import Any
 
 from mmusim.kconfig import Config, ConfigError, boards, load_config
 from mmusim.kernel import K_MEM_PARTITION_ATTRS
-from mmusim.scenario.document import Document, ScenarioError, choices, describe, hint, is_kind
+from mmusim.scenario.document import (
+    Document,
+    ScenarioError,
+    choices,
+    describe,
+    display_path,
+    hint,
+    is_kind,
+)
 from mmusim.scenario.expr import EXPR_HELP, Expr, ExprError
 from mmusim.scenario.names import Names
 from mmusim.scenario.ops import read_bodies
@@ -94,7 +102,7 @@ _FACT_CHECKS = (
 def load_scenario(path: str | Path) -> Scenario:
     """Read and check a scenario file; raises ScenarioError (FILE:LINE: key: problem)."""
     path = Path(path)
-    file = str(path)
+    file = display_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -184,7 +192,7 @@ class _Reader:
             ("name", "description", "zephyr_test", "board", "config", "seed", "max_steps"),
             ("board",),
         )
-        name = doc.opt(head, p, "name", "str", self.path.stem)
+        name = doc.opt(head, p, "name", "str", display_path(self.path.stem))
         description = doc.opt(head, p, "description", "str", "")
         zephyr_test = doc.opt(head, p, "zephyr_test", "str", "")
         board = doc.typed(head, p, "board", "str")

@@ -28,6 +28,7 @@ import attrs
 from mmusim.kernel import Kernel, KernelAssert
 from mmusim.kernel.geometry import PAGE
 from mmusim.kernel.invariants import InvariantViolation, assert_invariants
+from mmusim.scenario.document import display_path
 from mmusim.scenario.load import (
     Expr,
     ExprError,
@@ -132,7 +133,7 @@ def run_scenario(scenario: str | Path | Scenario, *, seed: Any = SCENARIO_SEED) 
     verdict = "error" if internal is not None else ("fail" if failures else "pass")
     return ScenarioResult(
         name=scn.name,
-        path=str(scn.path),
+        path=display_path(scn.path),
         board=scn.board,
         seed=use_seed,
         verdict=verdict,
