@@ -21,7 +21,7 @@ from typing import Any
 from mmusim.cli.common import fail
 from mmusim.explore import Model, explore, minimal
 from mmusim.explore.pct import bound, pct
-from mmusim.explore.search import Result, Stats, Violation
+from mmusim.explore.search import Result, Stats, Violation, assert_message
 from mmusim.explore.trace import (
     ReplayMismatch,
     code_fingerprint,
@@ -31,6 +31,7 @@ from mmusim.explore.trace import (
     to_json,
 )
 from mmusim.kconfig import ConfigError
+from mmusim.kernel import KernelAssert
 from mmusim.mutants import MUTANTS, mutant_config_lines
 from mmusim.render.trace import report
 from mmusim.scenario import ScenarioError
@@ -171,12 +172,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if data.get("model") != code_fingerprint():
         print("note: the kernel's code changed since this trace was recorded; "
               "replaying by step labels")  # fmt: skip
+    saved = data.get("violation") or {}
     try:
         k = replay_steps(model, steps)
     except ReplayMismatch as e:
         return fail("replay", f"{args.trace}: {e}")
+    except KernelAssert as e:
+        if saved.get("kind") != "kernel assert":
+            print(f"mmusim replay: {args.trace}: the trace no longer ends in its violation: "
+                  f"{assert_message(e)}")  # fmt: skip
+            return 1
+        v = Violation("kernel assert", (assert_message(e),),
+                      tuple((s.cpu, s.kind) for s in steps), tuple(steps),
+                      int(saved.get("preemptions", 0)))  # fmt: skip
+        print(f"replaying {len(steps)} steps of {args.trace}")
+        sys.stdout.write(report(model, Result(v, Stats(), False, None), show_search=False))
+        return 0
+    if saved.get("kind") == "kernel assert":
+        print(f"mmusim replay: {args.trace}: the trace no longer ends in its violation "
+              "(the kernel no longer asserts)")  # fmt: skip
+        return 1
     problems = model.violations(k)
-    saved = data.get("violation") or {}
     if saved and not problems and saved.get("kind") == "invariant":
         print(f"mmusim replay: {args.trace}: the trace no longer ends in its violation "
               "(the kernel changed)")  # fmt: skip

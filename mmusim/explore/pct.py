@@ -15,7 +15,7 @@ import random
 import time
 
 from mmusim.explore.model import Action, Model, StepInfo
-from mmusim.explore.search import Result, Stats, Violation
+from mmusim.explore.search import Result, Stats, Violation, assert_message, root_violation
 from mmusim.kernel import KernelAssert, check_quiescent
 
 
@@ -25,6 +25,11 @@ def pct(model: Model, *, depth: int, runs: int, seed: int, max_steps: int = 200_
     rng = random.Random(seed)
     stats = Stats()
     t0 = time.perf_counter()
+    root = root_violation(model)
+    if root is not None:
+        stats.seconds = time.perf_counter() - t0
+        model.pct_bound = bound(model.scenario.ncpus, max(len(root.steps), 1), depth)  # type: ignore[attr-defined]
+        return Result(root, stats, False, None)
     k_steps = _default_length(model)
     n = model.scenario.ncpus
     for _ in range(runs):
@@ -94,7 +99,9 @@ def _one_run(
         except KernelAssert as e:
             infos.append(info)
             schedule.append(a)
-            return Violation("kernel assert", (str(e),), tuple(schedule), tuple(infos), pre)
+            return Violation(
+                "kernel assert", (assert_message(e),), tuple(schedule), tuple(infos), pre
+            )
         infos.append(info)
         schedule.append(a)
         stats.transitions += 1

@@ -73,6 +73,22 @@ class Result:
         return "pass" if self.complete else "pass (bounded)"
 
 
+def assert_message(e: KernelAssert | str) -> str:
+    """The message of a "kernel assert" violation: the scenario reached a Zephyr assertion."""
+    return f"the scenario makes Zephyr assert: {e}"
+
+
+def root_violation(model: Model) -> Violation | None:
+    """The violation when the default schedule makes the kernel assert before the exploration root
+    (``Model.root_assert``): the root is then the boot, and the trace is that schedule's steps."""
+    model.reset()  # computes the prefix (and root_assert) once
+    if model.root_assert is None:
+        return None
+    message, steps, pre = model.root_assert
+    schedule = tuple((s.cpu, s.kind) for s in steps)
+    return Violation("kernel assert", (assert_message(message),), schedule, steps, pre)
+
+
 def independent(a: Footprint | None, b: Footprint | None) -> bool:
     """Two actions of different CPUs commute if neither writes what the other reads or writes."""
     if a is None or b is None:
@@ -151,6 +167,9 @@ def explore(
     found: list[Violation] = []
     complete = True
     runner = _Runner(model, stats)
+    root = root_violation(model)
+    if root is not None:
+        return _done(root, stats, t0, max_preemptions)
 
     def dfs(path: tuple[Action, ...], infos: tuple[StepInfo, ...], sleep: dict[Any, Any],
             pre: int, last: int | None) -> None:  # fmt: skip
@@ -196,7 +215,9 @@ def explore(
                 runner.advance(path, a)
             except KernelAssert as e:
                 found.append(
-                    Violation("kernel assert", (str(e),), path + (a,), infos + (info,), p2)
+                    Violation(
+                        "kernel assert", (assert_message(e),), path + (a,), infos + (info,), p2
+                    )
                 )
                 runner.drop()
                 return
@@ -216,6 +237,9 @@ def minimal(model: Model, *, max_preemptions: int | None = None,
     stats = Stats()
     t0 = time.perf_counter()
     runner = _Runner(model, stats)
+    root = root_violation(model)
+    if root is not None:
+        return _done(root, stats, t0, max_preemptions)
     best: dict[tuple[bytes, int | None], tuple[int, int]] = {}
     heap: list[tuple[int, int, int, tuple[Action, ...], tuple[StepInfo, ...], int | None]] = []
     seq = 0
@@ -226,7 +250,7 @@ def minimal(model: Model, *, max_preemptions: int | None = None,
         try:
             k = runner.goto(path)
         except KernelAssert as e:
-            v = Violation("kernel assert", (str(e),), path, infos, pre)
+            v = Violation("kernel assert", (assert_message(e),), path, infos, pre)
             return _done(v, stats, t0, max_preemptions)
         fp = model.fingerprint(k)
         key = (fp, last)

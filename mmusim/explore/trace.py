@@ -33,7 +33,8 @@ def code_fingerprint() -> str:
 
 def replay_steps(model: Model, steps: list[StepInfo] | tuple[StepInfo, ...]) -> Kernel:
     """Reset the model and perform ``steps``, checking each one's label against the kernel's.
-    Raises ``ReplayMismatch`` naming the first step that no longer fits."""
+    Raises ``ReplayMismatch`` naming the first step that no longer fits, and ``KernelAssert`` if
+    a step makes the kernel assert (the last step of a "kernel assert" trace does)."""
     k = model.reset()
     for i, s in enumerate(steps, 1):
         a: Action = (s.cpu, s.kind)
@@ -113,6 +114,17 @@ def snippet(model: Model, v: Violation) -> str:
     rows = ",\n".join(f"    ({s.cpu}, {s.kind!r}, {s.routine + ': ' + s.label!r})" for s in v.steps)
     cfg = f", extra_config={list(model.extra_config)!r}" if model.extra_config else ""
     cfg += f", ignore={list(model.ignore)!r}" if model.ignore else ""
+    if v.kind == "kernel assert":  # the last step raises: the kernel asserts
+        rows = rows.replace("\n    (", "\n        (").replace("    (", "        (", 1)
+        return (
+            "import pytest\n\n"
+            "from mmusim.explore import Model\n"
+            "from mmusim.explore.trace import replay_labels\n"
+            "from mmusim.kernel import KernelAssert\n\n"
+            f"model = Model({str(model.scenario.path)!r}{cfg})\n"
+            "with pytest.raises(KernelAssert):\n"
+            f"    replay_labels(model, [\n{rows},\n    ])\n"
+        )
     return (
         "from mmusim.explore import Model\n"
         "from mmusim.explore.trace import replay_labels\n\n"

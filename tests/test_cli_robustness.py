@@ -1,0 +1,60 @@
+"""The ``mmusim explore``/``replay``/``map`` commands on awkward input (issue 11): a kernel
+assertion is a verdict, bad input is one line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mmusim.cli import main
+from mmusim.scenario import BUNDLED_DIR
+
+LEAK = BUNDLED_DIR / "issue_119098_leak.toml"
+RACE = BUNDLED_DIR / "explore" / "race_self_abort.toml"
+ASSERTS = "setup_thread_stack: __ASSERT_NO_MSG(stack_mapped != 0)"
+
+
+# -- 1. a kernel assertion is a verdict --------------------------------------------------------
+
+
+def test_explore_reports_an_assertion_before_the_root_as_a_violation(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    trace = tmp_path / "t.json"
+    argv = ["explore", "--max-states", "100", "--no-time", str(LEAK), "--trace", str(trace)]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("VIOLATION  kernel assert: the scenario makes Zephyr assert: " + ASSERTS)
+    assert "the default schedule asserts before the exploration root" in out
+    assert "with pytest.raises(KernelAssert):" in out
+    data = json.loads(trace.read_text())
+    assert data["violation"]["kind"] == "kernel assert"
+    main(["replay", str(trace)])
+    out = capsys.readouterr().out
+    assert "VIOLATION  kernel assert: the scenario makes Zephyr assert: " + ASSERTS in out
+
+
+@pytest.mark.parametrize("how", [["--pct", "--runs", "2"], ["--json"]])
+def test_explore_modes_report_the_assertion(
+    capsys: pytest.CaptureFixture[str], how: list[str]
+) -> None:
+    assert main(["explore", "--no-time", str(LEAK), *how]) == 1
+    assert "the scenario makes Zephyr assert: " + ASSERTS in capsys.readouterr().out
+
+
+def test_minimal_reports_the_assertion() -> None:
+    from mmusim.explore import Model, minimal
+
+    v = minimal(Model(LEAK)).violation
+    assert v is not None and v.kind == "kernel assert"
+    assert v.messages[0].startswith("the scenario makes Zephyr assert: " + ASSERTS)
+
+
+def test_map_reports_an_assertion_as_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["map", str(LEAK)]) == 1
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.startswith(f"ASSERT  {LEAK}: the scenario makes Zephyr assert: {ASSERTS}")
+    assert out.endswith("(in step 890; --step 889 maps the state just before it)\n")
