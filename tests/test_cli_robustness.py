@@ -58,3 +58,32 @@ def test_map_reports_an_assertion_as_the_verdict(capsys: pytest.CaptureFixture[s
     assert err == ""
     assert out.startswith(f"ASSERT  {LEAK}: the scenario makes Zephyr assert: {ASSERTS}")
     assert out.endswith("(in step 890; --step 889 maps the state just before it)\n")
+
+
+# -- 2. --trace is checked before the search ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("trace", "why"),
+    [
+        ("no/such/dir/t.json", "no/such/dir/t.json: no such directory 'no/such/dir'"),
+        (".", ". is a directory (give a file name)"),
+    ],
+)
+def test_trace_path_is_checked_before_searching(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    trace: str,
+    why: str,
+) -> None:
+    import mmusim.cli.explore as cli_explore
+
+    def no_search(*_: object, **__: object) -> None:
+        raise AssertionError("searched before checking --trace")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli_explore, "explore", no_search)
+    assert main(["explore", str(RACE), "--trace", trace]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"mmusim explore: error: --trace: {why}\n"

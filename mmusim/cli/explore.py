@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,21 @@ def _model(args: argparse.Namespace) -> Model:
         value = getattr(args, name)
         if value is not None and value < (1 if name in ("depth", "runs") else 0):
             raise ValueError(f"--{name.replace('_', '-')}: {value} is out of range")
+    if args.trace is not None:
+        _check_writable(args.trace, "--trace")
     extra = tuple(args.config) + (mutant_config_lines(args.mutant) if args.mutant else ())
     return Model(args.scenario, extra, origin="--config", ignore=args.ignore)
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Refuse, before any search, an output file that could not be written (``ValueError``)."""
+    parent = path.parent
+    if path.is_dir():
+        raise ValueError(f"{option}: {path} is a directory (give a file name)")
+    if not parent.is_dir():
+        raise ValueError(f"{option}: {path}: no such directory {str(parent)!r}")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{option}: {path}: not writable")
 
 
 def _search(model: Model, args: argparse.Namespace) -> tuple[Result, Result]:
