@@ -4,6 +4,8 @@ assertion is a verdict, bad input is one line and exit code 2, never a traceback
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,23 @@ def test_trace_path_is_checked_before_searching(
     assert main(["explore", str(RACE), "--trace", trace]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err == f"mmusim explore: error: --trace: {why}\n"
+
+
+# -- 3. a closed stdout keeps the verdict ------------------------------------------------------
+
+
+def test_closed_stdout_keeps_the_exit_code_and_the_trace_file(tmp_path: Path) -> None:
+    trace = tmp_path / "t.json"
+    argv = ["explore", str(RACE), "--mutant", "self-unmap", "--trace", str(trace)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmusim", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # as `| head -0` does: every write meets a closed pipe
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1, err
+    assert err == ""
+    assert json.loads(trace.read_text())["violation"]["kind"] == "invariant"

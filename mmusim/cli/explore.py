@@ -98,14 +98,17 @@ def cmd_explore(args: argparse.Namespace) -> int:
         return fail("explore", str(e))
     result, found = _search(model, args)
     trace = to_json(model, found)
+    if args.trace is not None and found.violation is not None:  # first: the report may be cut
+        try:
+            args.trace.write_text(json.dumps(trace, indent=1) + "\n")
+        except OSError as e:
+            return fail("explore", f"--trace: cannot write {str(args.trace)!r}: {e.strerror}")
     if args.json:
         print(json.dumps({**trace, "search": _stats_json(result)}))
     else:
         _print_result(model, args, result, found)
-    if args.trace is not None and found.violation is not None:
-        args.trace.write_text(json.dumps(trace, indent=1) + "\n")
-        if not args.json:
-            print(f"\nreplay   mmusim replay {args.trace}")
+    if args.trace is not None and found.violation is not None and not args.json:
+        print(f"\nreplay   mmusim replay {args.trace}")
     if found.violation is not None and not args.json:
         print("\nas code (paste into a regression test):\n")
         print(snippet(model, found.violation))
