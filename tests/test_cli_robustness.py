@@ -109,3 +109,45 @@ def test_closed_stdout_keeps_the_exit_code_and_the_trace_file(tmp_path: Path) ->
     assert proc.wait(timeout=120) == 1, err
     assert err == ""
     assert json.loads(trace.read_text())["violation"]["kind"] == "invariant"
+
+
+# -- 4. the scenario's max_steps bounds every execution ----------------------------------------
+
+BUSY = """\
+[scenario]
+name = "busy"
+description = "a thread that keeps its CPU busy for longer than max_steps allows"
+board = "qemu_x86_64"
+max_steps = 300
+
+[stacks]
+stack_a = { size = 4096 }
+
+[bodies]
+spin = [ { op = "repeat", times = 100000, do = [
+    { op = "push", bytes = 8 }, { op = "pop", bytes = 8 } ] } ]
+main = [
+    { op = "create", thread = "a", stack = "stack_a", body = "spin", delay = "no_wait" },
+    MARKER
+    { op = "join", thread = "a" },
+]
+"""
+BOUND = (
+    "VIOLATION  step bound: the run is not quiescent after the scenario's max_steps "
+    "(300 engine steps from boot)"
+)
+
+
+@pytest.mark.parametrize("marker", [True, False])
+@pytest.mark.parametrize("how", [[], ["--pct", "--runs", "3"]])
+def test_explore_stops_at_the_scenarios_max_steps(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, marker: bool, how: list[str]
+) -> None:
+    mark = '{ op = "record", fact = "vm_free_pages", as = "explore" },' if marker else ""
+    scn = tmp_path / "busy.toml"
+    scn.write_text(BUSY.replace("MARKER", mark))
+    trace = tmp_path / "t.json"
+    assert main(["explore", "--no-time", str(scn), "--trace", str(trace), *how]) == 1
+    assert capsys.readouterr().out.startswith(BOUND)
+    main(["replay", str(trace)])
+    assert BOUND in capsys.readouterr().out

@@ -209,6 +209,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"mmusim replay: {args.trace}: the trace no longer ends in its violation "
               "(the kernel no longer asserts)")  # fmt: skip
         return 1
+    if saved.get("kind") == "step bound" and k.steps < model.max_steps:
+        print(f"mmusim replay: {args.trace}: the trace no longer ends in its violation "
+              f"(it stops before the step bound, {model.max_steps:,} steps)")  # fmt: skip
+        return 1
     problems = model.violations(k)
     if saved and not problems and saved.get("kind") == "invariant":
         print(f"mmusim replay: {args.trace}: the trace no longer ends in its violation "

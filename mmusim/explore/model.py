@@ -84,10 +84,13 @@ class Model:
         self._booted = loaded.with_config(self.extra_config, origin)  # what boot() boots
         self.prefix: list[Action] = []
         self._prefix_known = False
-        # Set when the default schedule makes the kernel assert before the exploration root:
-        # (the assertion's message, the steps from boot that reach it, their preemptions).
-        # The root is then the boot itself, and the searches report this as their violation.
-        self.root_assert: tuple[str, tuple[StepInfo, ...], int] | None = None
+        # Set when the default schedule makes the kernel assert (or runs into the step bound)
+        # before the exploration root: (the violation kind, "kernel assert" or "step bound", its
+        # message, the steps from boot that reach it, their preemptions). The root is then the
+        # boot itself, and the searches report this as their violation.
+        self.root_assert: tuple[str, str, tuple[StepInfo, ...], int] | None = None
+        # The step bound of every execution: the scenario's max_steps, in engine steps from boot.
+        self.max_steps = loaded.max_steps
         self.boots = 0
 
     @property
@@ -236,9 +239,17 @@ def _frames(gen: Any, out: list[Any]) -> None:
         gen = gen.gi_yieldfrom
 
 
+def step_bound_message(max_steps: int) -> str:
+    """The message of a "step bound" violation."""
+    return (
+        f"the run is not quiescent after the scenario's max_steps ({max_steps:,} engine steps "
+        "from boot): it never goes idle, or needs a larger max_steps in its [scenario] section"
+    )
+
+
 def _default_run(
     model: Model, k: Kernel
-) -> tuple[list[Action], tuple[str, tuple[StepInfo, ...], int] | None]:
+) -> tuple[list[Action], tuple[str, str, tuple[StepInfo, ...], int] | None]:
     """The default prefix of ``k`` (see ``default_prefix``), and, if the default schedule makes
     the kernel assert before it reaches the exploration root, the assertion: its message and the
     steps from boot (timer ticks included, as the explorer names them) that reach it. The root is
@@ -260,12 +271,16 @@ def _default_run(
         infos.append(model.info(k, a))
 
     try:
-        return default_prefix(k, before=before), None
+        return default_prefix(k, before=before, max_steps=model.max_steps), None
     except KernelAssert as e:
-        return [], (str(e), tuple(infos), pre)
+        if k.steps >= model.max_steps and str(e).startswith("Kernel.run: no quiescence"):
+            return [], ("step bound", step_bound_message(model.max_steps), tuple(infos), pre)
+        return [], ("kernel assert", str(e), tuple(infos), pre)
 
 
-def default_prefix(k: Kernel, before: Callable[[Action], object] | None = None) -> list[Action]:
+def default_prefix(
+    k: Kernel, before: Callable[[Action], object] | None = None, max_steps: int = 5_000_000
+) -> list[Action]:
     """The actions the default (round-robin) schedule takes until the scenario records the
     ``explore`` fact -- the exploration root. Without that marker the root is the boot itself."""
     taken: list[Action] = []
@@ -275,5 +290,10 @@ def default_prefix(k: Kernel, before: Callable[[Action], object] | None = None) 
             before(a)
         taken.append(a)
 
-    k.run(until=lambda kk: START_FACT in kk.facts, before=record, check_deadlock=False)
+    k.run(
+        until=lambda kk: START_FACT in kk.facts,
+        before=record,
+        check_deadlock=False,
+        max_steps=max_steps,
+    )
     return taken if START_FACT in k.facts else []  # no marker: explore from boot

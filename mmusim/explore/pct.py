@@ -14,12 +14,14 @@ from __future__ import annotations
 import random
 import time
 
-from mmusim.explore.model import Action, Model, StepInfo
+from mmusim.explore.model import Action, Model, StepInfo, step_bound_message
 from mmusim.explore.search import Result, Stats, Violation, assert_message, root_violation
 from mmusim.kernel import KernelAssert, check_quiescent
 
 
-def pct(model: Model, *, depth: int, runs: int, seed: int, max_steps: int = 200_000) -> Result:
+def pct(model: Model, *, depth: int, runs: int, seed: int) -> Result:
+    """``runs`` PCT runs of depth ``depth``; each run is bounded by the scenario's max_steps (a run
+    that reaches it is a "step bound" violation)."""
     if depth < 1 or runs < 1:
         raise ValueError("pct: depth and runs must be at least 1")
     rng = random.Random(seed)
@@ -33,7 +35,7 @@ def pct(model: Model, *, depth: int, runs: int, seed: int, max_steps: int = 200_
     k_steps = _default_length(model)
     n = model.scenario.ncpus
     for _ in range(runs):
-        v = _one_run(model, rng, n, depth, k_steps, stats, max_steps)
+        v = _one_run(model, rng, n, depth, k_steps, stats)
         if v is not None:
             stats.seconds = time.perf_counter() - t0
             model.pct_bound = bound(n, stats.max_depth or k_steps, depth)  # type: ignore[attr-defined]
@@ -53,7 +55,7 @@ def _default_length(model: Model) -> int:
     steps = 0
     while True:
         acts = model.actions(k)
-        if not acts:
+        if not acts or k.steps >= model.max_steps:
             return max(steps, 1)
         try:
             model.step(k, acts[0])
@@ -63,7 +65,7 @@ def _default_length(model: Model) -> int:
 
 
 def _one_run(
-    model: Model, rng: random.Random, n: int, d: int, k_steps: int, stats: Stats, max_steps: int
+    model: Model, rng: random.Random, n: int, d: int, k_steps: int, stats: Stats
 ) -> Violation | None:
     prio = rng.sample(range(d, d + n), n)  # distinct priorities above the change-point ones
     changes = sorted(rng.sample(range(1, max(k_steps, d) + 1), d - 1)) if d > 1 else []
@@ -74,7 +76,7 @@ def _one_run(
     step = 0
     last: int | None = None
     pre = 0
-    while step < max_steps:
+    while True:
         problems = model.violations(k)
         if problems:
             return Violation("invariant", tuple(problems), tuple(schedule), tuple(infos), pre)
@@ -90,6 +92,9 @@ def _one_run(
                     "invariant at the end", tuple(end), tuple(schedule), tuple(infos), pre
                 )
             break
+        if k.steps >= model.max_steps:
+            v = step_bound_message(model.max_steps)
+            return Violation("step bound", (v,), tuple(schedule), tuple(infos), pre)
         a = max(acts, key=lambda x: (prio[x[0]] if x[0] >= 0 else -1, x[1] == "irq"))
         if last is not None and a[0] >= 0 and a[0] != last and any(x[0] == last for x in acts):
             pre += 1

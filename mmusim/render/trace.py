@@ -93,7 +93,8 @@ def report(
         lines.append(f"config   {cfg}; the trace starts at the exploration root "
                      f"({len(model.prefix)} deterministic steps after boot)")  # fmt: skip
     else:
-        lines.append(f"config   {cfg}; the default schedule asserts before the exploration root: "
+        what = "asserts" if v.kind == "kernel assert" else "reaches the step bound"
+        lines.append(f"config   {cfg}; the default schedule {what} before the exploration root: "
                      "the trace is its run from boot (not minimized)")  # fmt: skip
     if show_search:
         lines.append(f"search   {search}")
