@@ -151,3 +151,21 @@ def test_explore_stops_at_the_scenarios_max_steps(
     assert capsys.readouterr().out.startswith(BOUND)
     main(["replay", str(trace)])
     assert BOUND in capsys.readouterr().out
+
+
+# -- 5. the PCT bound of a deep search ---------------------------------------------------------
+
+
+def test_pct_bound_of_a_large_depth_does_not_overflow() -> None:
+    from mmusim.explore.pct import bound, bound_text
+
+    assert bound_text(2, 100, 2) == "0.005"
+    assert bound(2, 300, 200) == 0.0  # below the smallest float, not an OverflowError
+    assert bound_text(2, 300, 200) == "5.65e-494"  # 2 * 300**199 = 1.77e493
+    assert bound_text(1, 10, 401) == "1e-400"
+
+
+def test_explore_pct_with_depth_200(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explore", "--pct", "--depth", "200", "--runs", "2", str(RACE)]) == 0
+    out = capsys.readouterr().out
+    assert "per-run bound 1/(n*k^(d-1)) = " in out and "e-" in out.split("per-run bound")[1]

@@ -21,7 +21,7 @@ from typing import Any
 
 from mmusim.cli.common import fail
 from mmusim.explore import Model, explore, minimal
-from mmusim.explore.pct import bound, pct
+from mmusim.explore.pct import bound_text, pct
 from mmusim.explore.search import Result, Stats, Violation, assert_message
 from mmusim.explore.trace import (
     ReplayMismatch,
@@ -167,7 +167,7 @@ def _print_result(model: Model, args: argparse.Namespace, result: Result, found:
     if args.pct:
         k = result.stats.max_depth
         print(f"pct: depth {args.depth}, {result.stats.executions} runs, seed {args.seed}; "
-              f"per-run bound 1/(n*k^(d-1)) = {bound(model.scenario.ncpus, max(k, 1), args.depth):.3g} "
+              f"per-run bound 1/(n*k^(d-1)) = {bound_text(model.scenario.ncpus, max(k, 1), args.depth)} "
               f"with n={model.scenario.ncpus} CPUs, k={k} steps (measured)")  # fmt: skip
 
 

@@ -11,6 +11,7 @@ All randomness comes from ``random.Random(seed)``; a run is replayable from its 
 
 from __future__ import annotations
 
+import math
 import random
 import time
 
@@ -30,7 +31,6 @@ def pct(model: Model, *, depth: int, runs: int, seed: int) -> Result:
     root = root_violation(model)
     if root is not None:
         stats.seconds = time.perf_counter() - t0
-        model.pct_bound = bound(model.scenario.ncpus, max(len(root.steps), 1), depth)  # type: ignore[attr-defined]
         return Result(root, stats, False, None)
     k_steps = _default_length(model)
     n = model.scenario.ncpus
@@ -38,16 +38,30 @@ def pct(model: Model, *, depth: int, runs: int, seed: int) -> Result:
         v = _one_run(model, rng, n, depth, k_steps, stats)
         if v is not None:
             stats.seconds = time.perf_counter() - t0
-            model.pct_bound = bound(n, stats.max_depth or k_steps, depth)  # type: ignore[attr-defined]
             return Result(v, stats, False, None)
     stats.seconds = time.perf_counter() - t0
-    model.pct_bound = bound(n, stats.max_depth or k_steps, depth)  # type: ignore[attr-defined]
     return Result(None, stats, False, None)
 
 
 def bound(n: int, k: int, d: int) -> float:
-    """The per-run lower bound on finding a depth-d bug: 1/(n*k^(d-1))."""
-    return 1.0 / float(n * k ** (d - 1))
+    """The per-run lower bound on finding a depth-d bug: 1/(n*k^(d-1)); 0.0 when it is below the
+    smallest float (the division is of integers, so a large ``k ** (d - 1)`` cannot overflow)."""
+    denominator: int = n * k ** (d - 1)
+    return 1 / denominator
+
+
+def bound_text(n: int, k: int, d: int) -> str:
+    """``bound(n, k, d)`` to three significant digits, in scientific form when it is too small
+    for a float (``1.21e-460``): the exponent comes from logarithms of the integers."""
+    value = bound(n, k, d)
+    if value > 0.0:
+        return f"{value:.3g}"
+    exp10 = -(math.log10(n) + (d - 1) * math.log10(k))
+    e = math.floor(exp10)
+    mantissa = 10 ** (exp10 - e)
+    if f"{mantissa:.3g}" == "10":  # rounding up to the next power of ten
+        mantissa, e = 1.0, e + 1
+    return f"{mantissa:.3g}e{e:+d}"
 
 
 def _default_length(model: Model) -> int:
