@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -169,3 +170,79 @@ def test_explore_pct_with_depth_200(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["explore", "--pct", "--depth", "200", "--runs", "2", str(RACE)]) == 0
     out = capsys.readouterr().out
     assert "per-run bound 1/(n*k^(d-1)) = " in out and "e-" in out.split("per-run bound")[1]
+
+
+# -- 6. a hand-edited trace is checked, field by field -----------------------------------------
+
+
+def _edit(data: dict[str, Any], where: str, value: Any) -> None:
+    """Set ``data[where]`` for a dotted path with list indices: ``steps.3.cpu``."""
+    *parents, last = where.split(".")
+    obj: Any = data
+    for p in parents:
+        obj = obj[int(p)] if isinstance(obj, list) else obj[p]
+    if value is KeyError:
+        del obj[last]
+    else:
+        obj[int(last) if isinstance(obj, list) else last] = value
+
+
+@pytest.fixture(scope="module")
+def good_trace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    path = tmp_path_factory.mktemp("trace") / "good.json"
+    assert main(["explore", str(RACE), "--mutant", "self-unmap", "--trace", str(path)]) == 1
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "why"),
+    [
+        ("steps.3.cpu", "0", "steps[3].cpu: expected an integer, got a string"),
+        ("steps.0.cpu", True, "steps[0].cpu: expected an integer, got a boolean"),
+        ("steps.1.kind", 7, "steps[1].kind: expected a string, got an integer"),
+        ("steps.1.kind", "jump", "steps[1].kind: 'jump' is not one of step, irq, evict, tick"),
+        ("steps.2.thread", None, "steps[2].thread: expected a string, got null"),
+        ("steps.0.label", KeyError, "steps[0].label: missing (expected a string)"),
+        ("steps.0", [], "steps[0]: expected an object, got a list"),
+        ("steps", {}, "steps: expected a list of steps, got an object"),
+        ("scenario", 3, "scenario: expected a string (the scenario file), got an integer"),
+        ("violation", [1], "violation: expected an object or null, got a list"),
+        ("violation.kind", 1, "violation.kind: expected a string, got an integer"),
+        ("config", "CONFIG_X=y", "config: expected a list of strings, got a string"),
+        ("ignore", [1], "ignore[0]: expected a string, got an integer"),
+    ],
+)
+def test_replay_names_the_file_and_the_field(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    good_trace: dict[str, Any],
+    where: str,
+    value: Any,
+    why: str,
+) -> None:
+    data = json.loads(json.dumps(good_trace))
+    _edit(data, where, value)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    assert main(["replay", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"mmusim replay: error: {path}: {why}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("", "not JSON: Expecting value at line 1 column 1"),
+        ("[" * 100_000 + "]" * 100_000, "not a trace: the JSON is nested too deeply"),
+        ("[1]", "the trace: expected an object, got a list"),
+        ('{"format": "x"}', "format: not an mmusim trace ('mmusim-trace/1' expected)"),
+    ],
+)
+def test_replay_of_a_file_that_is_no_trace(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, why: str
+) -> None:
+    path = tmp_path / "t.json"
+    path.write_text(text)
+    assert main(["replay", str(path)]) == 2
+    assert capsys.readouterr().err == f"mmusim replay: error: {path}: {why}\n"

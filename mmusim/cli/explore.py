@@ -183,8 +183,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Replay a saved trace, checking each step; print the trace again as explore did."""
     try:
         data, steps = load_trace(args.trace)
-        model = Model(data["scenario"], data.get("config", []), ignore=data.get("ignore", []))
-    except (OSError, ValueError, KeyError, ScenarioError, ConfigError) as e:
+        model = Model(data["scenario"], data.get("config", []), origin=f"{args.trace}: config",
+                      ignore=data.get("ignore", []))  # fmt: skip
+    except (OSError, ValueError, ScenarioError, ConfigError) as e:
         return fail("replay", str(e))
     if data.get("model") != code_fingerprint():
         print("note: the kernel's code changed since this trace was recorded; "
