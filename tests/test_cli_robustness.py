@@ -246,3 +246,54 @@ def test_replay_of_a_file_that_is_no_trace(
     path.write_text(text)
     assert main(["replay", str(path)]) == 2
     assert capsys.readouterr().err == f"mmusim replay: error: {path}: {why}\n"
+
+
+# -- 7. replay from another directory, --scenario, the hash, the exit code ---------------------
+
+
+def test_replay_from_another_directory_and_with_scenario(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    scn = tmp_path / "race.toml"
+    scn.write_text(RACE.read_text())
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path)
+    argv = ["explore", "race.toml", "--mutant", "self-unmap", "--trace", "a/t.json"]
+    assert main(argv) == 1
+    monkeypatch.chdir(tmp_path / "b")
+    capsys.readouterr()
+    assert main(["replay", "../a/t.json"]) == 1  # reproduces the violation: exit 1, as explore
+    assert "== invariant here ==" in capsys.readouterr().out
+    # The scenario moved: --scenario names it; the hash still has to match.
+    moved = tmp_path / "b" / "moved.toml"
+    scn.rename(moved)
+    assert main(["replay", "../a/t.json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmusim replay: error: ../a/t.json: scenario: ")
+    assert err.endswith("race.toml: no such scenario file (give it with --scenario FILE)\n")
+    assert main(["replay", "../a/t.json", "--scenario", "moved.toml"]) == 1
+    capsys.readouterr()
+    moved.write_text(moved.read_text() + "\n# edited\n")
+    assert main(["replay", "../a/t.json", "--scenario", "moved.toml"]) == 2
+    assert capsys.readouterr().err == (
+        "mmusim replay: error: ../a/t.json: scenario: moved.toml is not the file the trace was "
+        "recorded on (its sha256 differs): the scenario changed\n"
+    )
+    assert main(["replay", "../a/t.json", "--scenario", "nosuch.toml"]) == 2
+    assert capsys.readouterr().err == (
+        "mmusim replay: error: --scenario: nosuch.toml: no such scenario file\n"
+    )
+
+
+def test_replay_exits_0_when_the_violation_is_gone(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, good_trace: dict[str, Any]
+) -> None:
+    data = json.loads(json.dumps(good_trace))
+    data["violation"]["kind"] = "kernel assert"  # as if recorded on a kernel that asserted
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(data))
+    rc = main(["replay", str(path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "the trace no longer ends in its violation (the kernel no longer asserts)" in out

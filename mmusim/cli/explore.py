@@ -13,6 +13,7 @@ in one line (``mmusim explore: error: race.toml: no such scenario file``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -84,9 +85,17 @@ def add_explore_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
         "replay",
         help="replay a saved counterexample trace step by step",
         description="Re-run a trace saved by `mmusim explore --trace`, checking at every step that "
-        "the kernel is where the trace says; refuses if the scenario or the kernel no longer fits.",
+        "the kernel is where the trace says; refuses if the scenario or the kernel no longer fits. "
+        "Exit code 1: it ends in the trace's violation; 0: in none; 2: bad input.",
     )
     r.add_argument("trace", metavar="FILE", type=Path)
+    r.add_argument(
+        "--scenario",
+        type=Path,
+        metavar="FILE",
+        help="the scenario file to replay on (default: the one the trace names); its sha256 must "
+        "be the trace's",
+    )
     r.set_defaults(func=cmd_replay)
 
 
@@ -180,10 +189,14 @@ def _stats_json(r: Result) -> dict[str, Any]:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Replay a saved trace, checking each step; print the trace again as explore did."""
+    """Replay a saved trace, checking each step; print the trace again as explore did. Exit code
+    1: the replayed run ends in the trace's violation; 0: it ends in none (the kernel changed);
+    2: bad input (a trace that is not one, no scenario, a changed scenario, a step that no longer
+    fits)."""
     try:
         data, steps = load_trace(args.trace)
-        model = Model(data["scenario"], data.get("config", []), origin=f"{args.trace}: config",
+        scenario = _replay_scenario(args, data)
+        model = Model(scenario, data.get("config", []), origin=f"{args.trace}: config",
                       ignore=data.get("ignore", []))  # fmt: skip
     except (OSError, ValueError, ScenarioError, ConfigError) as e:
         return fail("replay", str(e))
@@ -191,37 +204,55 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print("note: the kernel's code changed since this trace was recorded; "
               "replaying by step labels")  # fmt: skip
     saved = data.get("violation") or {}
+    no_longer = f"mmusim replay: {args.trace}: the trace no longer ends in its violation"
     try:
         k = replay_steps(model, steps)
     except ReplayMismatch as e:
         return fail("replay", f"{args.trace}: {e}")
     except KernelAssert as e:
         if saved.get("kind") != "kernel assert":
-            print(f"mmusim replay: {args.trace}: the trace no longer ends in its violation: "
-                  f"{assert_message(e)}")  # fmt: skip
-            return 1
-        v = Violation("kernel assert", (assert_message(e),),
-                      tuple((s.cpu, s.kind) for s in steps), tuple(steps),
-                      int(saved.get("preemptions", 0)))  # fmt: skip
-        print(f"replaying {len(steps)} steps of {args.trace}")
-        sys.stdout.write(report(model, Result(v, Stats(), False, None), show_search=False))
-        return 0
-    if saved.get("kind") == "kernel assert":
-        print(f"mmusim replay: {args.trace}: the trace no longer ends in its violation "
-              "(the kernel no longer asserts)")  # fmt: skip
-        return 1
-    if saved.get("kind") == "step bound" and k.steps < model.max_steps:
-        print(f"mmusim replay: {args.trace}: the trace no longer ends in its violation "
-              f"(it stops before the step bound, {model.max_steps:,} steps)")  # fmt: skip
-        return 1
-    problems = model.violations(k)
-    if saved and not problems and saved.get("kind") == "invariant":
-        print(f"mmusim replay: {args.trace}: the trace no longer ends in its violation "
-              "(the kernel changed)")  # fmt: skip
-        return 1
+            print(f"{no_longer}: {assert_message(e)}")
+            return 1  # a violation all the same
+        problems = [assert_message(e)]
+    else:
+        problems = model.violations(k)
+        kind = saved.get("kind")
+        if kind == "kernel assert":
+            print(f"{no_longer} (the kernel no longer asserts)")
+            return 0
+        if kind == "step bound" and k.steps < model.max_steps:
+            print(f"{no_longer} (it stops before the step bound, {model.max_steps:,} steps)")
+            return 0
+        if not saved or (kind == "invariant" and not problems):
+            print(f"{no_longer} (the kernel changed)" if saved else
+                  f"mmusim replay: {args.trace}: no violation recorded, none found")  # fmt: skip
+            return 0
     v = Violation(saved.get("kind", "invariant"), tuple(problems or saved.get("messages", [])),
                   tuple((s.cpu, s.kind) for s in steps), tuple(steps),
                   int(saved.get("preemptions", 0)))  # fmt: skip
     print(f"replaying {len(steps)} steps of {args.trace}")
     sys.stdout.write(report(model, Result(v, Stats(), False, None), show_search=False))
-    return 0
+    return 1
+
+
+def _replay_scenario(args: argparse.Namespace, data: dict[str, Any]) -> Path:
+    """The scenario file to replay: ``--scenario``, else the trace's (absolute since traces store
+    it so; an older relative one is looked up from the current directory, then from the trace's
+    directory). Its sha256 must be the trace's. Raises ``ValueError`` with a one-line message."""
+    if args.scenario is not None:
+        path: Path = args.scenario
+        if not path.is_file():
+            raise ValueError(f"--scenario: {path}: no such scenario file")
+    else:
+        stored = Path(data["scenario"])
+        tries = [stored] if stored.is_absolute() else [stored, args.trace.parent / stored]
+        found = next((p for p in tries if p.is_file()), None)
+        if found is None:
+            raise ValueError(f"{args.trace}: scenario: {stored}: no such scenario file "
+                             "(give it with --scenario FILE)")  # fmt: skip
+        path = found
+    want = data.get("scenario_sha256")
+    if want is not None and hashlib.sha256(path.read_bytes()).hexdigest() != want:
+        raise ValueError(f"{args.trace}: scenario: {path} is not the file the trace was recorded "
+                         "on (its sha256 differs): the scenario changed")  # fmt: skip
+    return path

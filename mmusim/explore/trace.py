@@ -68,7 +68,7 @@ def to_json(model: Model, result: Result) -> dict[str, Any]:
     scn = model.scenario
     return {
         "format": FORMAT,
-        "scenario": str(scn.path),
+        "scenario": str(Path(scn.path).resolve()),  # replay finds it from any directory
         "scenario_sha256": hashlib.sha256(Path(scn.path).read_bytes()).hexdigest(),
         "config": list(model.extra_config),
         "ignore": list(model.ignore),
