@@ -69,9 +69,10 @@ class PipeSafeStdout:
         return len(text)
 
     def flush(self) -> None:
-        if not self.broken:
+        flush = getattr(self.inner, "flush", None)  # a stand-in stdout may have none
+        if not self.broken and flush is not None:
             try:
-                self.inner.flush()
+                flush()
             except BrokenPipeError:
                 self._drop()
 
