@@ -108,7 +108,7 @@ def test_trace_file_replays_and_refuses_when_it_no_longer_fits(
     assert rc == 1 and "VIOLATION" in out and "preemption" in out
     data, steps = load_trace(trace)
     assert data["violation"]["kind"] == "invariant" and steps
-    assert main(["replay", str(trace)]) == 0
+    assert main(["replay", str(trace)]) == 1  # it ends in the violation, as explore does
     assert "== invariant here ==" in capsys.readouterr().out
     # Change one step's label: replay must refuse, naming the step.
     data["steps"][3]["label"] = "something that never happens"

@@ -15,15 +15,18 @@ that adds it to the parser and sets ``func``, which ``main`` calls with the pars
 Bad input never gives a traceback: it gives one line naming the argument and the problem, and exit
 code 2 (``mmusim translate: error: --cr3: 0x90000: root table is outside the image (size
 0x40000)``). Faults of the simulated machine are results, not errors: ``translate`` exits 0
-whether or not the accesses fault.
+whether or not the accesses fault. A reader that closes the output early (``mmusim explore ... |
+head``) cuts the output short but not the command: it finishes, and its exit code is kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from typing import TextIO, cast
 
-from mmusim.cli.common import Parser, UsageError, fail
+from mmusim.cli.common import Parser, PipeSafeStdout, UsageError, fail
 from mmusim.cli.config import add_config_commands
 from mmusim.cli.explore import add_explore_commands
 from mmusim.cli.map import add_map_command
@@ -54,9 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mmusim ARGV`` (default: ``sys.argv[1:]``); returns the exit code."""
     args = build_parser().parse_args(argv)
+    out = PipeSafeStdout(sys.stdout)  # `mmusim explore ... | head`: keep the exit code
+    sys.stdout = cast(TextIO, out)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        out.flush()
+        return code
     except UsageError as exc:
         return fail(args.command, str(exc))
-    except BrokenPipeError:  # e.g. `mmusim walk ... | head`
-        return 0
+    finally:
+        sys.stdout = out.inner

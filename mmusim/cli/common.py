@@ -13,12 +13,14 @@ number in their own syntax and word their errors for the option they serve.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 __all__ = [
     "Parser",
+    "PipeSafeStdout",
     "UsageError",
     "fail",
     "one_line",
@@ -44,6 +46,47 @@ def fail(command: str, message: str, *, file: TextIO | None = None) -> int:
 def one_line(exc: BaseException) -> str:
     """The message of ``exc`` on one line: its non-blank lines, stripped, joined by ``; ``."""
     return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
+class PipeSafeStdout:
+    """Standard output that survives its reader going away (``mmusim explore ... | head -2``).
+
+    Python's recommended handling of a closed pipe: on ``BrokenPipeError`` point file descriptor 1
+    at ``/dev/null`` (so no later flush fails, not even at exit) and drop the rest of the output.
+    The command itself goes on -- it still writes its files -- and its exit code is kept, so a
+    violation still exits 1. ``main`` puts one in ``sys.stdout`` for every subcommand."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self.inner.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        flush = getattr(self.inner, "flush", None)  # a stand-in stdout may have none
+        if not self.broken and flush is not None:
+            try:
+                flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def _drop(self) -> None:
+        self.broken = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.inner.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # not a real file (e.g. under a test)
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 class Parser(argparse.ArgumentParser):

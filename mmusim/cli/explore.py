@@ -13,15 +13,17 @@ in one line (``mmusim explore: error: race.toml: no such scenario file``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from mmusim.cli.common import fail
 from mmusim.explore import Model, explore, minimal
-from mmusim.explore.pct import bound, pct
-from mmusim.explore.search import Result, Stats, Violation
+from mmusim.explore.pct import bound_text, pct
+from mmusim.explore.search import Result, Stats, Violation, assert_message
 from mmusim.explore.trace import (
     ReplayMismatch,
     code_fingerprint,
@@ -31,6 +33,7 @@ from mmusim.explore.trace import (
     to_json,
 )
 from mmusim.kconfig import ConfigError
+from mmusim.kernel import KernelAssert
 from mmusim.mutants import MUTANTS, mutant_config_lines
 from mmusim.render.trace import report
 from mmusim.scenario import ScenarioError
@@ -82,9 +85,17 @@ def add_explore_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
         "replay",
         help="replay a saved counterexample trace step by step",
         description="Re-run a trace saved by `mmusim explore --trace`, checking at every step that "
-        "the kernel is where the trace says; refuses if the scenario or the kernel no longer fits.",
+        "the kernel is where the trace says; refuses if the scenario or the kernel no longer fits. "
+        "Exit code 1: it ends in the trace's violation; 0: in none; 2: bad input.",
     )
     r.add_argument("trace", metavar="FILE", type=Path)
+    r.add_argument(
+        "--scenario",
+        type=Path,
+        metavar="FILE",
+        help="the scenario file to replay on (default: the one the trace names); its sha256 must "
+        "be the trace's",
+    )
     r.set_defaults(func=cmd_replay)
 
 
@@ -96,14 +107,17 @@ def cmd_explore(args: argparse.Namespace) -> int:
         return fail("explore", str(e))
     result, found = _search(model, args)
     trace = to_json(model, found)
+    if args.trace is not None and found.violation is not None:  # first: the report may be cut
+        try:
+            args.trace.write_text(json.dumps(trace, indent=1) + "\n")
+        except OSError as e:
+            return fail("explore", f"--trace: cannot write {str(args.trace)!r}: {e.strerror}")
     if args.json:
         print(json.dumps({**trace, "search": _stats_json(result)}))
     else:
         _print_result(model, args, result, found)
-    if args.trace is not None and found.violation is not None:
-        args.trace.write_text(json.dumps(trace, indent=1) + "\n")
-        if not args.json:
-            print(f"\nreplay   mmusim replay {args.trace}")
+    if args.trace is not None and found.violation is not None and not args.json:
+        print(f"\nreplay   mmusim replay {args.trace}")
     if found.violation is not None and not args.json:
         print("\nas code (paste into a regression test):\n")
         print(snippet(model, found.violation))
@@ -119,8 +133,21 @@ def _model(args: argparse.Namespace) -> Model:
         value = getattr(args, name)
         if value is not None and value < (1 if name in ("depth", "runs") else 0):
             raise ValueError(f"--{name.replace('_', '-')}: {value} is out of range")
+    if args.trace is not None:
+        _check_writable(args.trace, "--trace")
     extra = tuple(args.config) + (mutant_config_lines(args.mutant) if args.mutant else ())
     return Model(args.scenario, extra, origin="--config", ignore=args.ignore)
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Refuse, before any search, an output file that could not be written (``ValueError``)."""
+    parent = path.parent
+    if path.is_dir():
+        raise ValueError(f"{option}: {path} is a directory (give a file name)")
+    if not parent.is_dir():
+        raise ValueError(f"{option}: {path}: no such directory {str(parent)!r}")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{option}: {path}: not writable")
 
 
 def _search(model: Model, args: argparse.Namespace) -> tuple[Result, Result]:
@@ -149,7 +176,7 @@ def _print_result(model: Model, args: argparse.Namespace, result: Result, found:
     if args.pct:
         k = result.stats.max_depth
         print(f"pct: depth {args.depth}, {result.stats.executions} runs, seed {args.seed}; "
-              f"per-run bound 1/(n*k^(d-1)) = {bound(model.ncpus, max(k, 1), args.depth):.3g} "
+              f"per-run bound 1/(n*k^(d-1)) = {bound_text(model.ncpus, max(k, 1), args.depth)} "
               f"with n={model.ncpus} CPUs, k={k} steps (measured)")  # fmt: skip
 
 
@@ -162,28 +189,70 @@ def _stats_json(r: Result) -> dict[str, Any]:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Replay a saved trace, checking each step; print the trace again as explore did."""
+    """Replay a saved trace, checking each step; print the trace again as explore did. Exit code
+    1: the replayed run ends in the trace's violation; 0: it ends in none (the kernel changed);
+    2: bad input (a trace that is not one, no scenario, a changed scenario, a step that no longer
+    fits)."""
     try:
         data, steps = load_trace(args.trace)
-        model = Model(data["scenario"], data.get("config", []), ignore=data.get("ignore", []))
-    except (OSError, ValueError, KeyError, ScenarioError, ConfigError) as e:
+        scenario = _replay_scenario(args, data)
+        model = Model(scenario, data.get("config", []), origin=f"{args.trace}: config",
+                      ignore=data.get("ignore", []))  # fmt: skip
+    except (OSError, ValueError, ScenarioError, ConfigError) as e:
         return fail("replay", str(e))
     if data.get("model") != code_fingerprint():
         print("note: the kernel's code changed since this trace was recorded; "
               "replaying by step labels")  # fmt: skip
+    saved = data.get("violation") or {}
+    no_longer = f"mmusim replay: {args.trace}: the trace no longer ends in its violation"
     try:
         k = replay_steps(model, steps)
     except ReplayMismatch as e:
         return fail("replay", f"{args.trace}: {e}")
-    problems = model.violations(k)
-    saved = data.get("violation") or {}
-    if saved and not problems and saved.get("kind") == "invariant":
-        print(f"mmusim replay: {args.trace}: the trace no longer ends in its violation "
-              "(the kernel changed)")  # fmt: skip
-        return 1
+    except KernelAssert as e:
+        if saved.get("kind") != "kernel assert":
+            print(f"{no_longer}: {assert_message(e)}")
+            return 1  # a violation all the same
+        problems = [assert_message(e)]
+    else:
+        problems = model.violations(k)
+        kind = saved.get("kind")
+        if kind == "kernel assert":
+            print(f"{no_longer} (the kernel no longer asserts)")
+            return 0
+        if kind == "step bound" and k.steps < model.max_steps:
+            print(f"{no_longer} (it stops before the step bound, {model.max_steps:,} steps)")
+            return 0
+        if not saved or (kind == "invariant" and not problems):
+            print(f"{no_longer} (the kernel changed)" if saved else
+                  f"mmusim replay: {args.trace}: no violation recorded, none found")  # fmt: skip
+            return 0
     v = Violation(saved.get("kind", "invariant"), tuple(problems or saved.get("messages", [])),
                   tuple((s.cpu, s.kind) for s in steps), tuple(steps),
                   int(saved.get("preemptions", 0)))  # fmt: skip
     print(f"replaying {len(steps)} steps of {args.trace}")
     sys.stdout.write(report(model, Result(v, Stats(), False, None), show_search=False))
-    return 0
+    return 1
+
+
+def _replay_scenario(args: argparse.Namespace, data: dict[str, Any]) -> Path:
+    """The scenario file to replay: ``--scenario``, else the trace's (absolute since traces store
+    it so; an older relative one is looked up from the current directory, then from the trace's
+    directory). Its sha256 must be the trace's. Raises ``ValueError`` with a one-line message."""
+    if args.scenario is not None:
+        path: Path = args.scenario
+        if not path.is_file():
+            raise ValueError(f"--scenario: {path}: no such scenario file")
+    else:
+        stored = Path(data["scenario"])
+        tries = [stored] if stored.is_absolute() else [stored, args.trace.parent / stored]
+        found = next((p for p in tries if p.is_file()), None)
+        if found is None:
+            raise ValueError(f"{args.trace}: scenario: {stored}: no such scenario file "
+                             "(give it with --scenario FILE)")  # fmt: skip
+        path = found
+    want = data.get("scenario_sha256")
+    if want is not None and hashlib.sha256(path.read_bytes()).hexdigest() != want:
+        raise ValueError(f"{args.trace}: scenario: {path} is not the file the trace was recorded "
+                         "on (its sha256 differs): the scenario changed")  # fmt: skip
+    return path

@@ -14,7 +14,9 @@ applies them), so a scenario that reproduces a bug -- a leaked stack mapping, sa
 after the bug happened. The checks do not change the run, only stop it.
 
 Errors are one line and exit code 2, as everywhere in the ``mmusim`` command:
-``mmusim map: error: argument --step: 'x' is not a number``.
+``mmusim map: error: argument --step: 'x' is not a number``. A kernel assertion while the scenario
+runs is its outcome, not an error: one line on stdout, ``ASSERT  FILE: the scenario makes Zephyr
+assert: ... (in step N; --step N-1 maps the state just before it)``, and exit code 1.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from mmusim.kernel.invariants import InvariantViolation
 from mmusim.render.memmap import memory_map, render_svg, render_text, rows_json
 from mmusim.scenario import LoadKernel, ScenarioError
 from mmusim.scenario.document import display_path
+from mmusim.scenario.kernel import RunAssert
 
 __all__ = ["MapInputError", "add_map_command", "cmd_map"]
 
@@ -49,7 +52,8 @@ def add_map_command(
     For bad input ``load_kernel`` raises ``MapInputError``, ``ScenarioError`` or one of the
     ``errors`` listed here (printed as they are: their messages name file and line), or
     ``OSError``, ``ValueError``, ``KernelAssert`` (printed after the scenario's path); the
-    command reports each in one line."""
+    command reports each in one line. A ``RunAssert`` (the kernel asserted while the scenario ran)
+    is the scenario's outcome: one line on stdout, exit code 1."""
     p = subparsers.add_parser(
         "map",
         help="show the kernel address space of a scenario (guards, stacks, free space)",
@@ -88,6 +92,10 @@ def cmd_map(
         return fail("map", one_line(exc))
     except OSError as exc:
         return fail("map", f"{display_path(args.scenario)}: {exc.strerror or exc}")
+    except RunAssert as exc:  # an outcome of the scenario, not bad input: a verdict
+        print(f"ASSERT  {display_path(args.scenario)}: the scenario makes Zephyr assert: "
+              f"{one_line(exc)}")  # fmt: skip
+        return 1
     except InvariantViolation as exc:
         return fail(
             "map", f"{display_path(args.scenario)}: kernel invariant violated: {one_line(exc)}"

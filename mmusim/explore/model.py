@@ -23,14 +23,23 @@ included). Data pages are left out: no kernel routine branches on stack contents
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from mmusim.kconfig import Config
-from mmusim.kernel import Footprint, Kernel, KSpinlock, KThread, Op, Point, check_all
+from mmusim.kernel import (
+    Footprint,
+    Kernel,
+    KernelAssert,
+    KSpinlock,
+    KThread,
+    Op,
+    Point,
+    check_all,
+)
 from mmusim.kernel.invariants import INVARIANT_NAMES
 from mmusim.scenario.load import Scenario, load_scenario
 
@@ -75,6 +84,13 @@ class Model:
         self._booted = loaded.with_config(self.extra_config, origin)  # what boot() boots
         self.prefix: list[Action] = []
         self._prefix_known = False
+        # Set when the default schedule makes the kernel assert (or runs into the step bound)
+        # before the exploration root: (the violation kind, "kernel assert" or "step bound", its
+        # message, the steps from boot that reach it, their preemptions). The root is then the
+        # boot itself, and the searches report this as their violation.
+        self.root_assert: tuple[str, str, tuple[StepInfo, ...], int] | None = None
+        # The step bound of every execution: the scenario's max_steps, in engine steps from boot.
+        self.max_steps = loaded.max_steps
         self.boots = 0
 
     @property
@@ -96,7 +112,7 @@ class Model:
     def reset(self) -> Kernel:
         """A fresh kernel at the exploration root."""
         if not self._prefix_known:
-            self.prefix = default_prefix(self.boot())
+            self.prefix, self.root_assert = _default_run(self, self.boot())
             self._prefix_known = True
         k = self.boot()
         for a in self.prefix:
@@ -228,9 +244,61 @@ def _frames(gen: Any, out: list[Any]) -> None:
         gen = gen.gi_yieldfrom
 
 
-def default_prefix(k: Kernel) -> list[Action]:
+def step_bound_message(max_steps: int) -> str:
+    """The message of a "step bound" violation."""
+    return (
+        f"the run is not quiescent after the scenario's max_steps ({max_steps:,} engine steps "
+        "from boot): it never goes idle, or needs a larger max_steps in its [scenario] section"
+    )
+
+
+def _default_run(
+    model: Model, k: Kernel
+) -> tuple[list[Action], tuple[str, str, tuple[StepInfo, ...], int] | None]:
+    """The default prefix of ``k`` (see ``default_prefix``), and, if the default schedule makes
+    the kernel assert before it reaches the exploration root, the assertion: its message and the
+    steps from boot (timer ticks included, as the explorer names them) that reach it. The root is
+    then the boot itself (an empty prefix)."""
+    infos: list[StepInfo] = []
+    clock = [k.clock]
+    last: list[int] = []
+    pre = 0
+
+    def before(a: Action) -> None:
+        nonlocal pre
+        if k.clock != clock[0]:  # Kernel.run woke sleepers by a clock jump: the explorer's tick
+            infos.append(StepInfo(-1, "tick", "-", "timer", f"clock {clock[0]} -> {k.clock}"))
+            clock[0] = k.clock
+        if last and a[0] >= 0 and a[0] != last[0] and any(x[0] == last[0] for x in k.actions()):
+            pre += 1
+        if a[0] >= 0:
+            last[:] = [a[0]]
+        infos.append(model.info(k, a))
+
+    try:
+        return default_prefix(k, before=before, max_steps=model.max_steps), None
+    except KernelAssert as e:
+        if k.steps >= model.max_steps and str(e).startswith("Kernel.run: no quiescence"):
+            return [], ("step bound", step_bound_message(model.max_steps), tuple(infos), pre)
+        return [], ("kernel assert", str(e), tuple(infos), pre)
+
+
+def default_prefix(
+    k: Kernel, before: Callable[[Action], object] | None = None, max_steps: int = 5_000_000
+) -> list[Action]:
     """The actions the default (round-robin) schedule takes until the scenario records the
     ``explore`` fact -- the exploration root. Without that marker the root is the boot itself."""
     taken: list[Action] = []
-    k.run(until=lambda kk: START_FACT in kk.facts, before=taken.append, check_deadlock=False)
+
+    def record(a: Action) -> None:
+        if before is not None:
+            before(a)
+        taken.append(a)
+
+    k.run(
+        until=lambda kk: START_FACT in kk.facts,
+        before=record,
+        check_deadlock=False,
+        max_steps=max_steps,
+    )
     return taken if START_FACT in k.facts else []  # no marker: explore from boot

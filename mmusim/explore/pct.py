@@ -11,36 +11,57 @@ All randomness comes from ``random.Random(seed)``; a run is replayable from its 
 
 from __future__ import annotations
 
+import math
 import random
 import time
 
-from mmusim.explore.model import Action, Model, StepInfo
-from mmusim.explore.search import Result, Stats, Violation
+from mmusim.explore.model import Action, Model, StepInfo, step_bound_message
+from mmusim.explore.search import Result, Stats, Violation, assert_message, root_violation
 from mmusim.kernel import KernelAssert, check_quiescent
 
 
-def pct(model: Model, *, depth: int, runs: int, seed: int, max_steps: int = 200_000) -> Result:
+def pct(model: Model, *, depth: int, runs: int, seed: int) -> Result:
+    """``runs`` PCT runs of depth ``depth``; each run is bounded by the scenario's max_steps (a run
+    that reaches it is a "step bound" violation)."""
     if depth < 1 or runs < 1:
         raise ValueError("pct: depth and runs must be at least 1")
     rng = random.Random(seed)
     stats = Stats()
     t0 = time.perf_counter()
+    root = root_violation(model)
+    if root is not None:
+        stats.seconds = time.perf_counter() - t0
+        return Result(root, stats, False, None)
     k_steps = _default_length(model)
     n = model.ncpus
     for _ in range(runs):
-        v = _one_run(model, rng, n, depth, k_steps, stats, max_steps)
+        v = _one_run(model, rng, n, depth, k_steps, stats)
         if v is not None:
             stats.seconds = time.perf_counter() - t0
-            model.pct_bound = bound(n, stats.max_depth or k_steps, depth)  # type: ignore[attr-defined]
             return Result(v, stats, False, None)
     stats.seconds = time.perf_counter() - t0
-    model.pct_bound = bound(n, stats.max_depth or k_steps, depth)  # type: ignore[attr-defined]
     return Result(None, stats, False, None)
 
 
 def bound(n: int, k: int, d: int) -> float:
-    """The per-run lower bound on finding a depth-d bug: 1/(n*k^(d-1))."""
-    return 1.0 / float(n * k ** (d - 1))
+    """The per-run lower bound on finding a depth-d bug: 1/(n*k^(d-1)); 0.0 when it is below the
+    smallest float (the division is of integers, so a large ``k ** (d - 1)`` cannot overflow)."""
+    denominator: int = n * k ** (d - 1)
+    return 1 / denominator
+
+
+def bound_text(n: int, k: int, d: int) -> str:
+    """``bound(n, k, d)`` to three significant digits, in scientific form when it is too small
+    for a float (``1.21e-460``): the exponent comes from logarithms of the integers."""
+    value = bound(n, k, d)
+    if value > 0.0:
+        return f"{value:.3g}"
+    exp10 = -(math.log10(n) + (d - 1) * math.log10(k))
+    e = math.floor(exp10)
+    mantissa = 10 ** (exp10 - e)
+    if f"{mantissa:.3g}" == "10":  # rounding up to the next power of ten
+        mantissa, e = 1.0, e + 1
+    return f"{mantissa:.3g}e{e:+d}"
 
 
 def _default_length(model: Model) -> int:
@@ -48,7 +69,7 @@ def _default_length(model: Model) -> int:
     steps = 0
     while True:
         acts = model.actions(k)
-        if not acts:
+        if not acts or k.steps >= model.max_steps:
             return max(steps, 1)
         try:
             model.step(k, acts[0])
@@ -58,7 +79,7 @@ def _default_length(model: Model) -> int:
 
 
 def _one_run(
-    model: Model, rng: random.Random, n: int, d: int, k_steps: int, stats: Stats, max_steps: int
+    model: Model, rng: random.Random, n: int, d: int, k_steps: int, stats: Stats
 ) -> Violation | None:
     prio = rng.sample(range(d, d + n), n)  # distinct priorities above the change-point ones
     changes = sorted(rng.sample(range(1, max(k_steps, d) + 1), d - 1)) if d > 1 else []
@@ -69,7 +90,7 @@ def _one_run(
     step = 0
     last: int | None = None
     pre = 0
-    while step < max_steps:
+    while True:
         problems = model.violations(k)
         if problems:
             return Violation("invariant", tuple(problems), tuple(schedule), tuple(infos), pre)
@@ -85,6 +106,9 @@ def _one_run(
                     "invariant at the end", tuple(end), tuple(schedule), tuple(infos), pre
                 )
             break
+        if k.steps >= model.max_steps:
+            v = step_bound_message(model.max_steps)
+            return Violation("step bound", (v,), tuple(schedule), tuple(infos), pre)
         a = max(acts, key=lambda x: (prio[x[0]] if x[0] >= 0 else -1, x[1] == "irq"))
         if last is not None and a[0] >= 0 and a[0] != last and any(x[0] == last for x in acts):
             pre += 1
@@ -94,7 +118,9 @@ def _one_run(
         except KernelAssert as e:
             infos.append(info)
             schedule.append(a)
-            return Violation("kernel assert", (str(e),), tuple(schedule), tuple(infos), pre)
+            return Violation(
+                "kernel assert", (assert_message(e),), tuple(schedule), tuple(infos), pre
+            )
         infos.append(info)
         schedule.append(a)
         stats.transitions += 1

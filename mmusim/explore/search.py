@@ -22,13 +22,14 @@ measured on the two-CPU self-abort race (docs/explore.md).
 from __future__ import annotations
 
 import heapq
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from mmusim.explore.model import Action, Model, StepInfo
+from mmusim.explore.model import Action, Model, StepInfo, step_bound_message
 from mmusim.kernel import Footprint, Kernel, KernelAssert, check_quiescent
 
 
@@ -52,7 +53,7 @@ class Stats:
 
 @attrs.frozen
 class Violation:
-    kind: str  # "invariant", "kernel assert", "deadlock"
+    kind: str  # "invariant", "invariant at the end", "kernel assert", "deadlock", "step bound"
     messages: tuple[str, ...]
     schedule: tuple[Action, ...]  # from the exploration root
     steps: tuple[StepInfo, ...]
@@ -71,6 +72,28 @@ class Result:
         if self.violation is not None:
             return "violation"
         return "pass" if self.complete else "pass (bounded)"
+
+
+def assert_message(e: KernelAssert | str) -> str:
+    """The message of a "kernel assert" violation: the scenario reached a Zephyr assertion."""
+    return f"the scenario makes Zephyr assert: {e}"
+
+
+def root_violation(model: Model) -> Violation | None:
+    """The violation when the default schedule makes the kernel assert before the exploration root
+    (``Model.root_assert``): the root is then the boot, and the trace is that schedule's steps."""
+    model.reset()  # computes the prefix (and root_assert) once
+    if model.root_assert is None:
+        return None
+    kind, message, steps, pre = model.root_assert
+    schedule = tuple((s.cpu, s.kind) for s in steps)
+    text = assert_message(message) if kind == "kernel assert" else message
+    return Violation(kind, (text,), schedule, steps, pre)
+
+
+def over_step_bound(model: Model, k: Kernel) -> bool:
+    """True once an execution that can still go on has taken the scenario's max_steps."""
+    return k.steps >= model.max_steps
 
 
 def independent(a: Footprint | None, b: Footprint | None) -> bool:
@@ -151,6 +174,9 @@ def explore(
     found: list[Violation] = []
     complete = True
     runner = _Runner(model, stats)
+    root = root_violation(model)
+    if root is not None:
+        return _done(root, stats, t0, max_preemptions)
 
     def dfs(path: tuple[Action, ...], infos: tuple[StepInfo, ...], sleep: dict[Any, Any],
             pre: int, last: int | None) -> None:  # fmt: skip
@@ -181,6 +207,10 @@ def explore(
             if end is not None:
                 found.append(Violation(end[0], end[1], path, infos, pre))
             return
+        if over_step_bound(model, k):
+            found.append(Violation("step bound", (step_bound_message(model.max_steps),), path,
+                                   infos, pre))  # fmt: skip
+            return
         options = [(a, model.info(k, a), model.footprint(k, a)) for a in acts]
         for a, info, fpnt in options:
             if found:
@@ -196,7 +226,9 @@ def explore(
                 runner.advance(path, a)
             except KernelAssert as e:
                 found.append(
-                    Violation("kernel assert", (str(e),), path + (a,), infos + (info,), p2)
+                    Violation(
+                        "kernel assert", (assert_message(e),), path + (a,), infos + (info,), p2
+                    )
                 )
                 runner.drop()
                 return
@@ -205,7 +237,13 @@ def explore(
         if on_progress is not None and stats.states % 1000 == 0:
             on_progress(stats)
 
-    dfs((), (), {}, 0, None)
+    # One frame per step: a path can be as long as the step bound.
+    old_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old_limit, model.max_steps + 10_000))
+    try:
+        dfs((), (), {}, 0, None)
+    finally:
+        sys.setrecursionlimit(old_limit)
     stats.seconds = time.perf_counter() - t0
     return Result(found[0] if found else None, stats, complete and not found, max_preemptions)
 
@@ -216,6 +254,9 @@ def minimal(model: Model, *, max_preemptions: int | None = None,
     stats = Stats()
     t0 = time.perf_counter()
     runner = _Runner(model, stats)
+    root = root_violation(model)
+    if root is not None:
+        return _done(root, stats, t0, max_preemptions)
     best: dict[tuple[bytes, int | None], tuple[int, int]] = {}
     heap: list[tuple[int, int, int, tuple[Action, ...], tuple[StepInfo, ...], int | None]] = []
     seq = 0
@@ -226,7 +267,7 @@ def minimal(model: Model, *, max_preemptions: int | None = None,
         try:
             k = runner.goto(path)
         except KernelAssert as e:
-            v = Violation("kernel assert", (str(e),), path, infos, pre)
+            v = Violation("kernel assert", (assert_message(e),), path, infos, pre)
             return _done(v, stats, t0, max_preemptions)
         fp = model.fingerprint(k)
         key = (fp, last)
@@ -249,6 +290,9 @@ def minimal(model: Model, *, max_preemptions: int | None = None,
                 return _done(Violation(end[0], end[1], path, infos, pre), stats, t0,
                              max_preemptions)  # fmt: skip
             continue
+        if over_step_bound(model, k):
+            v = Violation("step bound", (step_bound_message(model.max_steps),), path, infos, pre)
+            return _done(v, stats, t0, max_preemptions)
         for a in acts:
             p2 = pre + _preempt(acts, last, a)
             if max_preemptions is not None and p2 > max_preemptions:

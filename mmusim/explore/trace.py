@@ -17,6 +17,7 @@ from typing import Any
 from mmusim.explore.model import Action, Model, StepInfo
 from mmusim.explore.search import Result, Violation
 from mmusim.kernel import Kernel
+from mmusim.kernel.invariants import INVARIANT_NAMES
 
 FORMAT = "mmusim-trace/1"
 _KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernel"
@@ -33,7 +34,8 @@ def code_fingerprint() -> str:
 
 def replay_steps(model: Model, steps: list[StepInfo] | tuple[StepInfo, ...]) -> Kernel:
     """Reset the model and perform ``steps``, checking each one's label against the kernel's.
-    Raises ``ReplayMismatch`` naming the first step that no longer fits."""
+    Raises ``ReplayMismatch`` naming the first step that no longer fits, and ``KernelAssert`` if
+    a step makes the kernel assert (the last step of a "kernel assert" trace does)."""
     k = model.reset()
     for i, s in enumerate(steps, 1):
         a: Action = (s.cpu, s.kind)
@@ -66,7 +68,7 @@ def to_json(model: Model, result: Result) -> dict[str, Any]:
     scn = model.scenario
     return {
         "format": FORMAT,
-        "scenario": str(scn.path),
+        "scenario": str(Path(scn.path).resolve()),  # replay finds it from any directory
         "scenario_sha256": hashlib.sha256(Path(scn.path).read_bytes()).hexdigest(),
         "config": list(model.extra_config),
         "ignore": list(model.ignore),
@@ -98,13 +100,112 @@ def to_json(model: Model, result: Result) -> dict[str, Any]:
     }
 
 
+class TraceError(ValueError):
+    """A trace file that cannot be read or does not have the form ``to_json`` writes; the message
+    names the file, the field (``steps[3].cpu``) and what is wrong."""
+
+
+VIOLATION_KINDS = (
+    "invariant", "invariant at the end", "kernel assert", "deadlock", "step bound",
+)  # fmt: skip
+STEP_KINDS = ("step", "irq", "evict", "tick")
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    names = {int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "an object"}  # fmt: skip
+    return names.get(type(value), type(value).__name__)
+
+
+def _check(where: str, value: Any, kind: type, what: str) -> Any:
+    """``value`` if it is a ``kind`` (a bool is not an integer); else a ``TraceError`` message."""
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TraceError(f"{where}: expected {what}, got {_type_name(value)}")
+    return value
+
+
+def _field(obj: dict[str, Any], where: str, name: str, kind: type, what: str,
+           default: Any = ...) -> Any:  # fmt: skip
+    path = f"{where}.{name}" if where else name
+    if name not in obj:
+        if default is not ...:
+            return default
+        raise TraceError(f"{path}: missing (expected {what})")
+    return _check(path, obj[name], kind, what)
+
+
+def _strings(obj: dict[str, Any], name: str) -> list[str]:
+    items = _field(obj, "", name, list, "a list of strings", [])
+    for i, x in enumerate(items):
+        _check(f"{name}[{i}]", x, str, "a string")
+    return list(items)
+
+
+def validate_trace(data: Any) -> list[StepInfo]:
+    """Check that ``data`` has the form of a trace (``to_json``); return its steps. Raises
+    ``TraceError`` naming the first field that is wrong (without the file name)."""
+    _check("the trace", data, dict, "an object")
+    if data.get("format") != FORMAT:
+        raise TraceError(f"format: not an mmusim trace ({FORMAT!r} expected)")
+    _field(data, "", "scenario", str, "a string (the scenario file)")
+    _field(data, "", "scenario_sha256", str, "a string (a sha256 hex digest)", None)
+    _field(data, "", "model", str, "a string", None)
+    _strings(data, "config")
+    for i, name in enumerate(_strings(data, "ignore")):
+        if name not in INVARIANT_NAMES:
+            raise TraceError(f"ignore[{i}]: {name!r} is not an invariant; allowed: "
+                             f"{', '.join(INVARIANT_NAMES)}")  # fmt: skip
+    v = data.get("violation")
+    if v is not None:
+        _check("violation", v, dict, "an object or null")
+        kind = _field(v, "violation", "kind", str, "a string")
+        if kind not in VIOLATION_KINDS:
+            raise TraceError(f"violation.kind: {kind!r} is not one of {', '.join(VIOLATION_KINDS)}")
+        for i, m in enumerate(_field(v, "violation", "messages", list, "a list of strings", [])):
+            _check(f"violation.messages[{i}]", m, str, "a string")
+        pre = _field(v, "violation", "preemptions", int, "an integer", 0)
+        if pre < 0:
+            raise TraceError(f"violation.preemptions: {pre} is negative (an integer >= 0)")
+    steps = []
+    for i, s in enumerate(_field(data, "", "steps", list, "a list of steps")):
+        where = f"steps[{i}]"
+        _check(where, s, dict, "an object")
+        cpu = _field(s, where, "cpu", int, "an integer")
+        kind = _field(s, where, "kind", str, "a string")
+        if kind not in STEP_KINDS:
+            raise TraceError(f"{where}.kind: {kind!r} is not one of {', '.join(STEP_KINDS)}")
+        if cpu < -1 or (cpu == -1) != (kind == "tick"):
+            allowed = "-1 for a tick" if kind == "tick" else "a CPU number >= 0"
+            raise TraceError(f"{where}.cpu: {cpu} is out of range ({allowed})")
+        thread, routine, label = (_field(s, where, n, str, "a string")
+                                  for n in ("thread", "routine", "label"))  # fmt: skip
+        steps.append(StepInfo(cpu, kind, thread, routine, label))
+    return steps
+
+
 def load_trace(path: str | Path) -> tuple[dict[str, Any], list[StepInfo]]:
-    data = json.loads(Path(path).read_text())
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an mmusim trace (format {FORMAT!r} expected)")
-    steps = [
-        StepInfo(s["cpu"], s["kind"], s["thread"], s["routine"], s["label"]) for s in data["steps"]
-    ]
+    """Read and check a trace file; raises ``TraceError`` (a ``ValueError``) whose message starts
+    with the file name: ``t.json: steps[3].cpu: expected an integer, got a string``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise TraceError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise TraceError(f"{path}: not a trace (not UTF-8 text)") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise TraceError(f"{path}: not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise TraceError(f"{path}: not a trace: the JSON is nested too deeply") from None
+    try:
+        steps = validate_trace(data)
+    except TraceError as e:
+        raise TraceError(f"{path}: {e}") from None
     return data, steps
 
 
@@ -113,6 +214,17 @@ def snippet(model: Model, v: Violation) -> str:
     rows = ",\n".join(f"    ({s.cpu}, {s.kind!r}, {s.routine + ': ' + s.label!r})" for s in v.steps)
     cfg = f", extra_config={list(model.extra_config)!r}" if model.extra_config else ""
     cfg += f", ignore={list(model.ignore)!r}" if model.ignore else ""
+    if v.kind == "kernel assert":  # the last step raises: the kernel asserts
+        rows = rows.replace("\n    (", "\n        (").replace("    (", "        (", 1)
+        return (
+            "import pytest\n\n"
+            "from mmusim.explore import Model\n"
+            "from mmusim.explore.trace import replay_labels\n"
+            "from mmusim.kernel import KernelAssert\n\n"
+            f"model = Model({str(model.scenario.path)!r}{cfg})\n"
+            "with pytest.raises(KernelAssert):\n"
+            f"    replay_labels(model, [\n{rows},\n    ])\n"
+        )
     return (
         "from mmusim.explore import Model\n"
         "from mmusim.explore.trace import replay_labels\n\n"

@@ -88,12 +88,18 @@ def report(
     lines.append(f"VIOLATION  {v.kind}: {v.messages[0]}")
     lines.extend(f"           {m}" for m in v.messages[1:])
     lines.append(f"scenario {scn.path}  ({scn.name})")
-    lines.append(f"config   {cfg}; the trace starts at the exploration root "
-                 f"({len(model.prefix)} deterministic steps after boot)")  # fmt: skip
+    at_root = model.root_assert is None
+    if at_root:
+        lines.append(f"config   {cfg}; the trace starts at the exploration root "
+                     f"({len(model.prefix)} deterministic steps after boot)")  # fmt: skip
+    else:
+        what = "asserts" if v.kind == "kernel assert" else "reaches the step bound"
+        lines.append(f"config   {cfg}; the default schedule {what} before the exploration root: "
+                     "the trace is its run from boot (not minimized)")  # fmt: skip
     if show_search:
         lines.append(f"search   {search}")
-    lines.append(f"minimal  {v.preemptions} preemption{'s' if v.preemptions != 1 else ''}, "
-                 f"{len(v.steps)} steps")  # fmt: skip
+    lines.append(f"{'minimal' if at_root else 'trace':<7}  {v.preemptions} "
+                 f"preemption{'s' if v.preemptions != 1 else ''}, {len(v.steps)} steps")  # fmt: skip
     lines.append("")
     lines.append(f"{'#':>4}  cpu  {'thread':<10} step")
     k = model.reset()

@@ -22,7 +22,7 @@ from pathlib import Path
 from mmusim.kernel import Kernel, KernelAssert
 from mmusim.scenario.load import load_scenario
 
-__all__ = ["LoadKernel", "run_steps", "scenario_kernel", "scenario_loader"]
+__all__ = ["LoadKernel", "RunAssert", "run_steps", "scenario_kernel", "scenario_loader"]
 
 LoadKernel = Callable[[str, int | None], Kernel]
 """``load_kernel(path, step)``: the kernel of scenario ``path`` after ``step`` engine steps (None:
@@ -49,7 +49,12 @@ def _run_to(k: Kernel, step: int | None, seed: int | None, max_steps: int | None
             k.run(seed=seed, max_steps=max_steps)
     except KernelAssert as exc:
         before = f"--step {k.steps - 1} maps the state just before it"
-        raise KernelAssert(f"{str(exc).strip()} (in step {k.steps}; {before})") from exc
+        raise RunAssert(f"{str(exc).strip()} (in step {k.steps}; {before})") from exc
+
+
+class RunAssert(KernelAssert):
+    """The kernel asserted while running the scenario (not while booting it): an outcome of the
+    scenario, which ``mmusim map`` reports as its verdict. The message names the step."""
 
 
 def scenario_kernel(path: str | Path, step: int | None) -> Kernel:
