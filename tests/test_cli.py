@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -275,3 +278,89 @@ def test_bundled_examples_match_their_builder(mode: str) -> None:
     image, cr3 = build(mode)
     assert cr3 == EXAMPLES[mode].cr3
     assert image == EXAMPLES[mode].load(), "run `python -m mmusim.examples` to regenerate"
+
+
+# -- images that are not small regular files (issue 11) -------------------------------------
+
+
+def sparse_image(tmp_path: Path, size: int) -> Path:
+    """The ia32e example at the start of a sparse file of ``size`` bytes (made by truncate)."""
+    path = tmp_path / "sparse.img"
+    with path.open("wb") as f:
+        f.write(EXAMPLES["ia32e"].load())
+        f.truncate(size)
+    return path
+
+
+def test_translate_on_a_1gib_sparse_image_reads_only_what_it_walks(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """It once read (and scanned) the whole file: 27 s and 1 GiB of memory for 1 GiB."""
+    path = sparse_image(tmp_path, 1 << 30)
+    start = time.perf_counter()
+    rc, out, err = run(
+        capsys, "translate", "--image", str(path), "--mode", "ia32e", "--cr3", "0x1000",
+        "--nxe", "0x204ff8", "0x3fff_f000",
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    assert rc == 0, err
+    assert out.splitlines()[0] == "0x204ff8 -> 0x23ff8 (page size 0x1000)"
+    assert elapsed < 5, f"{elapsed:.1f} s for a walk on a sparse 1 GiB image"
+
+
+def test_image_out_of_a_mapped_image_keeps_its_bytes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = sparse_image(tmp_path, 1 << 20)
+    out_path = tmp_path / "out.img"
+    machine = ["--image", str(path), "--mode", "ia32e", "--cr3", "0x1000"]
+    rc, _, err = run(capsys, "translate", *machine, "--image-out", str(out_path), "0x100000")
+    assert rc == 0, err
+    before, after = path.read_bytes(), out_path.read_bytes()
+    assert len(after) == len(before) == 1 << 20
+    changed = [i for i in range(len(before)) if before[i] != after[i]]
+    assert changed and all(0x1000 <= i < 0x6000 for i in changed)  # only A bits in the tables
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda p: p.mkdir(), "is a directory; give a raw memory image file"),
+        (os.mkfifo, "is a FIFO; give a raw memory image file"),
+        (None, "'/dev/zero' is a character device; give a raw memory image file"),
+    ],
+)
+def test_image_that_is_not_a_regular_file_is_refused_unread(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, make: Any, needle: str
+) -> None:
+    """A FIFO would block the read, /dev/zero would fill memory until the process died."""
+    path = Path("/dev/zero")
+    if make is not None:
+        path = tmp_path / "image"
+        make(path)
+    rc, out, err = run(
+        capsys, "walk", "--image", str(path), "--mode", "ia32e", "--cr3", "0x1000", "0x1"
+    )
+    assert rc == 2
+    assert out == ""
+    assert err == f"mmusim walk: error: --image: {needle}\n" or needle in err
+    assert err.startswith("mmusim walk: error: --image: ") and len(err.splitlines()) == 1
+
+
+def test_image_larger_than_the_physical_address_space_is_refused_by_its_size(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = sparse_image(tmp_path, (1 << 32) + 4096)
+    machine = ["--image", str(path), "--mode", "ia32e", "--cr3", "0x1000"]
+    rc, _, err = run(capsys, "translate", *machine, "--maxphyaddr", "32", "0x1")
+    assert rc == 2
+    assert err == (
+        "mmusim translate: error: --image: size 0x100001000 is larger than the physical address "
+        "space of MAXPHYADDR 32 (at most 0x100000000 bytes)\n"
+    )
+    # ... and a wrong-sized image of 4 GiB is refused without reading it
+    path.open("r+b").truncate((1 << 32) + 7)
+    start = time.perf_counter()
+    rc, _, err = run(capsys, "translate", *machine, "0x1")
+    assert rc == 2 and "not a multiple of 4096" in err
+    assert time.perf_counter() - start < 1
