@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import mmusim
 from mmusim.cli import main
 from mmusim.examples import EXAMPLES, build
 from mmusim.hw import PteFlags
@@ -364,3 +366,39 @@ def test_image_larger_than_the_physical_address_space_is_refused_by_its_size(
     rc, _, err = run(capsys, "translate", *machine, "0x1")
     assert rc == 2 and "not a multiple of 4096" in err
     assert time.perf_counter() - start < 1
+
+
+# -- --version and unknown options (issue 11) ------------------------------------------------
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(capsys, "--version")
+    assert (rc, out, err) == (0, f"mmusim {importlib.metadata.version('mmusim')}\n", "")
+
+
+def test_version_falls_back_to_the_module_attribute(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    monkeypatch.setattr(mmusim, "__version__", "9.8.7")
+    assert run(capsys, "--version")[:2] == (0, "mmusim 9.8.7\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["--foo"], "mmusim: error: unrecognized arguments: --foo"),
+        (["run", "--foo"], "mmusim run: error: unrecognized arguments: --foo"),
+        (["explore", "--foo", "x.toml"], "mmusim explore: error: unrecognized arguments: --foo"),
+        (["walk", "--example", "ia32e", "--foo", "0x1"], "mmusim walk: error: unrecognized arguments: --foo"),
+        ([], "mmusim: error: the following arguments are required: command (see mmusim --help)"),
+    ],
+)  # fmt: skip
+def test_unknown_option_is_named(
+    capsys: pytest.CaptureFixture[str], argv: list[str], line: str
+) -> None:
+    """`mmusim --foo` once said "the following arguments are required: command"."""
+    assert run(capsys, *argv) == (2, "", line + "\n")

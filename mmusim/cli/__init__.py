@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from mmusim.cli.common import Parser, UsageError, fail
+from mmusim.cli.common import Parser, UsageError, VersionAction, fail
 from mmusim.cli.config import add_config_commands
 from mmusim.cli.explore import add_explore_commands
 from mmusim.cli.map import add_map_command
@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mmusim",
         description="A laboratory for stack memory protection on paged x86.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    parser.add_argument("--version", action=VersionAction)
+    # Not required=True: argparse would then report a missing command before an unknown option
+    # (`mmusim --foo`); ``main`` checks both itself.
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
     add_translate_command(sub)
     add_walk_command(sub)
     add_config_commands(sub)
@@ -53,7 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mmusim ARGV`` (default: ``sys.argv[1:]``); returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the subcommand it was given to: `mmusim run: error: ...`
+        prog = f"mmusim {args.command}" if args.command else "mmusim"
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(unknown)}\n")
+    if args.command is None:
+        parser.error("the following arguments are required: command (see mmusim --help)")
     try:
         return int(args.func(args))
     except UsageError as exc:
