@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import mmusim
-from mmusim.cli import main
+from mmusim.cli import COMMANDS, build_parser, main
 from mmusim.examples import EXAMPLES, build
 from mmusim.hw import PteFlags
 
@@ -402,3 +402,34 @@ def test_unknown_option_is_named(
 ) -> None:
     """`mmusim --foo` once said "the following arguments are required: command"."""
     assert run(capsys, *argv) == (2, "", line + "\n")
+
+
+# -- lazy imports (issue 11) -----------------------------------------------------------------
+
+HEAVY = ("mmusim.kernel", "mmusim.scenario", "kconfiglib", "sortedcontainers", "hypothesis")
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import mmusim.cli",
+        "from mmusim.cli import main; main(['--help'])",
+        "from mmusim.cli import main; main(['walk', '--example', 'ia32e', '0x204ff8'])",
+        "from mmusim.cli import main; main(['translate', '--example', 'pae', '0x1'])",
+    ],
+)
+def test_cli_imports_only_what_the_command_needs(code: str) -> None:
+    """`mmusim --help` and `mmusim walk` once imported the kernel, kconfiglib and hypothesis."""
+    check = f"import sys\ntry:\n    {code}\nexcept SystemExit:\n    pass\n"
+    check += f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]"
+
+
+def test_lazy_help_is_the_full_parsers_help() -> None:
+    """The one-line helps in COMMANDS are the modules' own."""
+    assert build_parser("walk").format_help() == build_parser().format_help()
+    for _, _, helps in COMMANDS:
+        for name in helps:
+            assert build_parser(name).format_help() == build_parser().format_help()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from typing import Any, NoReturn, TextIO
 
 import mmusim
@@ -60,6 +59,8 @@ class Parser(argparse.ArgumentParser):
 
 def version() -> str:
     """mmusim's version: the installed package's metadata, else ``mmusim.__version__``."""
+    from importlib import metadata  # here: it costs --help and every command a few ms
+
     try:
         return metadata.version("mmusim")
     except metadata.PackageNotFoundError:
