@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mmusim.cli import main
+import mmusim
+from mmusim.cli import COMMANDS, build_parser, main
 from mmusim.examples import EXAMPLES, build
 from mmusim.hw import PteFlags
 
@@ -328,3 +332,156 @@ def test_map_svg_of_a_non_utf8_file_name(
     capsys.readouterr()
     text = svg.read_text(encoding="utf-8")
     assert "<title>bad\\xff.toml: kernel address space after the run" in text
+
+
+# -- images that are not small regular files (issue 11) -------------------------------------
+
+
+def sparse_image(tmp_path: Path, size: int) -> Path:
+    """The ia32e example at the start of a sparse file of ``size`` bytes (made by truncate)."""
+    path = tmp_path / "sparse.img"
+    with path.open("wb") as f:
+        f.write(EXAMPLES["ia32e"].load())
+        f.truncate(size)
+    return path
+
+
+def test_translate_on_a_1gib_sparse_image_reads_only_what_it_walks(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """It once read (and scanned) the whole file: 27 s and 1 GiB of memory for 1 GiB."""
+    path = sparse_image(tmp_path, 1 << 30)
+    start = time.perf_counter()
+    rc, out, err = run(
+        capsys, "translate", "--image", str(path), "--mode", "ia32e", "--cr3", "0x1000",
+        "--nxe", "0x204ff8", "0x3fff_f000",
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    assert rc == 0, err
+    assert out.splitlines()[0] == "0x204ff8 -> 0x23ff8 (page size 0x1000)"
+    assert elapsed < 5, f"{elapsed:.1f} s for a walk on a sparse 1 GiB image"
+
+
+def test_image_out_of_a_mapped_image_keeps_its_bytes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = sparse_image(tmp_path, 1 << 20)
+    out_path = tmp_path / "out.img"
+    machine = ["--image", str(path), "--mode", "ia32e", "--cr3", "0x1000"]
+    rc, _, err = run(capsys, "translate", *machine, "--image-out", str(out_path), "0x100000")
+    assert rc == 0, err
+    before, after = path.read_bytes(), out_path.read_bytes()
+    assert len(after) == len(before) == 1 << 20
+    changed = [i for i in range(len(before)) if before[i] != after[i]]
+    assert changed and all(0x1000 <= i < 0x6000 for i in changed)  # only A bits in the tables
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda p: p.mkdir(), "is a directory; give a raw memory image file"),
+        (os.mkfifo, "is a FIFO; give a raw memory image file"),
+        (None, "'/dev/zero' is a character device; give a raw memory image file"),
+    ],
+)
+def test_image_that_is_not_a_regular_file_is_refused_unread(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, make: Any, needle: str
+) -> None:
+    """A FIFO would block the read, /dev/zero would fill memory until the process died."""
+    path = Path("/dev/zero")
+    if make is not None:
+        path = tmp_path / "image"
+        make(path)
+    rc, out, err = run(
+        capsys, "walk", "--image", str(path), "--mode", "ia32e", "--cr3", "0x1000", "0x1"
+    )
+    assert rc == 2
+    assert out == ""
+    assert err == f"mmusim walk: error: --image: {needle}\n" or needle in err
+    assert err.startswith("mmusim walk: error: --image: ") and len(err.splitlines()) == 1
+
+
+def test_image_larger_than_the_physical_address_space_is_refused_by_its_size(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = sparse_image(tmp_path, (1 << 32) + 4096)
+    machine = ["--image", str(path), "--mode", "ia32e", "--cr3", "0x1000"]
+    rc, _, err = run(capsys, "translate", *machine, "--maxphyaddr", "32", "0x1")
+    assert rc == 2
+    assert err == (
+        "mmusim translate: error: --image: size 0x100001000 is larger than the physical address "
+        "space of MAXPHYADDR 32 (at most 0x100000000 bytes)\n"
+    )
+    # ... and a wrong-sized image of 4 GiB is refused without reading it
+    path.open("r+b").truncate((1 << 32) + 7)
+    start = time.perf_counter()
+    rc, _, err = run(capsys, "translate", *machine, "0x1")
+    assert rc == 2 and "not a multiple of 4096" in err
+    assert time.perf_counter() - start < 1
+
+
+# -- --version and unknown options (issue 11) ------------------------------------------------
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(capsys, "--version")
+    assert (rc, out, err) == (0, f"mmusim {importlib.metadata.version('mmusim')}\n", "")
+
+
+def test_version_falls_back_to_the_module_attribute(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    monkeypatch.setattr(mmusim, "__version__", "9.8.7")
+    assert run(capsys, "--version")[:2] == (0, "mmusim 9.8.7\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["--foo"], "mmusim: error: unrecognized arguments: --foo"),
+        (["run", "--foo"], "mmusim run: error: unrecognized arguments: --foo"),
+        (["explore", "--foo", "x.toml"], "mmusim explore: error: unrecognized arguments: --foo"),
+        (["walk", "--example", "ia32e", "--foo", "0x1"], "mmusim walk: error: unrecognized arguments: --foo"),
+        ([], "mmusim: error: the following arguments are required: command (see mmusim --help)"),
+    ],
+)  # fmt: skip
+def test_unknown_option_is_named(
+    capsys: pytest.CaptureFixture[str], argv: list[str], line: str
+) -> None:
+    """`mmusim --foo` once said "the following arguments are required: command"."""
+    assert run(capsys, *argv) == (2, "", line + "\n")
+
+
+# -- lazy imports (issue 11) -----------------------------------------------------------------
+
+HEAVY = ("mmusim.kernel", "mmusim.scenario", "kconfiglib", "sortedcontainers", "hypothesis")
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import mmusim.cli",
+        "from mmusim.cli import main; main(['--help'])",
+        "from mmusim.cli import main; main(['walk', '--example', 'ia32e', '0x204ff8'])",
+        "from mmusim.cli import main; main(['translate', '--example', 'pae', '0x1'])",
+    ],
+)
+def test_cli_imports_only_what_the_command_needs(code: str) -> None:
+    """`mmusim --help` and `mmusim walk` once imported the kernel, kconfiglib and hypothesis."""
+    check = f"import sys\ntry:\n    {code}\nexcept SystemExit:\n    pass\n"
+    check += f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]"
+
+
+def test_lazy_help_is_the_full_parsers_help() -> None:
+    """The one-line helps in COMMANDS are the modules' own."""
+    assert build_parser("walk").format_help() == build_parser().format_help()
+    for _, _, helps in COMMANDS:
+        for name in helps:
+            assert build_parser(name).format_help() == build_parser().format_help()

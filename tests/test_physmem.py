@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from mmusim.hw import FRAME_SIZE, PhysMem
+from mmusim.hw import FRAME_SIZE, ImageMem, PhysMem
 
 
 def test_frame_size_is_4k() -> None:
@@ -216,3 +218,39 @@ def test_repr() -> None:
     mem.write(0, b"a")
     assert repr(mem) == "PhysMem(limit=0x1000, frames_in_use=1)"
     assert repr(PhysMem()) == "PhysMem(limit=unbounded, frames_in_use=0)"
+
+
+# -- ImageMem: an image file, mapped and read lazily ----------------------------------------
+
+
+def test_image_file_reads_like_the_image(tmp_path: Path) -> None:
+    image = bytearray(5 * FRAME_SIZE)
+    image[0x10:0x18] = b"abcdefgh"
+    image[3 * FRAME_SIZE + 8 : 3 * FRAME_SIZE + 16] = (0x1234).to_bytes(8, "little")
+    path = tmp_path / "x.img"
+    path.write_bytes(image)
+    eager, lazy = PhysMem.from_image(bytes(image)), PhysMem.from_file(path)
+    assert isinstance(lazy, ImageMem) and lazy.limit == eager.limit == len(image)
+    for mem in (eager, lazy):
+        assert mem.read(0x10, 8) == b"abcdefgh"
+        assert mem.read_u64(3 * FRAME_SIZE + 8) == 0x1234
+        assert mem.read_u32(4 * FRAME_SIZE) == 0
+        mem.write_u32(4 * FRAME_SIZE + 4, 7)
+        mem.write(0x11, b"X")
+        mem.zero_frame(3)
+        assert mem.read_u64(3 * FRAME_SIZE + 8) == 0
+        assert mem.to_image() == eager.to_image()
+        assert sorted(mem.frames()) == [0, 4]
+    assert path.read_bytes() == image  # writes went to the copies, not to the file
+
+
+def test_image_file_loads_only_the_frames_touched(tmp_path: Path) -> None:
+    path = tmp_path / "sparse.img"
+    with path.open("wb") as f:
+        f.write(b"\x01" * FRAME_SIZE)
+        f.truncate(1 << 30)
+    mem = PhysMem.from_file(path)
+    assert mem.read_u64(0) == 0x0101010101010101
+    assert mem.read_u64(0x3FFF_F000) == 0
+    assert mem.read_u64(0x3FFF_F008) == 0
+    assert len(mem._frames) == 1 and len(mem._seen) == 2

@@ -17,46 +17,103 @@ code 2 (``mmusim translate: error: --cr3: 0x90000: root table is outside the ima
 0x40000)``). Faults of the simulated machine are results, not errors: ``translate`` exits 0
 whether or not the accesses fault. A reader that closes the output early (``mmusim explore ... |
 head``) cuts the output short but not the command: it finishes, and its exit code is kept.
+
+The subcommand modules are imported lazily (``COMMANDS``): ``mmusim walk`` imports only
+``walk.py`` and what it needs, never the kernel, kconfiglib or hypothesis; ``mmusim --help``
+imports none of them. The other subcommands are stubs that carry only their one-line help.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import TextIO, cast
 
-from mmusim.cli.common import Parser, PipeSafeStdout, UsageError, fail
-from mmusim.cli.config import add_config_commands
-from mmusim.cli.explore import add_explore_commands
-from mmusim.cli.map import add_map_command
-from mmusim.cli.run import add_run_command
-from mmusim.cli.translate import add_translate_command
-from mmusim.cli.walk import add_walk_command
-from mmusim.scenario import scenario_kernel
+from mmusim.cli.common import Parser, PipeSafeStdout, UsageError, VersionAction, fail
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+COMMANDS: tuple[tuple[str, str, dict[str, str]], ...] = (
+    (
+        "mmusim.cli.translate",
+        "add_translate_command",
+        {"translate": "translate linear addresses on a memory image (one fresh walk each)"},
+    ),
+    ("mmusim.cli.walk", "add_walk_command", {"walk": "show a page walk level by level"}),
+    (
+        "mmusim.cli.config",
+        "add_config_commands",
+        {
+            "config": "print the resolved Kconfig configuration of a board (+ fragments)",
+            "menuconfig": "browse and change the configuration in kconfiglib's menuconfig",
+        },
+    ),
+    (
+        "mmusim.cli.run",
+        "add_run_command",
+        {"run": "run scenario files (default: the bundled Zephyr test ports) and report verdicts"},
+    ),
+    (
+        "mmusim.cli.map",
+        "add_scenario_map_command",
+        {"map": "show the kernel address space of a scenario (guards, stacks, free space)"},
+    ),
+    (
+        "mmusim.cli.explore",
+        "add_explore_commands",
+        {
+            "explore": "explore every interleaving of a scenario's CPUs; report a minimal "
+            "counterexample",
+            "replay": "replay a saved counterexample trace step by step",
+        },
+    ),
+)
+"""The subcommands in ``--help``'s order: (module, the function in it that adds them, their
+names and one-line help). The help is repeated here so that ``--help`` need not import the
+modules; tests/test_cli.py checks it matches theirs."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of the whole command, subcommands in the order ``--help`` lists them."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of the whole command, subcommands in the order ``--help`` lists them.
+
+    With ``command``, only the module of that subcommand is imported and its parser built in
+    full; the others are stubs with their help (enough for ``--help`` and for an unknown name).
+    """
     parser = Parser(
         prog="mmusim",
         description="A laboratory for stack memory protection on paged x86.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    add_translate_command(sub)
-    add_walk_command(sub)
-    add_config_commands(sub)
-    add_run_command(sub)
-    add_map_command(sub, scenario_kernel)
-    add_explore_commands(sub)
+    parser.add_argument("--version", action=VersionAction)
+    # Not required=True: argparse would then report a missing command before an unknown option
+    # (`mmusim --foo`); ``main`` checks both itself.
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
+    for module, adder, helps in COMMANDS:
+        if command is None or command in helps:
+            getattr(importlib.import_module(module), adder)(sub)
+        else:
+            for name, help_ in helps.items():
+                sub.add_parser(name, help=help_)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str:
+    """The subcommand ``argv`` names: its first word that is not an option (the top level's own
+    options take no value), or "" for none."""
+    return next((a for a in argv if not a.startswith("-")), "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mmusim ARGV`` (default: ``sys.argv[1:]``); returns the exit code."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_in(argv))
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the subcommand it was given to: `mmusim run: error: ...`
+        prog = f"mmusim {args.command}" if args.command else "mmusim"
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(unknown)}\n")
+    if args.command is None:
+        parser.error("the following arguments are required: command (see mmusim --help)")
     out = PipeSafeStdout(sys.stdout)  # `mmusim explore ... | head`: keep the exit code
     sys.stdout = cast(TextIO, out)
     try:

@@ -15,18 +15,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
+
+import mmusim
 
 __all__ = [
     "Parser",
     "PipeSafeStdout",
     "UsageError",
+    "VersionAction",
     "fail",
     "one_line",
     "parse_int",
     "parse_seed",
     "parse_step_count",
+    "version",
 ]
 
 
@@ -94,6 +98,28 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def version() -> str:
+    """mmusim's version: the installed package's metadata, else ``mmusim.__version__``."""
+    from importlib import metadata  # here: it costs --help and every command a few ms
+
+    try:
+        return metadata.version("mmusim")
+    except metadata.PackageNotFoundError:
+        return str(getattr(mmusim, "__version__", "unknown"))
+
+
+class VersionAction(argparse.Action):
+    """``--version``: print ``mmusim X.Y.Z`` and exit 0 (the version looked up only then)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("help", "print the version of mmusim and exit")
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(f"mmusim {version()}")
+        parser.exit(0)
 
 
 # -- argument types (for argparse ``type=``) --------------------------------------------------

@@ -10,6 +10,8 @@ the options against each other and against the image before anything is walked, 
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,14 +72,22 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
 
 
 def load_machine(args: argparse.Namespace) -> tuple[PhysMem, int, ControlState]:
-    """Check the machine options against each other and the image; returns (mem, size, ctl)."""
-    image = _read_image(args)
-    size = len(image)
+    """Check the machine options against each other and the image; returns (mem, size, ctl).
+
+    An ``--image`` is checked by its size (``os.stat``) before a byte of it is read, then mapped
+    rather than read (``PhysMem.from_file``): a walk reads only the frames it visits."""
+    size = _image_size(args)
     if size < 4096:
         raise UsageError("--image", f"image is {size} bytes; it must hold at least one 4 KiB frame")
     if size % 4096:
         raise UsageError("--image", f"size {size} is not a multiple of 4096 (whole frames)")
     mode = _checked_mode(args)
+    if size > 1 << args.maxphyaddr:
+        raise UsageError(
+            "--image",
+            f"size {size:#x} is larger than the physical address space of MAXPHYADDR "
+            f"{args.maxphyaddr} (at most {1 << args.maxphyaddr:#x} bytes)",
+        )
     ctl = ControlState.for_mode(
         mode.name,
         cr3=args.cr3,
@@ -94,12 +104,28 @@ def load_machine(args: argparse.Namespace) -> tuple[PhysMem, int, ControlState]:
         raise UsageError(
             "--cr3", f"{args.cr3:#x}: root table is outside the image (size {size:#x})"
         )
-    return PhysMem.from_image(image, limit=size), size, ctl
+    if args.example:
+        return PhysMem.from_image(EXAMPLES[args.example].load(), limit=size), size, ctl
+    try:
+        return PhysMem.from_file(args.image, limit=size), size, ctl
+    except (OSError, ValueError) as exc:  # ValueError: mmap refused the file
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise UsageError("--image", f"cannot read {str(args.image)!r}: {reason}") from None
 
 
-def _read_image(args: argparse.Namespace) -> bytes:
-    """The bytes of ``--image`` or ``--example``; an example also fills in its mode, CR3, NXE
-    and PSE, and the image needs ``--mode`` and ``--cr3`` given."""
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _image_size(args: argparse.Namespace) -> int:
+    """The size of ``--image`` or ``--example``, nothing read yet; an example also fills in its
+    mode, CR3, NXE and PSE, and the image needs ``--mode`` and ``--cr3`` given. The image must be
+    a regular file: a device or a FIFO has no size to check and may never end."""
     if args.example:
         ex = EXAMPLES[args.example]
         if args.image is not None:
@@ -110,18 +136,21 @@ def _read_image(args: argparse.Namespace) -> bytes:
         args.cr3 = ex.cr3 if args.cr3 is None else args.cr3
         args.nxe = args.nxe or ex.nxe
         args.pse = args.pse or ex.pse
-        return ex.load()
+        return len(ex.load())
     if args.image is None:
         raise UsageError("--image", "required (or use --example NAME)")
     try:
-        image: bytes = args.image.read_bytes()
+        st = os.stat(args.image)
     except OSError as exc:
         raise UsageError("--image", f"cannot read {str(args.image)!r}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((k for test, k in _FILE_KINDS if test(st.st_mode)), "not a plain file")
+        raise UsageError("--image", f"{str(args.image)!r} is {kind}; give a raw memory image file")
     if args.mode is None:
         raise UsageError("--mode", "required (choose from 32, pae, ia32e)")
     if args.cr3 is None:
         raise UsageError("--cr3", "required (physical address of the root table)")
-    return image
+    return st.st_size
 
 
 def _checked_mode(args: argparse.Namespace) -> PagingMode:

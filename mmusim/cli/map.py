@@ -30,15 +30,20 @@ from mmusim.cli.common import fail, one_line, parse_step_count
 from mmusim.kernel import KernelAssert
 from mmusim.kernel.invariants import InvariantViolation
 from mmusim.render.memmap import memory_map, render_svg, render_text, rows_json
-from mmusim.scenario import LoadKernel, ScenarioError
+from mmusim.scenario import LoadKernel, ScenarioError, scenario_kernel
 from mmusim.scenario.document import display_path
 from mmusim.scenario.kernel import RunAssert
 
-__all__ = ["MapInputError", "add_map_command", "cmd_map"]
+__all__ = ["MapInputError", "add_map_command", "add_scenario_map_command", "cmd_map"]
 
 
 class MapInputError(Exception):
     """Bad input found by a ``load_kernel``; its message is complete (names file and line)."""
+
+
+def add_scenario_map_command(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add ``map`` as ``mmusim`` has it: mapping scenario files (``scenario_kernel``)."""
+    add_map_command(subparsers, scenario_kernel)
 
 
 def add_map_command(

@@ -2,7 +2,7 @@
 
 Public API (the kernel and the tools use only these names):
 
-* ``PhysMem`` -- sparse physical memory, flat images;
+* ``PhysMem`` -- sparse physical memory, flat images; ``ImageMem`` -- an image file, read lazily;
 * ``PagingMode`` / ``MODES`` / ``PteFlags`` / ``PfErrorCode`` / ``Access`` -- modes as data, bits;
 * ``ControlState`` / ``translate`` -> ``Translation | PageFault | GeneralProtection`` -- the walker;
 * ``Tlb`` -- a per-CPU TLB; ``Cpu`` -- registers and memory access through TLB + walker, ``Trap``;
@@ -28,7 +28,7 @@ from mmusim.hw.paging import (
     error_code_names,
     is_canonical,
 )
-from mmusim.hw.physmem import FRAME_SIZE, PhysMem
+from mmusim.hw.physmem import FRAME_SIZE, ImageMem, PhysMem
 from mmusim.hw.tlb import Tlb, TlbEntry
 from mmusim.hw.walk import (
     ControlState,
@@ -56,6 +56,7 @@ __all__ = [
     "ControlState",
     "Cpu",
     "GeneralProtection",
+    "ImageMem",
     "PageFault",
     "PageTables",
     "PagingMode",

@@ -10,12 +10,17 @@ below are the walker's hot path, so they use precompiled ``struct`` objects and 
 frame on a read.
 
 An image is a flat file whose byte 0 is physical address 0 (``from_image`` / ``to_image``).
+``from_file`` maps an image file instead of reading it (``ImageMem``): a frame is copied out of the
+file the first time it is touched, so a walk on a 1 GiB sparse image reads only the frames it
+visits.
 """
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 FRAME_SHIFT = 12
 FRAME_SIZE = 1 << FRAME_SHIFT
@@ -62,6 +67,20 @@ class PhysMem:
                 mem._frames[base >> FRAME_SHIFT] = frame
         return mem
 
+    @classmethod
+    def from_file(cls, path: str | Path, limit: int | None = None) -> ImageMem:
+        """Map the image file ``path`` (byte 0 is physical address 0) without reading it: frames
+        are loaded on first use (``ImageMem``). ``limit`` defaults to the file size rounded up to
+        a whole frame. Raises ``OSError`` if the file cannot be opened or mapped."""
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            backing: bytes | mmap.mmap = (
+                mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            )
+        if limit is None:
+            limit = (size + FRAME_MASK) & ~FRAME_MASK
+        return ImageMem(backing, limit)
+
     def to_image(self, size: int | None = None) -> bytes:
         """Dump ``[0, size)`` as a flat image (default: the whole installed RAM)."""
         if size is None:
@@ -93,7 +112,7 @@ class PhysMem:
         while size > 0:
             off = pa & FRAME_MASK
             n = min(size, FRAME_SIZE - off)
-            frame = self._frames.get(pa >> FRAME_SHIFT)
+            frame = self._frames.get(pa >> FRAME_SHIFT) or self._missing(pa >> FRAME_SHIFT)
             out += frame[off : off + n] if frame is not None else bytes(n)
             pa += n
             size -= n
@@ -111,20 +130,31 @@ class PhysMem:
             pos += n
 
     def _frame(self, pfn: int) -> bytearray:
-        frame = self._frames.get(pfn)
+        frame = self._frames.get(pfn) or self._missing(pfn)
         if frame is None:
             frame = self._frames[pfn] = bytearray(FRAME_SIZE)
         return frame
+
+    def _missing(self, pfn: int) -> bytearray | None:
+        """The frame ``pfn`` when it is not (yet) in ``_frames``: None here (it reads as zeros);
+        ``ImageMem`` loads it from its file."""
+        return None
 
     # -- entries (hot path: aligned, never cross a frame) --------------------------------------
 
     def read_u32(self, pa: int) -> int:
         frame = self._frames.get(pa >> FRAME_SHIFT)
-        return _U32.unpack_from(frame, pa & FRAME_MASK)[0] if frame is not None else 0
+        if frame is None and (frame := self._missing(pa >> FRAME_SHIFT)) is None:
+            return 0
+        value: int = _U32.unpack_from(frame, pa & FRAME_MASK)[0]
+        return value
 
     def read_u64(self, pa: int) -> int:
         frame = self._frames.get(pa >> FRAME_SHIFT)
-        return _U64.unpack_from(frame, pa & FRAME_MASK)[0] if frame is not None else 0
+        if frame is None and (frame := self._missing(pa >> FRAME_SHIFT)) is None:
+            return 0
+        value: int = _U64.unpack_from(frame, pa & FRAME_MASK)[0]
+        return value
 
     def write_u32(self, pa: int, value: int) -> None:
         self._bounds(pa, 4)
@@ -156,3 +186,54 @@ class PhysMem:
     def __repr__(self) -> str:
         limit = "unbounded" if self.limit is None else f"{self.limit:#x}"
         return f"PhysMem(limit={limit}, frames_in_use={len(self._frames)})"
+
+
+class ImageMem(PhysMem):
+    """``PhysMem`` over an image file mapped read-only (``PhysMem.from_file``).
+
+    A frame is copied from the file into ``_frames`` the first time anything touches it (an
+    all-zero one is only remembered as seen); writes go to the copies, never to the file. So the
+    cost is the frames a walk visits, not the size of the file.
+    """
+
+    __slots__ = ("_backing", "_seen")
+
+    def __init__(self, backing: bytes | mmap.mmap, limit: int | None = None) -> None:
+        super().__init__(limit)
+        self._backing = backing
+        self._seen: set[int] = set()  # frames taken from the file (or zeroed): not to load again
+
+    def _missing(self, pfn: int) -> bytearray | None:
+        if pfn in self._seen:
+            return None
+        self._seen.add(pfn)
+        base = pfn << FRAME_SHIFT
+        chunk = self._backing[base : base + FRAME_SIZE]
+        if chunk.count(0) == len(chunk):  # all zeros (or beyond the file)
+            return None
+        frame = self._frames[pfn] = bytearray(FRAME_SIZE)
+        frame[: len(chunk)] = chunk
+        return frame
+
+    def zero_frame(self, pfn: int) -> None:
+        super().zero_frame(pfn)
+        self._seen.add(pfn)
+
+    def frames(self) -> Iterator[int]:
+        for pfn in range((len(self._backing) + FRAME_MASK) >> FRAME_SHIFT):
+            self._missing(pfn)  # reads the whole file: only for tools that list every frame
+        return super().frames()
+
+    def to_image(self, size: int | None = None) -> bytes:
+        if size is None:
+            top = (max(self._frames, default=-1) + 1) << FRAME_SHIFT
+            size = max(len(self._backing), top) if self.limit is None else self.limit
+        out = bytearray(self._backing[:size])
+        out += bytes(size - len(out))
+        for pfn in self._seen:
+            base = pfn << FRAME_SHIFT
+            if base < size:
+                n = min(FRAME_SIZE, size - base)
+                frame = self._frames.get(pfn)
+                out[base : base + n] = frame[:n] if frame is not None else bytes(n)
+        return bytes(out)
