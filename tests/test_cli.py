@@ -480,7 +480,7 @@ def test_cli_imports_only_what_the_command_needs(code: str) -> None:
 
 
 def test_lazy_help_is_the_full_parsers_help() -> None:
-    """The one-line helps in COMMANDS are the modules' own."""
+    """The lazy parser (stubs with COMMAND_HELP) lists the same help as the full one."""
     assert build_parser("walk").format_help() == build_parser().format_help()
     for _, _, helps in COMMANDS:
         for name in helps:

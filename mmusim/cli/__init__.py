@@ -31,48 +31,20 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO, cast
 
-from mmusim.cli.common import Parser, PipeSafeStdout, UsageError, VersionAction, fail
+from mmusim.cli.common import COMMAND_HELP, Parser, PipeSafeStdout, UsageError, VersionAction, fail
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS: tuple[tuple[str, str, dict[str, str]], ...] = (
-    (
-        "mmusim.cli.translate",
-        "add_translate_command",
-        {"translate": "translate linear addresses on a memory image (one fresh walk each)"},
-    ),
-    ("mmusim.cli.walk", "add_walk_command", {"walk": "show a page walk level by level"}),
-    (
-        "mmusim.cli.config",
-        "add_config_commands",
-        {
-            "config": "print the resolved Kconfig configuration of a board (+ fragments)",
-            "menuconfig": "browse and change the configuration in kconfiglib's menuconfig",
-        },
-    ),
-    (
-        "mmusim.cli.run",
-        "add_run_command",
-        {"run": "run scenario files (default: the bundled Zephyr test ports) and report verdicts"},
-    ),
-    (
-        "mmusim.cli.map",
-        "add_scenario_map_command",
-        {"map": "show the kernel address space of a scenario (guards, stacks, free space)"},
-    ),
-    (
-        "mmusim.cli.explore",
-        "add_explore_commands",
-        {
-            "explore": "explore every interleaving of a scenario's CPUs; report a minimal "
-            "counterexample",
-            "replay": "replay a saved counterexample trace step by step",
-        },
-    ),
+COMMANDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("mmusim.cli.translate", "add_translate_command", ("translate",)),
+    ("mmusim.cli.walk", "add_walk_command", ("walk",)),
+    ("mmusim.cli.config", "add_config_commands", ("config", "menuconfig")),
+    ("mmusim.cli.run", "add_run_command", ("run",)),
+    ("mmusim.cli.map", "add_scenario_map_command", ("map",)),
+    ("mmusim.cli.explore", "add_explore_commands", ("explore", "replay")),
 )
 """The subcommands in ``--help``'s order: (module, the function in it that adds them, their
-names and one-line help). The help is repeated here so that ``--help`` need not import the
-modules; tests/test_cli.py checks it matches theirs."""
+names). Their one-line help is ``COMMAND_HELP``'s, so ``--help`` need not import the modules."""
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -89,12 +61,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     # Not required=True: argparse would then report a missing command before an unknown option
     # (`mmusim --foo`); ``main`` checks both itself.
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
-    for module, adder, helps in COMMANDS:
-        if command is None or command in helps:
+    for module, adder, names in COMMANDS:
+        if command is None or command in names:
             getattr(importlib.import_module(module), adder)(sub)
         else:
-            for name, help_ in helps.items():
-                sub.add_parser(name, help=help_)
+            for name in names:
+                sub.add_parser(name, help=COMMAND_HELP[name])
     return parser
 
 

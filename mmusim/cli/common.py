@@ -21,6 +21,7 @@ from typing import Any, NoReturn, TextIO
 import mmusim
 
 __all__ = [
+    "COMMAND_HELP",
     "Parser",
     "PipeSafeStdout",
     "UsageError",
@@ -39,6 +40,20 @@ class UsageError(Exception):
 
     def __init__(self, argument: str, message: str) -> None:
         super().__init__(f"{argument}: {message}")
+
+
+COMMAND_HELP: dict[str, str] = {
+    "translate": "translate linear addresses on a memory image (one fresh walk each)",
+    "walk": "show a page walk level by level",
+    "config": "print the resolved Kconfig configuration of a board (+ fragments)",
+    "menuconfig": "browse and change the configuration in kconfiglib's menuconfig",
+    "run": "run scenario files (default: the bundled Zephyr test ports) and report verdicts",
+    "map": "show the kernel address space of a scenario (guards, stacks, free space)",
+    "explore": "explore every interleaving of a scenario's CPUs; report a minimal counterexample",
+    "replay": "replay a saved counterexample trace step by step",
+}
+"""Each subcommand's one-line help: its module's parser and the lazy ``--help`` stubs
+(``mmusim.cli.COMMANDS``) both take it from here."""
 
 
 def fail(command: str, message: str, *, file: TextIO | None = None) -> int:

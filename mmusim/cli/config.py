@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mmusim.cli.common import fail
+from mmusim.cli.common import COMMAND_HELP, fail
 from mmusim.kconfig import ConfigError, boards, load_config, resolve_kconfig
 
 __all__ = ["add_config_commands"]
@@ -29,7 +29,7 @@ def add_config_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the ``config`` and ``menuconfig`` subcommands."""
     p = subparsers.add_parser(
         "config",
-        help="print the resolved Kconfig configuration of a board (+ fragments)",
+        help=COMMAND_HELP["config"],
         description="Resolve a board's defconfig and the fragments (prj.conf syntax, later "
         "ones override earlier ones) with kconfiglib and print every CONFIG_ value, as a "
         ".config would list them. Any problem is reported as FILE:LINE: reason.",
@@ -39,7 +39,7 @@ def add_config_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(func=cmd_config)
     p = subparsers.add_parser(
         "menuconfig",
-        help="browse and change the configuration in kconfiglib's menuconfig",
+        help=COMMAND_HELP["menuconfig"],
         description="Open kconfiglib's terminal menuconfig on mmusim's Kconfig tree, starting "
         "from the board's defconfig and the fragments. Saving writes a full configuration "
         "that `mmusim config -f` and `-f` elsewhere accept. Needs an interactive terminal.",

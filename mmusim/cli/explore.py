@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mmusim.cli.common import fail
+from mmusim.cli.common import COMMAND_HELP, fail
 from mmusim.explore import Model, explore, minimal
 from mmusim.explore.pct import bound_text, pct
 from mmusim.explore.search import Result, Stats, Violation, assert_message
@@ -45,7 +45,7 @@ def add_explore_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the ``explore`` and ``replay`` subcommands."""
     p = subparsers.add_parser(
         "explore",
-        help="explore every interleaving of a scenario's CPUs; report a minimal counterexample",
+        help=COMMAND_HELP["explore"],
         description="Exhaustive search (sleep sets + state fingerprints) over the scenario's "
         "interleavings on the real kernel, checking the kernel invariants and deadlock at every "
         "state. A violation is reported with a minimal trace: fewest preemptions, then fewest "
@@ -83,7 +83,7 @@ def add_explore_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(func=cmd_explore)
     r = subparsers.add_parser(
         "replay",
-        help="replay a saved counterexample trace step by step",
+        help=COMMAND_HELP["replay"],
         description="Re-run a trace saved by `mmusim explore --trace`, checking at every step that "
         "the kernel is where the trace says; refuses if the scenario or the kernel no longer fits. "
         "Exit code 1: it ends in the trace's violation; 0: in none; 2: bad input.",

@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mmusim.cli.common import fail, one_line, parse_step_count
+from mmusim.cli.common import COMMAND_HELP, fail, one_line, parse_step_count
 from mmusim.kernel import KernelAssert
 from mmusim.kernel.invariants import InvariantViolation
 from mmusim.render.memmap import memory_map, render_svg, render_text, rows_json
@@ -61,7 +61,7 @@ def add_map_command(
     is the scenario's outcome: one line on stdout, exit code 1."""
     p = subparsers.add_parser(
         "map",
-        help="show the kernel address space of a scenario (guards, stacks, free space)",
+        help=COMMAND_HELP["map"],
         description="Run the scenario (all of it, or --step N engine steps with the default "
         "round-robin schedule) and list the kernel virtual address space like /proc/self/maps: "
         "range, size, rights from the page tables (r/w/x, u = user-accessible, --- = not "

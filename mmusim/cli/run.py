@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from mmusim.cli.common import UsageError, fail, parse_seed
+from mmusim.cli.common import COMMAND_HELP, UsageError, fail, parse_seed
 from mmusim.render.verdicts import render_table
 from mmusim.scenario import (
     SCENARIO_SEED,
@@ -34,7 +34,7 @@ def add_run_command(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the ``run`` subcommand."""
     p = subparsers.add_parser(
         "run",
-        help="run scenario files (default: the bundled Zephyr test ports) and report verdicts",
+        help=COMMAND_HELP["run"],
         description="Load each scenario (TOML, docs/scenarios.md), boot the kernel it "
         "configures, run it with the kernel invariants checked after every step, and check its "
         "expectations. A directory means every *.toml in it; no argument runs the bundled "

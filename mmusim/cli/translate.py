@@ -11,7 +11,7 @@ import argparse
 import json
 from typing import Any
 
-from mmusim.cli.common import UsageError
+from mmusim.cli.common import COMMAND_HELP, UsageError
 from mmusim.cli.machine import ACCESS, add_machine_command, check_vaddr, load_machine, write_image
 from mmusim.hw import translate
 from mmusim.render.walk import result_json, result_line
@@ -26,7 +26,7 @@ def add_translate_command(subparsers: argparse._SubParsersAction[Any]) -> None:
         "translate",
         cmd_translate,
         vaddr=("*", "linear addresses"),
-        help="translate linear addresses on a memory image (one fresh walk each)",
+        help=COMMAND_HELP["translate"],
         description="Perform the accesses in order, each a fresh walk (no TLB between them), "
         "updating A/D bits. Exit code 0 whether or not the accesses fault.",
     )

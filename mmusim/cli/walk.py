@@ -13,7 +13,7 @@ import argparse
 import json
 from typing import Any
 
-from mmusim.cli.common import UsageError
+from mmusim.cli.common import COMMAND_HELP, UsageError
 from mmusim.cli.machine import ACCESS, add_machine_command, check_vaddr, load_machine, write_image
 from mmusim.examples import EXAMPLES
 from mmusim.hw import Result, translate
@@ -29,7 +29,7 @@ def add_walk_command(subparsers: argparse._SubParsersAction[Any]) -> None:
         "walk",
         cmd_walk,
         vaddr=("?", "linear address"),
-        help="show a page walk level by level",
+        help=COMMAND_HELP["walk"],
         description="A readable walk: entry address, raw value, decoded flags and rights so far "
         "at each level, ending in the physical address or the fault with its error-code bits "
         "named. With --example and no VADDR, walks the example's interesting addresses.",
