@@ -60,6 +60,24 @@ def test_stale_tlb_without_shootdown_is_found() -> None:
     assert "tlb: CPU" in " ".join(r.violation.messages)
 
 
+def test_ignored_invariants_are_ignored_at_the_end_too() -> None:
+    # With the coherence check ignored, the search goes on to the stale entry being *used*: a
+    # stack running through it. Before, the end-of-run check still reported the ignored "tlb".
+    r = explore(Model(RACES / "race_stale_tlb.toml", FIX, ignore=("tlb",)))
+    assert r.violation is not None and r.violation.kind == "invariant"
+    assert r.violation.messages[0].startswith("stale-tlb: CPU ")
+    assert "through a stale TLB entry" in r.violation.messages[0]
+
+
+def test_snippet_of_a_violation_at_the_end_checks_the_end() -> None:
+    m = model("race_ipi_abort", (*FIX, *mutant_config_lines("abort-cleanup-leak")))
+    r = minimal(m)
+    assert r.violation is not None and r.violation.kind == "invariant at the end"
+    code = snippet(m, r.violation)
+    assert "model.end_violations(k)" in code
+    exec(compile(code, "<snippet>", "exec"), {})
+
+
 # Where each mutant shows: the leak needs a thread aborted by another thread.
 MUTANT_SCENARIO = {"abort-cleanup-leak": "race_ipi_abort"}
 

@@ -39,6 +39,7 @@ from mmusim.kernel import (
     Op,
     Point,
     check_all,
+    check_quiescent,
 )
 from mmusim.kernel.invariants import INVARIANT_NAMES
 from mmusim.scenario.load import Scenario, load_scenario
@@ -152,10 +153,16 @@ class Model:
 
     def violations(self, k: Kernel) -> list[str]:
         """The invariants ``k`` violates, less the ignored ones."""
-        out = check_all(k)
+        return self._unignored(check_all(k))
+
+    def end_violations(self, k: Kernel) -> list[str]:
+        """What ``check_quiescent`` finds in the finished run ``k``, less the ignored invariants."""
+        return self._unignored(check_quiescent(k))
+
+    def _unignored(self, problems: list[str]) -> list[str]:
         if self.ignore:
-            out = [m for m in out if m.split(":", 1)[0] not in self.ignore]
-        return out
+            return [m for m in problems if m.split(":", 1)[0] not in self.ignore]
+        return problems
 
     @staticmethod
     def footprint(k: Kernel, a: Action) -> Footprint | None:

@@ -17,7 +17,7 @@ import time
 
 from mmusim.explore.model import Action, Model, StepInfo, step_bound_message
 from mmusim.explore.search import Result, Stats, Violation, assert_message, root_violation
-from mmusim.kernel import KernelAssert, check_quiescent
+from mmusim.kernel import KernelAssert
 
 
 def pct(model: Model, *, depth: int, runs: int, seed: int) -> Result:
@@ -100,7 +100,7 @@ def _one_run(
                 k.check_deadlock()
             except KernelAssert as e:
                 return Violation("deadlock", (str(e),), tuple(schedule), tuple(infos), pre)
-            end = check_quiescent(k)
+            end = model.end_violations(k)
             if end:
                 return Violation(
                     "invariant at the end", tuple(end), tuple(schedule), tuple(infos), pre

@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 
 from mmusim.explore.model import Action, Model, StepInfo, step_bound_message
-from mmusim.kernel import Footprint, Kernel, KernelAssert, check_quiescent
+from mmusim.kernel import Footprint, Kernel, KernelAssert
 
 
 @attrs.define
@@ -156,7 +156,7 @@ def _terminal(model: Model, k: Kernel) -> tuple[str, tuple[str, ...]] | None:
         k.check_deadlock()
     except KernelAssert as e:
         return ("deadlock", (str(e),))
-    problems = check_quiescent(k)
+    problems = model.end_violations(k)
     return ("invariant at the end", tuple(problems)) if problems else None
 
 

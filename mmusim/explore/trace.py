@@ -225,12 +225,13 @@ def snippet(model: Model, v: Violation) -> str:
             "with pytest.raises(KernelAssert):\n"
             f"    replay_labels(model, [\n{rows},\n    ])\n"
         )
+    check = "end_violations" if v.kind == "invariant at the end" else "violations"
     return (
         "from mmusim.explore import Model\n"
         "from mmusim.explore.trace import replay_labels\n\n"
         f"model = Model({str(model.scenario.path)!r}{cfg})\n"
         f"k = replay_labels(model, [\n{rows},\n])\n"
-        f"assert any({v.messages[0].split(':')[0]!r} in m for m in model.violations(k))\n"
+        f"assert any({v.messages[0].split(':')[0]!r} in m for m in model.{check}(k))\n"
     )
 
 
