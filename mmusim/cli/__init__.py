@@ -94,5 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except UsageError as exc:
         return fail(args.command, str(exc))
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's code for SIGINT, no traceback
+        out.flush()
+        print(f"mmusim {args.command}: interrupted", file=sys.stderr)
+        return 130
     finally:
         sys.stdout = out.inner

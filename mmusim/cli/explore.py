@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mmusim.cli.common import COMMAND_HELP, fail
+from mmusim.cli.progress import add_progress_option, progress_wanted, search_progress
 from mmusim.explore import Model, explore, minimal
 from mmusim.explore.pct import bound_text, pct
 from mmusim.explore.search import Result, Stats, Violation, assert_message
@@ -72,6 +73,7 @@ def add_explore_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--no-time", action="store_true", help="leave out times and rates (reproducible output)"
     )
+    add_progress_option(p)
     p.add_argument("--max-preemptions", type=int, metavar="K", help="bound the preemptions")
     p.add_argument("--max-states", type=int, metavar="N", help="stop after N distinct states")
     p.add_argument("--pct", action="store_true", help="PCT random mode instead of exhaustive")
@@ -105,7 +107,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
         model = _model(args)
     except (ScenarioError, ConfigError, ValueError) as e:
         return fail("explore", str(e))
-    result, found = _search(model, args)
+    show = progress_wanted(args.json, args.no_progress)
+    result, found = _search(model, args, show)
     trace = to_json(model, found)
     if args.trace is not None and found.violation is not None:  # first: the report may be cut
         try:
@@ -150,16 +153,22 @@ def _check_writable(path: Path, option: str) -> None:
         raise ValueError(f"{option}: {path}: not writable")
 
 
-def _search(model: Model, args: argparse.Namespace) -> tuple[Result, Result]:
+def _search(model: Model, args: argparse.Namespace, show: bool) -> tuple[Result, Result]:
     """Run PCT or the complete search; returns (the search's result, the one to report). After a
-    complete search finds a violation, the reported one is the minimal violation."""
+    complete search finds a violation, the reported one is the minimal violation. ``show``: draw
+    a progress line for each phase (``mmusim.cli.progress``)."""
     if args.pct:
-        result = pct(model, depth=args.depth, runs=args.runs, seed=args.seed)
+        with search_progress(show, "pct", total=args.runs) as line:
+            result = pct(model, depth=args.depth, runs=args.runs, seed=args.seed,
+                         on_progress=line.update if line else None)  # fmt: skip
         return result, result
-    result = explore(model, max_preemptions=args.max_preemptions, max_states=args.max_states)
+    bounds = {"max_preemptions": args.max_preemptions, "max_states": args.max_states}
+    with search_progress(show, "explore") as line:
+        result = explore(model, **bounds, on_progress=line.update if line else None)
     if result.violation is None:
         return result, result
-    found = minimal(model, max_preemptions=args.max_preemptions, max_states=args.max_states)
+    with search_progress(show, "minimal trace") as line:
+        found = minimal(model, **bounds, on_progress=line.update if line else None)
     if found.violation is None:  # bounded by max_states: keep the one we have
         return result, result
     return result, found

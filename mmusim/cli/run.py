@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mmusim.cli.common import COMMAND_HELP, UsageError, fail, parse_seed
+from mmusim.cli.progress import add_progress_option, progress_wanted, scenario_progress
 from mmusim.render.verdicts import render_table
 from mmusim.scenario import (
     SCENARIO_SEED,
@@ -64,6 +65,7 @@ def add_run_command(subparsers: argparse._SubParsersAction[Any]) -> None:
         default=None,
         help="run with this seeded random schedule instead of each scenario's own seed",
     )
+    add_progress_option(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -93,6 +95,7 @@ def run_paths(
     seed: int | None = None,
     show_log: bool = False,
     show_time: bool = True,
+    show_progress: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
@@ -105,11 +108,13 @@ def run_paths(
     if not scenarios:
         return fail("run", "no scenarios to run", file=err)
     results = []
-    for scn in scenarios:
-        r = run_scenario(scn, seed=SCENARIO_SEED if seed is None else seed)
-        results.append(r)
-        if as_json:
-            print(json.dumps(r.to_json()), file=out, flush=True)
+    with scenario_progress(show_progress and not as_json, len(scenarios)) as show:
+        for scn in scenarios:
+            show(scn.name)
+            r = run_scenario(scn, seed=SCENARIO_SEED if seed is None else seed)
+            results.append(r)
+            if as_json:
+                print(json.dumps(r.to_json()), file=out, flush=True)
     if not as_json:
         out.write(render_table(results, show_log=show_log, show_time=show_time))
     return 0 if all(r.passed for r in results) else 1
@@ -123,4 +128,5 @@ def cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         show_log=args.log,
         show_time=not args.no_time,
+        show_progress=progress_wanted(args.json, args.no_progress),
     )

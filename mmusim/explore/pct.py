@@ -14,13 +14,15 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 
 from mmusim.explore.model import Action, Model, StepInfo, step_bound_message
 from mmusim.explore.search import Result, Stats, Violation, assert_message, root_violation
 from mmusim.kernel import KernelAssert
 
 
-def pct(model: Model, *, depth: int, runs: int, seed: int) -> Result:
+def pct(model: Model, *, depth: int, runs: int, seed: int,
+        on_progress: Callable[[Stats], None] | None = None) -> Result:  # fmt: skip
     """``runs`` PCT runs of depth ``depth``; each run is bounded by the scenario's max_steps (a run
     that reaches it is a "step bound" violation)."""
     if depth < 1 or runs < 1:
@@ -36,6 +38,8 @@ def pct(model: Model, *, depth: int, runs: int, seed: int) -> Result:
     n = model.ncpus
     for _ in range(runs):
         v = _one_run(model, rng, n, depth, k_steps, stats)
+        if on_progress is not None:
+            on_progress(stats)
         if v is not None:
             stats.seconds = time.perf_counter() - t0
             return Result(v, stats, False, None)

@@ -40,6 +40,8 @@ class Stats:
     states: int = 0  # distinct fingerprints
     max_depth: int = 0
     seconds: float = 0.0
+    depth: int = 0  # of the state visited last (for progress display)
+    queue: int = 0  # states waiting to be visited (minimal's heap; for progress display)
     raw_interleavings: int = 0  # the interleavings without any reduction (an estimate, see below)
 
     @property
@@ -196,7 +198,10 @@ def explore(
                 complete = False
                 return
         visited[fp] = (frozenset(sleep), min(pre, seen[1]) if seen else pre)
-        stats.max_depth = max(stats.max_depth, len(path))
+        stats.depth = len(path)
+        stats.max_depth = max(stats.max_depth, stats.depth)
+        if on_progress is not None and seen is None:
+            on_progress(stats)
         problems = model.violations(k)
         if problems:
             found.append(Violation("invariant", tuple(problems), path, infos, pre))
@@ -234,8 +239,6 @@ def explore(
                 return
             dfs(path + (a,), infos + (info,), child_sleep, p2, a[0] if a[0] >= 0 else last)
             sleep[info.key] = fpnt
-        if on_progress is not None and stats.states % 1000 == 0:
-            on_progress(stats)
 
     # One frame per step: a path can be as long as the step bound.
     old_limit = sys.getrecursionlimit()
@@ -248,8 +251,8 @@ def explore(
     return Result(found[0] if found else None, stats, complete and not found, max_preemptions)
 
 
-def minimal(model: Model, *, max_preemptions: int | None = None,
-            max_states: int | None = None) -> Result:  # fmt: skip
+def minimal(model: Model, *, max_preemptions: int | None = None, max_states: int | None = None,
+            on_progress: Callable[[Stats], None] | None = None) -> Result:  # fmt: skip
     """Uniform-cost search by (preemptions, steps): the first violation found is minimal."""
     stats = Stats()
     t0 = time.perf_counter()
@@ -275,7 +278,11 @@ def minimal(model: Model, *, max_preemptions: int | None = None,
             continue
         best[key] = (pre, nsteps)
         stats.states = len(best)
+        stats.depth = nsteps
         stats.max_depth = max(stats.max_depth, nsteps)
+        if on_progress is not None:
+            stats.queue = len(heap)
+            on_progress(stats)
         if max_states is not None and stats.states > max_states:
             complete = False
             break
