@@ -485,3 +485,46 @@ def test_lazy_help_is_the_full_parsers_help() -> None:
     for _, _, helps in COMMANDS:
         for name in helps:
             assert build_parser(name).format_help() == build_parser().format_help()
+
+
+# -- the fast paths of a long address list: the same values, lines and errors -----------------
+
+
+_WORDS = [
+    *("0x1000", "0X1f", "0x10_00", "0x1__0_", "1_000", "4096", "010", "0", " 12", "12 ", "\u0663"),
+    *("0x", "0x12g", "12ab", "", "-5", "-0x5", "0b1", "0o7", "1e3", "_1", "0x-1", "9" * 5000),
+]
+
+
+@pytest.mark.parametrize("word", _WORDS)
+def test_bulk_vaddr_parse_is_parse_int(word: str) -> None:
+    """``ParseInts`` gives ``parse_int``'s value, or its error, for every word."""
+    import argparse
+
+    from mmusim.cli.common import ParseInts, parse_int
+
+    try:
+        expected: int | str = parse_int(word)
+    except argparse.ArgumentTypeError as exc:
+        expected = str(exc)
+    try:
+        got: int | str = ParseInts._convert(["0x1", word, "7"])[1]
+    except argparse.ArgumentTypeError as exc:
+        got = str(exc)
+    assert got == expected
+
+
+def test_a_bad_address_among_many_is_the_first_one_named(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    words = [f"{0x100000 + i:#x}" for i in range(5000)]
+    words[1234], words[3000] = "-7", "0xzz"
+    rc, out, err = run(capsys, "translate", "--example", "32", *words)
+    assert (rc, out) == (2, "")
+    assert err == "mmusim translate: error: argument VADDR: '-7' is negative\n"
+    words[1234], words[3000] = "0x100000000", "0x1" + "0" * 17
+    rc, out, err = run(capsys, "translate", "--example", "32", *words)
+    assert err == (
+        "mmusim translate: error: VADDR: 0x100000000 is not a 32-bit linear address "
+        "(32-bit paging)\n"
+    )
