@@ -528,3 +528,28 @@ def test_a_bad_address_among_many_is_the_first_one_named(
         "mmusim translate: error: VADDR: 0x100000000 is not a 32-bit linear address "
         "(32-bit paging)\n"
     )
+
+
+@pytest.mark.parametrize("mode", ["32", "pae", "ia32e"])
+def test_json_line_is_json_dumps_of_the_result(mode: str) -> None:
+    """``translate --json`` writes its lines without the encoder: the same text as json.dumps."""
+    import random
+
+    from mmusim.hw import Access, ControlState, PhysMem, translate
+    from mmusim.render.walk import result_json, result_json_line
+
+    ex = EXAMPLES[mode]
+    mem = PhysMem.from_image(ex.load())
+    ctl = ControlState.for_mode(mode, ex.cr3, nxe=ex.nxe, pse=ex.pse)
+    rng = random.Random(11)
+    width = 64 if mode == "ia32e" else 32
+    vas = [va for _, va in ex.addresses] + [rng.getrandbits(width) for _ in range(300)]
+    vas += [va + off for va in (0x100000, 0x200000) for off in range(0, 0x40000, 0x1001)]
+    kinds = set()
+    for access in Access:
+        for cpl in (0, 3):
+            for va in vas:
+                res = translate(mem, ctl, va, access, cpl)
+                kinds.add(type(res).__name__)
+                assert result_json_line(va, res) == json.dumps(result_json(va, res))
+    assert kinds >= {"Translation", "PageFault"} | ({"GeneralProtection"} if width == 64 else set())
