@@ -508,7 +508,7 @@ def test_bulk_vaddr_parse_is_parse_int(word: str) -> None:
     except argparse.ArgumentTypeError as exc:
         expected = str(exc)
     try:
-        got: int | str = ParseInts._convert(["0x1", word, "7"])[1]
+        got: int | str = ParseInts.convert(["0x1", word, "7"])[1]
     except argparse.ArgumentTypeError as exc:
         got = str(exc)
     assert got == expected
@@ -553,3 +553,52 @@ def test_json_line_is_json_dumps_of_the_result(mode: str) -> None:
                 kinds.add(type(res).__name__)
                 assert result_json_line(va, res) == json.dumps(result_json(va, res))
     assert kinds >= {"Translation", "PageFault"} | ({"GeneralProtection"} if width == 64 else set())
+
+
+_MANY = [f"{0x100000 + 8 * i:#x}" if i % 3 else str(0x200000 + i) for i in range(600)]
+_EX = ["translate", "--example", "ia32e"]
+
+
+def _with(i: int, word: str) -> list[str]:
+    words = list(_MANY)
+    words[i] = word
+    return words
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        _EX + _MANY,
+        _EX + ["--json", "--cpl", "3", "--access", "w"] + _MANY,
+        _EX + _with(500, "zz"),
+        _EX + _with(1, "yy"),
+        _EX + _MANY + [""],
+        _EX + _with(400, " -5"),
+        _EX + ["--bogus"] + _MANY,
+        _EX + _MANY[:300] + ["--json"] + _MANY[300:],
+        _EX + _MANY[:300] + ["--"] + _MANY[300:],
+        _EX + _MANY[:300] + ["-5"] + _MANY[300:],
+        _EX + ["--cr3"] + _MANY,
+        _EX + ["--access"] + _MANY,
+        ["translate", "--example", "32"] + _with(450, "0x100000000"),
+        ["translate", *_MANY],
+        ["--bogus", "translate", *_MANY],
+        ["walk", "--example", "ia32e", *_MANY],
+    ],
+)
+def test_a_long_address_list_parses_as_argparse_would(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    """``main`` holds a long run of trailing addresses back from argparse (it is slow per word):
+    the output, errors and exit code are those of argparse given every word."""
+    fast = run(capsys, *argv)
+    monkeypatch.setattr("mmusim.cli._HOLD_BACK_MIN", 10**9)
+    assert run(capsys, *argv) == fast
+
+
+def test_a_long_address_list_is_held_back_from_argparse() -> None:
+    from mmusim.cli import _hold_back_addresses
+
+    assert _hold_back_addresses("translate", _EX + _MANY) == (_EX + _MANY[:1], _MANY[1:])
+    assert _hold_back_addresses("translate", _EX + _MANY[:10]) == (_EX + _MANY[:10], [])
+    assert _hold_back_addresses("walk", _EX + _MANY) == (_EX + _MANY, [])

@@ -196,15 +196,16 @@ class ParseInts(argparse.Action):
         parsed: object = values  # nargs="?" without a value: its default
         try:
             if isinstance(values, str):  # nargs="?" with a value
-                parsed = self._convert([values])[0]
+                parsed = self.convert([values])[0]
             elif isinstance(values, list):
-                parsed = self._convert(values)
+                parsed = self.convert(values)
         except argparse.ArgumentTypeError as exc:
             raise argparse.ArgumentError(self, str(exc)) from None
         setattr(namespace, self.dest, parsed)
 
     @staticmethod
-    def _convert(texts: list[str]) -> list[int]:
+    def convert(texts: list[str]) -> list[int]:
+        """``parse_int`` of each of ``texts``; raises ``ArgumentTypeError`` for the first bad one."""
         try:  # the common case: every value well formed, in a tight loop
             values = [
                 int(t.replace("_", ""), 16) if t[:2] in _HEX_PREFIXES else int(t, 10) for t in texts
