@@ -18,6 +18,10 @@ code 2 (``mmusim translate: error: --cr3: 0x90000: root table is outside the ima
 whether or not the accesses fault. A reader that closes the output early (``mmusim explore ... |
 head``) cuts the output short but not the command: it finishes, and its exit code is kept.
 
+``mmusim translate`` may be given thousands of addresses: ``main`` holds a long trailing run of
+them back from argparse, which is slow per word, and converts them in one pass (the same values
+and errors as argparse's; ``_hold_back_addresses``).
+
 The subcommand modules are imported lazily (``COMMANDS``): ``mmusim walk`` imports only
 ``walk.py`` and what it needs, never the kernel, kconfiglib or hypothesis; ``mmusim --help``
 imports none of them. The other subcommands are stubs that carry only their one-line help.
