@@ -485,3 +485,120 @@ def test_lazy_help_is_the_full_parsers_help() -> None:
     for _, _, helps in COMMANDS:
         for name in helps:
             assert build_parser(name).format_help() == build_parser().format_help()
+
+
+# -- the fast paths of a long address list: the same values, lines and errors -----------------
+
+
+_WORDS = [
+    *("0x1000", "0X1f", "0x10_00", "0x1__0_", "1_000", "4096", "010", "0", " 12", "12 ", "\u0663"),
+    *("0x", "0x12g", "12ab", "", "-5", "-0x5", "0b1", "0o7", "1e3", "_1", "0x-1", "9" * 5000),
+]
+
+
+@pytest.mark.parametrize("word", _WORDS)
+def test_bulk_vaddr_parse_is_parse_int(word: str) -> None:
+    """``ParseInts`` gives ``parse_int``'s value, or its error, for every word."""
+    import argparse
+
+    from mmusim.cli.common import ParseInts, parse_int
+
+    try:
+        expected: int | str = parse_int(word)
+    except argparse.ArgumentTypeError as exc:
+        expected = str(exc)
+    try:
+        got: int | str = ParseInts.convert(["0x1", word, "7"])[1]
+    except argparse.ArgumentTypeError as exc:
+        got = str(exc)
+    assert got == expected
+
+
+def test_a_bad_address_among_many_is_the_first_one_named(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    words = [f"{0x100000 + i:#x}" for i in range(5000)]
+    words[1234], words[3000] = "-7", "0xzz"
+    rc, out, err = run(capsys, "translate", "--example", "32", *words)
+    assert (rc, out) == (2, "")
+    assert err == "mmusim translate: error: argument VADDR: '-7' is negative\n"
+    words[1234], words[3000] = "0x100000000", "0x1" + "0" * 17
+    rc, out, err = run(capsys, "translate", "--example", "32", *words)
+    assert err == (
+        "mmusim translate: error: VADDR: 0x100000000 is not a 32-bit linear address "
+        "(32-bit paging)\n"
+    )
+
+
+@pytest.mark.parametrize("mode", ["32", "pae", "ia32e"])
+def test_json_line_is_json_dumps_of_the_result(mode: str) -> None:
+    """``translate --json`` writes its lines without the encoder: the same text as json.dumps."""
+    import random
+
+    from mmusim.hw import Access, ControlState, PhysMem, translate
+    from mmusim.render.walk import result_json, result_json_line
+
+    ex = EXAMPLES[mode]
+    mem = PhysMem.from_image(ex.load())
+    ctl = ControlState.for_mode(mode, ex.cr3, nxe=ex.nxe, pse=ex.pse)
+    rng = random.Random(11)
+    width = 64 if mode == "ia32e" else 32
+    vas = [va for _, va in ex.addresses] + [rng.getrandbits(width) for _ in range(300)]
+    vas += [va + off for va in (0x100000, 0x200000) for off in range(0, 0x40000, 0x1001)]
+    kinds = set()
+    for access in Access:
+        for cpl in (0, 3):
+            for va in vas:
+                res = translate(mem, ctl, va, access, cpl)
+                kinds.add(type(res).__name__)
+                assert result_json_line(va, res) == json.dumps(result_json(va, res))
+    assert kinds >= {"Translation", "PageFault"} | ({"GeneralProtection"} if width == 64 else set())
+
+
+_MANY = [f"{0x100000 + 8 * i:#x}" if i % 3 else str(0x200000 + i) for i in range(600)]
+_EX = ["translate", "--example", "ia32e"]
+
+
+def _with(i: int, word: str) -> list[str]:
+    words = list(_MANY)
+    words[i] = word
+    return words
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        _EX + _MANY,
+        _EX + ["--json", "--cpl", "3", "--access", "w"] + _MANY,
+        _EX + _with(500, "zz"),
+        _EX + _with(1, "yy"),
+        _EX + _MANY + [""],
+        _EX + _with(400, " -5"),
+        _EX + ["--bogus"] + _MANY,
+        _EX + _MANY[:300] + ["--json"] + _MANY[300:],
+        _EX + _MANY[:300] + ["--"] + _MANY[300:],
+        _EX + _MANY[:300] + ["-5"] + _MANY[300:],
+        _EX + ["--cr3"] + _MANY,
+        _EX + ["--access"] + _MANY,
+        ["translate", "--example", "32"] + _with(450, "0x100000000"),
+        ["translate", *_MANY],
+        ["--bogus", "translate", *_MANY],
+        ["walk", "--example", "ia32e", *_MANY],
+    ],
+)
+def test_a_long_address_list_parses_as_argparse_would(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    """``main`` holds a long run of trailing addresses back from argparse (it is slow per word):
+    the output, errors and exit code are those of argparse given every word."""
+    fast = run(capsys, *argv)
+    monkeypatch.setattr("mmusim.cli._HOLD_BACK_MIN", 10**9)
+    assert run(capsys, *argv) == fast
+
+
+def test_a_long_address_list_is_held_back_from_argparse() -> None:
+    from mmusim.cli import _hold_back_addresses
+
+    assert _hold_back_addresses("translate", _EX + _MANY) == (_EX + _MANY[:1], _MANY[1:])
+    assert _hold_back_addresses("translate", _EX + _MANY[:10]) == (_EX + _MANY[:10], [])
+    assert _hold_back_addresses("walk", _EX + _MANY) == (_EX + _MANY, [])

@@ -16,11 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mmusim.cli.common import UsageError, parse_int
+from mmusim.cli.common import ParseInts, UsageError, parse_int
 from mmusim.examples import EXAMPLES
 from mmusim.hw import MODE_IA32E, MODES, Access, ControlState, PagingMode, PhysMem
 
-__all__ = ["ACCESS", "add_machine_command", "check_vaddr", "load_machine", "write_image"]
+__all__ = [
+    "ACCESS",
+    "add_machine_command",
+    "check_vaddr",
+    "check_vaddrs",
+    "load_machine",
+    "write_image",
+]
 
 ACCESS = {"r": Access.READ, "w": Access.WRITE, "x": Access.EXEC}
 """``--access`` letter -> the access the walk checks."""
@@ -40,7 +47,7 @@ def add_machine_command(
     p = subparsers.add_parser(name, help=help, description=description)
     _add_machine_options(p)
     nargs, help_ = vaddr
-    p.add_argument("vaddr", metavar="VADDR", nargs=nargs, type=parse_int, help=help_)
+    p.add_argument("vaddr", metavar="VADDR", nargs=nargs, action=ParseInts, help=help_)
     p.set_defaults(func=func)
 
 
@@ -180,6 +187,14 @@ def check_vaddr(va: int, ctl: ControlState) -> None:
         raise UsageError("VADDR", f"{va:#x} is not a 32-bit linear address ({ctl.mode.title})")
     if va >> 64:
         raise UsageError("VADDR", f"{va:#x} is wider than 64 bits")
+
+
+def check_vaddrs(vas: list[int], ctl: ControlState) -> None:
+    """``check_vaddr`` on each of ``vas``, the first bad one raising; one pass when all fit."""
+    width = 64 if ctl.mode is MODE_IA32E else 32
+    if vas and max(vas) >> width:
+        for va in vas:
+            check_vaddr(va, ctl)
 
 
 def write_image(args: argparse.Namespace, mem: PhysMem, size: int) -> None:
