@@ -223,3 +223,74 @@ def test_make_demo_is_what_the_docs_say() -> None:
     shown = [out for _, cmd, out in _transcripts() if cmd == "mmusim run --no-time"]
     assert shown, "docs/validate-a-policy.md shows the output of `mmusim run` (make demo)"
     assert f"\n{len(bundled_scenarios())} passed, 0 failed" in shown[0]
+
+
+# -- self-contained ------------------------------------------------------------------------------
+
+#: What points outside the project: the team's notes, which a user's copy does not have.
+OUTSIDE = re.compile(
+    r"shared/|shared folder|\.\./shared|x86-paging\.md|zephyr-mapped-stacks\.md|exploration\.md"
+    r"|peers\.md|stack-strategies\.md|\breference(?:'s)?\s+(?:§|section\s+\d)|§\d+ item \d"
+)
+SELF_CONTAINED = ["README.md", "docs", "mmusim", "scenarios", "benchmarks", "tests"]
+
+
+def _project_text_files() -> list[Path]:
+    out = []
+    for name in SELF_CONTAINED:
+        path = ROOT / name
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for f in files:
+            if f.suffix in {".img", ".pyc", ".svg"} or "__pycache__" in f.parts:
+                continue
+            if f.resolve() != Path(__file__).resolve():  # this file names the patterns
+                out.append(f)
+    return out
+
+
+def test_nothing_points_outside_the_project() -> None:
+    hits = []
+    for path in _project_text_files():
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if m := OUTSIDE.search(line):
+                hits.append(f"{path.relative_to(ROOT)}:{n}: {m.group(0)!r}")
+    assert not hits, "points to notes outside the project:\n" + "\n".join(hits)
+
+
+def test_outside_pattern_can_fail() -> None:
+    for text in (
+        "see ../shared/seeds/",
+        "reference x86-paging.md §4.5",
+        "(reference §7 item 12)",
+        "(reference section 6.7)",
+        "the kernel's §7 item 5",
+        "the project's shared folder",
+    ):
+        assert OUTSIDE.search(text), text
+    for text in ("Intel SDM Vol. 3A §4.10.4", "docs/design.md, Key decisions", "shared state"):
+        assert not OUTSIDE.search(text), text
+
+
+_LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _relative_links() -> list[tuple[str, str]]:
+    out = []
+    for path in MARKDOWN:
+        text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M)
+        for m in _LINK.finditer(text):
+            target = m.group(1) or m.group(2)
+            if not re.match(r"[a-z][a-z0-9+.-]*:|#", target):
+                out.append((str(path.relative_to(ROOT)), target))
+    return out
+
+
+def test_docs_have_relative_links() -> None:
+    assert len(_relative_links()) > 10
+
+
+@pytest.mark.parametrize(("where", "target"), _relative_links())
+def test_relative_links_lead_to_project_files(where: str, target: str) -> None:
+    path = ((ROOT / where).parent / target.split("#", 1)[0]).resolve()
+    assert path.exists(), f"{where}: link to {target}, which does not exist"
+    assert path.is_relative_to(ROOT), f"{where}: link to {target}, outside the project"
