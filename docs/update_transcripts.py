@@ -51,8 +51,9 @@ def refresh(block: str) -> str:
 
 
 def main_() -> None:
-    paths = [Path(a).resolve() for a in sys.argv[1:]] or sorted(Path(__file__).parent.glob("*.md"))
-    os.chdir(Path(__file__).resolve().parent.parent)  # the checkout: commands name files from it
+    docs = Path(__file__).resolve().parent
+    paths = [Path(a).resolve() for a in sys.argv[1:]] or sorted(docs.glob("*.md"))
+    os.chdir(docs.parent)  # the checkout: the commands name files relative to it
     for path in paths:
         text = path.read_text()
         new = _BLOCK.sub(lambda m: m.group(1) + refresh(m.group(2)) + m.group(3), text)
