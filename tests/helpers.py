@@ -1,7 +1,7 @@
 """Plain helpers shared by the tests: x86 entry bits, page sizes, a table-frame allocator, and a
 kernel configuration with a booter for the kernel tests.
 
-The paging constants are written out from the reference (x86-paging.md §1.4, §2.2-2.4), never
+The paging constants are written out from the SDM (Intel SDM Vol. 3A §4.3-§4.5), never
 imported from ``mmusim``: a wrong constant in mmusim then cannot make a test agree with it. These are plain
 names and functions, not fixtures, because tests use them at import time (in ``parametrize``
 lists) or call them with arguments, and Hypothesis examples need a fresh allocator each.
@@ -20,7 +20,8 @@ from mmusim.kernel import Kernel, Op, StackObject, assert_invariants
 #: The type of conftest's ``tmp_file`` fixture: ``tmp_file(name, text) -> path``.
 TmpFile = Callable[[str, str], Path]
 
-# Entry bits (§2.2-2.4). Bit 7 is PS in a PDE or PDPTE but PAT in a PTE; NX is the SDM's XD.
+# Entry bits (Intel SDM Vol. 3A §4.3-§4.5). Bit 7 is PS in a PDE or PDPTE but PAT in a PTE; NX is
+# the SDM's XD.
 P, RW, US, PWT, PCD, A, D, PS, G = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40, 0x80, 0x100
 NX = 1 << 63
 PTR = P | RW | US  # a permissive table pointer
@@ -38,7 +39,7 @@ def frame_counter(start: int = 0x1000) -> Callable[[], int]:
 
 def leaf_frame(mode: str, entry: int, size: int) -> int:
     """The frame a present leaf ``entry`` of ``size`` maps in paging ``mode`` ("32", "pae" or
-    "ia32e"), decoded from the entry formats of §2.2-2.4 with MAXPHYADDR = 40. A 32-bit 4M
+    "ia32e"), decoded from the SDM's entry formats (§4.3-§4.5) with MAXPHYADDR = 40. A 32-bit 4M
     entry carries PA bits 39:32 in bits 20:13 (PSE-36)."""
     if mode == "32":
         if size == M4:

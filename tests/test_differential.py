@@ -12,9 +12,9 @@ The default sample runs a fixed list of seeds in all three modes. Set
 ``MMUSIM_DIFF_ACCESSES=100000`` (or any count) to run at least that many random accesses in
 total, spread over more seeds.
 
-``test_observed_error_codes`` replays the cases of reference x86-paging.md §4.5 through both
-Unicorn and mmusim, and checks each against the error code in that table: it shows that the
-oracle itself is right, not only that the two agree.
+``test_observed_error_codes`` replays error codes once seen on Unicorn 2.1.4 (``OBSERVED``) through
+both Unicorn and mmusim, and checks each against the SDM's error code (Intel SDM Vol. 3A §4.7): it
+shows that the oracle itself is right, not only that the two agree.
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def test_excluded_deviations_are_documented() -> None:
     assert all(len(text) > 40 for text in EXCLUDED_DEVIATIONS.values())
 
 
-# -- reference §4.5: observed error codes --------------------------------------------------------
+# -- observed error codes (Intel SDM Vol. 3A §4.7) ---------------------------------------------
 
 # The cases use the hand-written layout of oracle.randtables (HAND_*): the page under test is
 # VA 0x400000, mapped by entry 0 of the PT.
@@ -292,7 +292,7 @@ def _pde_4m(value: int) -> bytes:
 
 @dataclass(frozen=True)
 class Observed:
-    """One row of reference §4.5: an image, an access, and the result Unicorn was seen to give."""
+    """One observed case: an image, an access, and the result Unicorn was seen to give."""
 
     name: str
     image: bytes
@@ -366,8 +366,9 @@ OBSERVED = [
 ]
 
 
-# Further rules of reference §2.6 (reserved bits), §3.2 (combining levels), §4.3 (I/D) and §4.4
-# (order of checks), in the same form: both machines must agree and match the expectation.
+# Further rules of the Intel SDM Vol. 3A: reserved bits (§4.3-§4.5), combining levels (§4.6), I/D
+# and the order of checks (§4.7), in the same form: both machines must agree and match the
+# expectation.
 _PDE_RO, _PDE_SUP = P | US, P | RW
 SDM_CASES = [
     Observed("R/W ANDed: PDE R/W=0 over PTE R/W=1", _pte(_USR_RW, pde_flags=_PDE_RO), "w", 3, 0x7),
@@ -465,7 +466,7 @@ def test_observed_error_codes(case: Observed) -> None:
     )
     frames = [0x1000, 0x2000, 0x3000, 0x4000]
     got = check_step(pair, spec, frames)  # both machines agree ...
-    if case.expect == "ok":  # ... and agree with the reference's table
+    if case.expect == "ok":  # ... and agree with the expected error code
         assert got.ok, f"{case.name}: expected success, got {got}"
         assert case.paddr is None or got.paddr == case.paddr, f"{case.name}: got {got}"
     elif case.expect == "gp":

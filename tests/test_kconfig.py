@@ -112,7 +112,7 @@ def test_kconfig_dir_is_in_the_package_and_linked_from_the_checkout() -> None:
     assert (KCONFIG_DIR / "Kconfig").is_file()
     assert KCONFIG_DIR.parent.name == "kconfig" and KCONFIG_DIR.parent.parent.name == "mmusim"
     top = Path(__file__).resolve().parent.parent / "kconfig"
-    if top.exists():  # a source checkout: design.md's top-level kconfig/
+    if top.exists():  # a source checkout: the top-level kconfig/ (docs/kconfig.md)
         assert top.resolve() == KCONFIG_DIR
 
 

@@ -68,8 +68,8 @@ def test_guard_pages_catch_overflow_with_reason_2(where: str, user: bool) -> Non
 
 
 def test_push_overflow_hits_front_guard_after_the_reserved_page() -> None:
-    # A kernel-only stack keeps its reserved page (ANALYSIS in the reference): pushing past the
-    # buffer runs through it before the front guard faults; SP <= start -> reason 2.
+    # A kernel-only stack keeps its reserved page (mmusim's reading of Zephyr's macros): pushing
+    # past the buffer runs through it before the front guard faults; SP <= start -> reason 2.
     kstack = StackObject("kstack", 4096, False)
     k = boot_kernel(
         X86_64_SMP, spawn("t", "kstack", "b"), {"b": (Op("push", n=3 * PAGE),)}, (kstack,)

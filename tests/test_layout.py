@@ -2,7 +2,7 @@
 
 Imports are read from the source with ``ast`` -- module-level and function-level alike, so a
 function-level import cannot hide a cycle; only imports under ``if TYPE_CHECKING:`` (annotations)
-are left out. The layers are design.md's: ``hw`` <- ``kernel`` <- (``explore``, ``testing``,
+are left out. The layers are docs/design.md's: ``hw`` <- ``kernel`` <- (``explore``, ``testing``,
 ``scenario``) <- (``render``, ``cli``), and inside ``mmusim.kernel`` the list at the top of its
 ``__init__.py``.
 """

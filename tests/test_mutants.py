@@ -65,8 +65,8 @@ def run_once(scn: Scenario, seed: int | None) -> tuple[list[str], Kernel]:
 
 
 def in_switch_window(k: Kernel, problems: list[str]) -> bool:
-    """Whether the only problem is reference section 6.7's window in the REAL kernel: a dead
-    thread still in arch_switch on its CPU (``_current`` already moved on, the context not yet
+    """Whether the only problem is the ``do_swap`` window (docs/explore.md) in the REAL kernel: a
+    dead thread still in arch_switch on its CPU (``_current`` already moved on, the context not yet
     saved) whose stack another CPU's deferred-cleanup drain has just unmapped."""
     window = [
         f"self-unmap: CPU {c.id} runs {t.name} "

@@ -1,7 +1,8 @@
-"""The Unicorn oracle checked on its own, against the reference's facts (no mmusim involved).
+"""The Unicorn oracle checked on its own, against the SDM's rules (no mmusim involved).
 
 If these fail, the differential tests prove nothing: fix the oracle (tests/oracle/) first.
-Expected values come from reference x86-paging.md §3.4, §4.5 and §5.
+Expected values come from the Intel SDM (Vol. 3A §4.6 access rights, §4.7 error codes, §4.8 A/D
+flags) and from error codes seen on Unicorn 2.1.4 (the cases of test_differential).
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def test_accessed_and_dirty_bits_from_real_instructions(mode: str) -> None:
 def test_protection_fault_sets_no_leaf_a(mode: str) -> None:
     o = oracle(mode, image(mode, P))
     assert access(o, VA + 1, "w", 3) == pf(0x7, VA + 1)
-    assert entry(o, PT[mode]) & A == 0  # the leaf gets A only on success (§5)
+    assert entry(o, PT[mode]) & A == 0  # the leaf gets A only on success (Intel SDM Vol. 3A §4.8)
     pde_table, pde_index, _ = hand_upper(mode)[-1]
     assert entry(o, pde_table + pde_index * o.entry_size) & A
 
@@ -208,8 +209,8 @@ def test_reserved_range_is_refused() -> None:
 
 
 def test_unicorn_sets_a_in_a_faulting_1g_leaf() -> None:
-    """The deviation "unicorn-1g-leaf-a" (reference §5, [QEMU src]) is real in this build; the
-    differential test relies on knowing it. If this starts failing, the deviation can go."""
+    """The deviation "unicorn-1g-leaf-a" (Intel SDM Vol. 3A §4.8; QEMU's ``handle_mmu_fault``) is
+    real in this build; the differential test relies on knowing it. If this starts failing, the deviation can go."""
     img = RawImage("ia32e", SIZE).set(0x1000, 0, 0x2000 | 7).set(0x2000, 1, P | PS)
     o = oracle("ia32e", img)
     assert access(o, 0x4000_0020, "w", 0) == pf(0x3, 0x4000_0020)

@@ -1,7 +1,7 @@
 """Unit and property tests for the page-table builder ``mmusim.hw.PageTables``.
 
-Expected entry values and addresses are computed by hand from the entry formats of reference
-x86-paging.md §1.4 and §2.2-2.4 (table base + index x entry size; frame | flags | P, PS in large
+Expected entry values and addresses are computed by hand from the entry formats of the
+Intel SDM (Vol. 3A §4.3-§4.5: table base + index x entry size; frame | flags | P, PS in large
 leaves). Table frames come from ``helpers.frame_counter``, so the n-th table the builder takes is
 known.
 """
@@ -170,7 +170,8 @@ def test_32bit_4m_above_4g_pse36() -> None:
 
 @pytest.mark.parametrize(("m", "pa"), [(40, 1 << 40), (40, 1 << 41), (52, 1 << 40), (36, 1 << 36)])
 def test_32bit_4m_frame_beyond_pse36_reach_raises(m: int, pa: int) -> None:
-    # PSE-36 decodes PDE bits (min(M, 40) - 20):13 as PA bits (min(M, 40) - 1):32 (reference §2.2).
+    # PSE-36 decodes PDE bits (min(M, 40) - 20):13 as PA bits (min(M, 40) - 1):32
+    # (Intel SDM Vol. 3A §4.3).
     pt = make(MODE_32, maxphyaddr=m)
     with pytest.raises(ValueError):
         pt.map(0x40_0000, pa, RW, M4)

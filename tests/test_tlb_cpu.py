@@ -1,4 +1,5 @@
-"""Unit tests for ``Tlb`` and ``Cpu`` (reference x86-paging.md §1.5, §1.6, §4, §6).
+"""Unit tests for ``Tlb`` and ``Cpu`` (Intel SDM Vol. 3A §4.4.1, §4.7, §4.10;
+canonical addresses: Vol. 1 §3.3.7.1).
 
 Page tables are written by hand (``Tables`` below), not with ``mmusim.hw.pagetables``. Data frames
 hold distinct byte patterns, so a read shows which frame a translation went to.
@@ -196,7 +197,7 @@ def test_cpu_reads_through_tables() -> None:
 
 
 # -------------------------------------------------------------------------------------------------
-# Stale entries and invalidation (§6.3)
+# Stale entries and invalidation (Intel SDM Vol. 3A §4.10.4)
 # -------------------------------------------------------------------------------------------------
 
 
@@ -595,7 +596,8 @@ def test_push_straddling_canonical_boundary_is_ss() -> None:
 
 
 def test_read_straddling_canonical_boundary_is_gp_before_any_walk() -> None:
-    # First page not mapped, last bytes non-canonical: the canonical check comes first (§4.4).
+    # First page not mapped, last bytes non-canonical: the canonical check comes first
+    # (Intel SDM Vol. 1 §3.3.7.1: a #GP, no walk).
     cpu, _ = machine()
     image = cpu.mem.to_image()
     with pytest.raises(Trap) as ei:
@@ -668,7 +670,7 @@ def test_use_tlb_false_walks_every_time() -> None:
 
 
 # -------------------------------------------------------------------------------------------------
-# PAE: the PDPTE registers at the CPU level (§1.5)
+# PAE: the PDPTE registers at the CPU level (Intel SDM Vol. 3A §4.4.1)
 # -------------------------------------------------------------------------------------------------
 
 
@@ -698,7 +700,7 @@ def test_pae_pdpt_changes_need_cr3_reload() -> None:
 
 def test_pae_set_control_without_pdpte_reload() -> None:
     # STAC/CLAC (AC), CR0.WP, EFER.NXE and CR4.SMAP are not among the changes that reload the
-    # PDPTE registers (CD, NW, PG, PAE, PGE, PSE, SMEP; reference §1.5).
+    # PDPTE registers (CD, NW, PG, PAE, PGE, PSE, SMEP; Intel SDM Vol. 3A §4.4.1).
     cpu = pae_machine()
     cpu.mem.write_u64(0x1000 + 8, 0)
     for change in ({"ac": True}, {"wp": False}, {"smap": True}):

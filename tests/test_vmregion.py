@@ -301,7 +301,8 @@ def test_regions_grow_downward_from_the_top() -> None:
 
 
 def test_same_address_after_free_and_equal_size_alloc() -> None:
-    """§5.4 test_k_mem_map_unmap: k_mem_map(PAGE) returns the same address every time."""
+    """Zephyr's test_k_mem_map_unmap (tests/kernel/mem_protect/mem_map/src/main.c): k_mem_map(PAGE)
+    returns the same address every time."""
     vm = fresh()
     others = [vm.alloc(2 * PAGE) for _ in range(3)]  # some live regions above
     first = vm.alloc(PAGE + 2 * PAGE)
@@ -368,7 +369,8 @@ def test_alignment_frees_head_and_tail() -> None:
 
 @pytest.mark.parametrize("reserved_top", [0, PAGE])
 def test_exhaustion_count_formula(reserved_top: int) -> None:
-    """§5.4 test_k_mem_map_exhaustion with plenty of free frames.
+    """Zephyr's test_k_mem_map_exhaustion (tests/kernel/mem_protect/mem_map/src/main.c) with plenty
+    of free frames.
 
     Expected count = min(free/PAGE, (addr + 2*PAGE - K_MEM_VM_FREE_START) / (3*PAGE)) with addr
     the first mapping (the usable page between its guards); free frames do not limit here.

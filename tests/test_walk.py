@@ -1,10 +1,10 @@
-"""Unit tests for the page walker ``mmusim.hw.walk.translate`` (reference x86-paging.md §2-§5).
+"""Unit tests for the page walker ``mmusim.hw.walk.translate`` (Intel SDM Vol. 3A §4.3-§4.8).
 
 The page tables here are written by hand, entry by entry, into a ``PhysMem``; the builder in
 ``mmusim.hw.pagetables`` is not used, so these tests do not depend on it. Every expected value
 (error codes, physical addresses, entry values) is a literal or plain arithmetic on the layout
-below, taken from the reference tables -- never produced by the code under test. The entry bits
-come from ``helpers``, where they are written out from the reference as well.
+below, taken from the SDM's rules and from error codes observed on Unicorn 2.1.4 -- never
+produced by the code under test. The entry bits come from ``helpers``, written out from the SDM.
 
 Layout (one page, one path through the tables per mode)::
 
@@ -179,7 +179,7 @@ def outcome(fx: Fx, res: Result) -> str | int:
 
 
 # -------------------------------------------------------------------------------------------------
-# §3.4 outcome matrix
+# Access rights, every combination (Intel SDM Vol. 3A §4.6)
 # -------------------------------------------------------------------------------------------------
 
 ok = "ok"
@@ -228,7 +228,7 @@ NXE0 = {
     "U-RW-X": (ok, ok, ok, ok, ok, ok),
     "U-RW-XD": (0x9, 0xB, 0x9, 0xD, 0xF, 0xD),
 }
-NXE0_SMEP = {  # SMEP=1 brings I/D back for every fetch fault (§4.3)
+NXE0_SMEP = {  # SMEP=1 brings I/D back for every fetch fault (Intel SDM Vol. 3A §4.7)
     "S-RO-X": (ok, 0x3, ok, 0x5, 0x7, 0x15),
     "S-RW-X": (ok, ok, ok, 0x5, 0x7, 0x15),
     "S-RW-XD": (0x9, 0xB, 0x19, 0xD, 0xF, 0x1D),
@@ -373,7 +373,7 @@ def test_32bit_bit63_does_not_exist() -> None:
 
 
 # -------------------------------------------------------------------------------------------------
-# §4.5 observed error codes (every row)
+# Error codes observed on Unicorn 2.1.4 (every row; test_differential replays them)
 # -------------------------------------------------------------------------------------------------
 
 
@@ -382,7 +382,7 @@ _F45 = {"nxe": True, "wp": True}  # the controls of most rows
 
 @dataclasses.dataclass(frozen=True)
 class Row45:
-    """One §4.5 row: the entries to ``build`` (flags per level), the access, its outcome."""
+    """One observed case: the entries to ``build`` (flags per level), the access, its outcome."""
 
     name: str
     entries: tuple[int, ...]
@@ -470,7 +470,7 @@ def test_32bit_modes_reject_wide_linear_addresses() -> None:
 
 
 # -------------------------------------------------------------------------------------------------
-# §4.4 order of checks
+# Order of checks: not present, then reserved bits, then rights (Intel SDM Vol. 3A §4.7)
 # -------------------------------------------------------------------------------------------------
 
 
@@ -519,7 +519,7 @@ def test_reserved_bits_ignored_when_not_present() -> None:
 
 
 # -------------------------------------------------------------------------------------------------
-# §2.6 reserved bits, per mode and level
+# Reserved bits, per mode and level (Intel SDM Vol. 3A §4.3-§4.5, RSVD in §4.7)
 # -------------------------------------------------------------------------------------------------
 
 # (level index, bit, maxphyaddr, nxe, expected outcome) for the 4K path in IA-32e.
@@ -793,7 +793,7 @@ def test_32bit_4m_pde_bit21_with_pse0_is_table_address() -> None:
 
 
 # -------------------------------------------------------------------------------------------------
-# PAE PDPTE registers (§1.5)
+# PAE PDPTE registers (Intel SDM Vol. 3A §4.4.1)
 # -------------------------------------------------------------------------------------------------
 
 
@@ -890,7 +890,7 @@ def test_pae_pdpte_gets_no_a_bit() -> None:
 
 
 # -------------------------------------------------------------------------------------------------
-# §5 accessed and dirty flags
+# Accessed and dirty flags (Intel SDM Vol. 3A §4.8)
 # -------------------------------------------------------------------------------------------------
 
 
@@ -1107,7 +1107,7 @@ def test_fault_fields_pae_and_32() -> None:
 
 
 # -------------------------------------------------------------------------------------------------
-# §4.3 the I/D rule, in all three modes
+# The I/D rule, in all three modes (Intel SDM Vol. 3A §4.7)
 # -------------------------------------------------------------------------------------------------
 
 ID_CASES = [

@@ -1,4 +1,4 @@
-"""A stack policy with only a lower guard page, as coroutine runtimes often use (see the seeds).
+"""A stack policy with only a lower guard page, as coroutine runtimes often use.
 
 Each stack gets its own mapping with one non-present page below it and none above; the kernel's
 cleanup hook unmaps it. ``catches`` is inherited: it promises both overflow and underflow, and

@@ -1,6 +1,7 @@
 """The explorer's view of a scenario: reset, enabled actions, step, fingerprint, footprints.
 
-The explorer drives the very kernel that ``mmusim run`` drives (reference exploration.md, option B):
+The explorer drives the very kernel that ``mmusim run`` drives (docs/design.md, "One kernel, many
+drivers"); like Loom and CHESS, it re-executes schedules instead of restoring saved states:
 kernel routines are generators, so a state cannot be copied; every schedule is re-executed from a
 fresh boot. ``reset`` boots the scenario's kernel and replays the deterministic prefix that leads to
 the exploration root (the first ``record ... as "explore"`` in the scenario under the default
@@ -104,7 +105,7 @@ class Model:
         """The CPUs it boots: ``MP_MAX_NUM_CPUS`` of ``config`` (extra lines included)."""
         return self._booted.ncpus
 
-    # -- the interface of exploration.md section 3.1 ---------------------------------------
+    # -- the interface the search uses -------------------------------------------------------
 
     def boot(self) -> Kernel:
         self.boots += 1

@@ -1,7 +1,7 @@
 """Exhaustive exploration of a scenario's interleavings, and minimal counterexamples.
 
 Two searches, both over the real kernel (re-executed from a fresh boot for every schedule, since
-generator frames cannot be copied -- reference exploration.md, option B):
+generator frames cannot be copied -- re-execution, as in Loom and CHESS):
 
 ``explore``: depth-first, complete for the scenario. Equivalent interleavings are pruned by
 **sleep sets** (two actions of different CPUs whose footprints do not conflict commute, so only one

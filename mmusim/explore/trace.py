@@ -4,7 +4,8 @@
 A trace names each step by what it models -- CPU, thread, routine and label -- never by its position
 alone, so a stored trace still replays after unrelated code changes, and ``replay`` refuses, saying
 which step no longer fits, when the scenario or the kernel changed in a way that matters
-(reference exploration.md, section 2, lesson 1).
+(a schedule stored by position breaks when a scheduling point is removed, as Shuttle's did:
+awslabs/shuttle#155).
 """
 
 from __future__ import annotations

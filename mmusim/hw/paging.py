@@ -219,7 +219,7 @@ class WalkPlan:
 
 @functools.lru_cache(maxsize=64)
 def walk_plan(mode: PagingMode, nxe: bool, pse: bool, maxphyaddr: int, page1gb: bool) -> WalkPlan:
-    """Resolve ``mode`` into per-level masks (SDM 4.3-4.5; reference x86-paging.md section 2.6)."""
+    """Resolve ``mode`` into per-level masks (Intel SDM Vol. 3A §4.3-§4.5)."""
     m = maxphyaddr
     plans = []
     if mode is MODE_32:

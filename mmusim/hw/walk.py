@@ -1,7 +1,7 @@
 """The page walker: ``translate(mem, ctl, va, access, cpl) -> Translation | PageFault | GeneralProtection``.
 
 One loop serves every mode (the differences are data, see ``paging.walk_plan``). At each level, in
-the SDM's order [SDM 4.7; reference x86-paging.md section 4.4]:
+the SDM's order [Intel SDM Vol. 3A §4.7]:
 
 1. P=0: not-present #PF (error code P=0); the walk stops.
 2. a reserved bit set: #PF with P=1 and RSVD=1; the walk stops.

@@ -15,7 +15,7 @@ an assignment to a symbol without a prompt (its value is derived), an assignment
 take effect because a dependency is unmet or another symbol selects it (named at the *last*
 assignment of that symbol), and the x86 rules Kconfig cannot say: the privilege stack is whole
 pages, addresses are page-aligned, the virtual window fits the address space, and memory-mapped
-stacks need identity-mapped RAM (reference §7 item 12).
+stacks need identity-mapped RAM (invariant 12 of ``mmusim.kernel.invariants``).
 
 Handwritten files may not assign promptless symbols (Zephyr's rule for ``prj.conf``). A saved
 configuration, whose first line is the header ``mmusim config`` or ``mmusim menuconfig`` writes
@@ -491,7 +491,7 @@ def _rule_vm_window_fits(ld: _Loader) -> None:
 
 
 def _rule_mapped_stacks_identity(ld: _Loader) -> None:
-    """Mapped stacks pass a stack's virtual address as its physical one (reference §7 item 12)."""
+    """Mapped stacks pass a stack's virtual address as its physical one (kernel invariant 12)."""
     if not ld.enabled("THREAD_STACK_MEM_MAPPED"):
         return
     base, sram, offset = (

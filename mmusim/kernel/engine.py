@@ -320,8 +320,8 @@ class Engine:
         return sorted(e.page for e, _ in self.stale_tlb_entries(c))
 
     def evict(self, c: PerCpu) -> list[int]:
-        """Drop CPU ``c``'s stale TLB entries, as the processor may at any time (Intel SDM vol. 3
-        section 4.10.4.1: the TLB may drop any entry); returns the pages dropped."""
+        """Drop CPU ``c``'s stale TLB entries, as the processor may at any time (Intel SDM Vol. 3A
+        §4.10.4.1: the TLB may drop any entry); returns the pages dropped."""
         pages = self.stale_tlb_pages(c)
         for page in pages:
             c.hw.tlb.invlpg(page)

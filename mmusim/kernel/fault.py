@@ -1,6 +1,6 @@
 """Page-fault handling: Zephyr's classification of a #PF (``arch/x86/core/fatal.c``).
 
-``z_x86_page_fault_handler`` (reference zephyr-mapped-stacks.md section 3.1), in order:
+``z_x86_page_fault_handler``, in order:
 
 1. ``dump_page_fault`` (``mmusim.kernel.fatal``): ``Page fault at address ... (error code ...)``;
    ``Reserved bits set in page tables`` if RSVD, else ``Linear address not present in page

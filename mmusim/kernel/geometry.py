@@ -1,7 +1,7 @@
 """Stack object geometry: Zephyr's ``K_KERNEL_STACK_LEN``, ``K_THREAD_STACK_LEN`` and friends on x86.
 
 Macros as in ``include/zephyr/kernel/thread_stack.h`` and ``include/zephyr/arch/x86/thread_stack.h``
-(reference zephyr-mapped-stacks.md section 1.3)::
+(and ``setup_thread_stack`` in ``kernel/thread.c``)::
 
     K_KERNEL_STACK_RESERVED = PAGE if X86_STACK_PROTECTION else 0
     K_KERNEL_STACK_LEN(s)   = ROUND_UP(ROUND_UP(s, ARCH_STACK_PTR_ALIGN) + K_KERNEL_STACK_RESERVED,
@@ -14,8 +14,9 @@ Macros as in ``include/zephyr/kernel/thread_stack.h`` and ``include/zephyr/arch/
 
 Without USERSPACE every K_THREAD_* macro is its K_KERNEL_* twin. With mapped stacks the
 in-object guard page of a user-capable stack disappears (the mapping's guards replace it), but a
-kernel-only stack keeps its reserved page, mapped read-write as part of the object (ANALYSIS in
-the reference: an overflow first runs through that unused page before reaching the front guard).
+kernel-only stack keeps its reserved page, mapped read-write as part of the object (mmusim's
+reading of those macros: an overflow first runs through that unused page before reaching the
+front guard).
 """
 
 from __future__ import annotations

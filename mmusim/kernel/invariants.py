@@ -1,4 +1,24 @@
-"""Kernel-wide invariants (reference zephyr-mapped-stacks.md section 7) as plain functions.
+"""Kernel-wide invariants as plain functions.
+
+The numbers in the docstrings below refer to this list of what mapped stacks must keep (after
+Zephyr's ``kernel/thread.c``, ``kernel/mmu.c``, ``kernel/sched.c`` and
+``include/zephyr/arch/x86/thread_stack.h``). Items without a ``check_*`` here are kept where named.
+
+1. Geometry: a live mapping is page-aligned, ``K_*_STACK_LEN`` long, and holds ``stack_info``.
+2. Guards: the pages just below and above a mapping are not present, and no two mappings share one.
+3. Alias: every mapped stack page translates to the stack object's memory (phys == its address).
+4. Virtual space: allocated pages == the boot reservation + every live mapping, guards included.
+5. Cleanup slot: at most one pending stack, read and written only under ``thread_cleanup_lock``.
+6. No self-unmap: a stack is not unmapped while a CPU still executes on it.
+7. Release: an aborted thread's stack is unmapped, or parked in the slot until the next cleanup.
+8. Reuse: ``k_thread_create`` drains the slot before it maps a stack for the thread parked there
+   (``k_thread_abort_cleanup_check_reuse``, ``mmusim.kernel.cleanup``).
+9. ``k_thread_stack_space_get`` is -EINVAL exactly when ``mapped.addr`` is NULL.
+10. Fault classification follows ``z_x86_page_fault_handler`` (``mmusim.kernel.fault``).
+11. User rights: guards and privilege stacks are never user-accessible, nor a dead thread's stack.
+12. Configuration: mapped stacks need identity-mapped RAM (the Kconfig loader, ``mmusim.kconfig``).
+13. Lock order: ``_sched_spinlock`` -> ``thread_cleanup_lock`` -> ``z_mm_lock`` (``KSpinlock``).
+14. Suspending a thread never runs the cleanup; only its death does (``mmusim.kernel.cleanup``).
 
 Each ``check_*`` returns a list of violations (strings, empty when the invariant holds), so callers
 can report all of them at once; ``check_all`` runs every check and ``assert_invariants`` raises
@@ -281,7 +301,7 @@ def check_no_self_unmap(k: Kernel) -> list[str]:
 def check_no_stale_stack_tlb(k: Kernel) -> list[str]:
     """No CPU runs on its stack through a stale TLB entry -- one the page tables no longer back (the
     page was unmapped, or mapped again to another frame) -- unless a TLB shootdown is on its way to
-    that CPU (exploration.md section 4). Judged for the pages at SP and just below it, the ones a
+    that CPU. Judged for the pages at SP and just below it, the ones a
     push or pop uses; skipped while ``z_mm_lock`` is held (an unmap sends its shootdown last).
     Catches ``SIM_TLB_SHOOTDOWN=n``: the stale entry is used, silently, instead of faulting."""
     out: list[str] = []

@@ -1,7 +1,7 @@
 """Kernel memory management: page frames, ``arch_mem_map``/``arch_mem_unmap``, and Zephyr's
 ``k_mem_map``, ``k_mem_unmap``, ``k_mem_map_phys_guard``, ``k_mem_unmap_phys_guard`` and bare maps.
 
-The order of operations follows ``kernel/mmu.c`` (reference zephyr-mapped-stacks.md section 1.1)::
+The order of operations follows ``kernel/mmu.c``::
 
     k_mem_map_phys_guard(phys, size, flags, is_anon):      k_mem_unmap_phys_guard(addr, size, is_anon):
       reject USER|UNINIT, size % PAGE, size == 0             lock z_mm_lock
@@ -282,7 +282,7 @@ def unmap_phys_guarded(
     guards = (*range(lo, addr, PAGE), *range(addr + size, hi, PAGE))
     if any(arch_page_phys_get(k, g) is not None for g in guards):
         # Zephyr: `if (ret == 0) { __ASSERT(ret == 0, ...); goto out; }` -- the assertion can never
-        # fire, so a bad call is a silent no-op (reference section 1.1, ANALYSIS).
+        # fire, so a bad call is a silent no-op (mmusim's reading of ``kernel/mmu.c``).
         yield from k.k_spin_unlock(k.mm_lock, fn)
         return
     if is_anon:

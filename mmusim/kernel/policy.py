@@ -143,7 +143,7 @@ class MappedStacks(StackPolicy):
     def is_stack_fault(self, k: Kernel, t: KThread, cr2: int) -> bool:
         """``z_x86_check_guard_page``. With ``mapped.addr == NULL`` the rear-guard test becomes
         ``[0, PAGE)`` and the front test wraps: a NULL-page access is then reported as a stack
-        overflow (reference section 6.8), as in Zephyr."""
+        overflow, as in Zephyr (``arch/x86/core/fatal.c``; mmusim's reading of it)."""
         mapped = t.stack_info.mapped
         base = mapped.addr or 0
         mask = (1 << 64) - 1

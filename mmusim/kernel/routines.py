@@ -1,4 +1,6 @@
-"""Kernel routines as generators that stop at every shared access (design.md, decision 4).
+"""Kernel routines as generators that stop at every shared access.
+
+docs/design.md says why, under "One kernel, many drivers".
 
 A kernel routine that touches shared state -- a spinlock, the cleanup slot, a thread's state, a
 PTE, a TLB, an IPI, a running thread's stack -- is a generator. Just before each such access it

@@ -3,8 +3,7 @@ architecture, the IPI handler, idle threads, sleep and yield. The ready queue it
 ``mmusim.kernel.runqueue``.
 
 ``z_swap`` is entered with ``_sched_spinlock`` held. With ``CONFIG_USE_SWITCH`` (x86_64, the only
-SMP architecture) it is ``do_swap`` of ``kernel/include/kswap.h`` (reference
-zephyr-mapped-stacks.md section 2.5), in order::
+SMP architecture) it is ``do_swap`` of ``kernel/include/kswap.h``, in order::
 
     new = next_up()                         # z_swap_next_thread; halts a halting _current first
     z_sched_switch_spin(new)                # wait until new's context is saved (switch_handle set)
@@ -19,7 +18,7 @@ writes the return address at RSP-8; ``popq %rax`` moves it into ``thread->callee
 the CPU's interrupt stack, where ``__resume`` builds the incoming thread's ``iretq`` frame. So the
 only traffic on the outgoing stack is that one 8-byte slot, and resuming a thread reads nothing
 from its stack. Releasing the lock and ``arch_switch`` are separate steps, so another CPU can run
-in between -- the window the explorer examines (reference section 6.7).
+in between -- the window the explorer examines (docs/explore.md).
 
 Without ``USE_SWITCH`` (ia32, never SMP in Zephyr) ``z_swap`` releases the lock and calls
 ``arch_swap(key)`` (``arch/x86/core/ia32/swap.S``): the caller pushes ``key`` (EFLAGS), ``call``

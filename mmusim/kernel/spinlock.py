@@ -21,9 +21,11 @@ from mmusim.kernel.routines import KernelAssert
 class KSpinlock:
     """A ``struct k_spinlock`` with validation. ``holder`` is the CPU id that holds it, or None.
 
-    Lock order (reference zephyr-mapped-stacks.md section 2.2): ``_sched_spinlock`` ->
-    ``thread_cleanup_lock`` -> ``z_mm_lock``; never the reverse. ``rank`` encodes that order and
-    ``acquire`` checks it against the locks the CPU already holds.
+    Lock order: ``_sched_spinlock`` -> ``thread_cleanup_lock`` -> ``z_mm_lock``; never the reverse.
+    That is how Zephyr nests them: ``halt_thread`` (``kernel/sched.c``) holds the first and calls
+    ``k_thread_abort_cleanup`` (``kernel/thread.c``), which takes the second and unmaps with
+    ``k_mem_unmap_phys_guard`` (``kernel/mmu.c``), which takes the third. ``rank`` encodes that
+    order and ``acquire`` checks it against the locks the CPU already holds.
     """
 
     name: str

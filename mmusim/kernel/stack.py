@@ -1,6 +1,6 @@
 """A thread's stack: ``setup_thread_stack``, user access to it, ``k_thread_stack_space_get``.
 
-``setup_thread_stack`` (``kernel/thread.c``; reference zephyr-mapped-stacks.md section 1.3), with S
+``setup_thread_stack`` (``kernel/thread.c``), with S
 the stack size (the mapping itself is the stack policy's, ``mmusim.kernel.policy``; this is
 Zephyr's)::
 

@@ -40,8 +40,8 @@ none of their code is copied here:
 Where this module deliberately differs (both documented at the code):
 
 * Zephyr's failure path frees ``size`` *bytes* worth of bits (``sys_bitarray_free(&bitmap, size,
-  offset)``), not the ``num_bits`` it took (reference §6.6). Here the failure path releases what the
-  allocation still holds, unless ``zephyr_free_bug=True``.
+  offset)``, ``virt_region_alloc`` in ``kernel/mmu.c``), not the ``num_bits`` it took. Here the
+  failure path releases what the allocation still holds, unless ``zephyr_free_bug=True``.
 * Freeing pages that are not all allocated (a double free, an overlap with a free page): Zephyr's
   ``sys_bitarray_free`` refuses with ``-EFAULT``, which ``virt_region_free`` ignores -- a silent
   no-op that leaves the caller believing the region is gone (and leaks any allocated pages of a

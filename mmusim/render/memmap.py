@@ -7,9 +7,9 @@ permissive, so the leaf alone decides). Ownership comes from the kernel's bookke
 sections, the stack objects in ``.noinit``, the mappings in ``k.regions`` and the virtual-region
 allocator. Guard pages are *not present*, so only the regions know where they are.
 
-A memory-mapped stack (reference zephyr-mapped-stacks.md section 1.4) shows as four rows, and the
-kernel virtual window as a whole looks like this (low addresses left; ``mmusim map`` lists rows
-from low to high, the SVG draws high addresses at the top)::
+A memory-mapped stack (the layout of ``include/zephyr/arch/x86/thread_stack.h``) shows as four
+rows, and the kernel virtual window as a whole looks like this (low addresses left; ``mmusim map``
+lists rows from low to high, the SVG draws high addresses at the top)::
 
     KERNEL_VM_BASE                                                  KERNEL_VM_BASE + KERNEL_VM_SIZE
     +------+------+--------+------------------+--------- ... -+-------+------+-------+-------+-----

@@ -1,6 +1,6 @@
 """Random x86 page tables as raw bytes, for differential tests against the Unicorn oracle.
 
-Everything here is written from the entry formats of the SDM (reference x86-paging.md §2), not
+Everything here is written from the entry formats of the SDM (Intel SDM Vol. 3A §4.3-§4.5), not
 with mmusim's builder, so that a bug shared by the builder and the walker cannot hide. All
 randomness comes from one ``random.Random(seed)``: a (seed, mode) pair always gives the same image
 and the same access list.
@@ -54,25 +54,26 @@ EXCLUDED_DEVIATIONS: dict[str, str] = {
         "No reserved bits (2:1, 8:5, 63:40) in a present PAE PDPTE. Hardware checks them when "
         "the PDPTE registers are loaded at MOV to CR3 and raises #GP(0) there; Unicorn re-reads "
         "PDPTEs on every walk, ignores bits 2:1 and 8:5, and turns 63:40 into a #PF with RSVD "
-        "(reference §1.5, §8.2 pitfall 5). There is no instruction-level outcome to compare."
+        "(Intel SDM Vol. 3A §4.4.1; unicorn_oracle pitfall 5). There is no instruction-level "
+        "outcome to compare."
     ),
     "unicorn-1g-leaf-a": (
         "The A bit of a 1G leaf (IA-32e PDPTE with PS=1) is not compared after an access that "
         "faults. QEMU sets it while walking, before the rights and low-frame-bit checks, whereas "
         "mmusim (like every other leaf in both) sets a leaf's A only on success; the SDM leaves "
-        "a leaf's A on a faulting access model-specific (reference §5). The test then copies "
-        "mmusim's value into Unicorn so that the two memories stay comparable."
+        "a leaf's A on a faulting access model-specific (Intel SDM Vol. 3A §4.8). The test then "
+        "copies mmusim's value into Unicorn so that the two memories stay comparable."
     ),
     "tlb-and-global": (
         "No TLB state is carried between accesses: the oracle flushes Unicorn's softmmu TLB "
         "before each access and mmusim's bare walker has no TLB. Unicorn's TLB is not "
         "architectural (every CR3 write flushes it, G is ignored, large pages are cached as 4K "
-        "pieces; §8.2 pitfall 3), so G bits are generated but have no observable effect, and "
-        "CR4.PGE stays 0."
+        "pieces; unicorn_oracle pitfall 3), so G bits are generated but have no observable "
+        "effect, and CR4.PGE stays 0."
     ),
     "maxphyaddr-40": (
         "Only MAXPHYADDR = 40. Unicorn checks reserved bits as if M = 40 for every CPU model "
-        "(§2.5, §8.2 pitfall 4), so cases for any other M have no oracle."
+        "(unicorn_oracle pitfall 4), so cases for any other M have no oracle."
     ),
     "implicit-supervisor": (
         "Only explicit accesses (one mov/jmp at CPL 0 or 3). Implicit supervisor-mode accesses "
@@ -537,7 +538,7 @@ class RawImage:
         return bytes(self.data)
 
 
-# The hand-written layout of the targeted tests (test_differential's §4.5 cases and
+# The hand-written layout of the targeted tests (test_differential's observed error codes and
 # test_oracle_selfcheck): one path down to the page table that maps VA 0x400000.
 #   ia32e: PML4 0x1000 -> PDPT 0x2000 -> PD 0x3000 -> [2] PT 0x4000
 #   pae:   PDPT 0x1000 -> [0] PD 0x2000 -> [2] PT 0x3000

@@ -8,8 +8,22 @@ real instruction, at the requested CPL, on Unicorn's own copy of physical memory
 * execute ``jmp rbx``        (``FF E3``), then the fetch at the target
 
 The result (fault vector, #PF error code, CR2, physical address) comes from that instruction, and
-so do the A/D bits it leaves in memory. See ``/work/shared/reference/x86-paging.md`` §8.2 for the
-Unicorn facts this module relies on; the comments below name the pitfalls by their number there.
+so do the A/D bits it leaves in memory. The Unicorn facts this module relies on were seen in this
+project's oracle runs of Unicorn 2.1.4, whose x86 walker is QEMU 5's ``handle_mmu_fault``
+(``qemu/target/i386/excp_helper.c`` in Unicorn's tree). The comments below name these pitfalls by
+their number:
+
+1. A fault is not delivered through the guest IDT, so state leaks: ``env->old_exception`` is never
+   reset, and without a context restore in between the second #PF becomes a #DF (error code 0)
+   and the third a triple fault (a silent stop).
+2. Stopping at a page's first byte walks the previous page: with a page-aligned ``until``, QEMU
+   fetch-walks the page before it, which can raise a spurious #PF and changes CR2, the error code
+   and A bits.
+3. The softmmu TLB is not architectural: it ignores G, caches large pages as 4K pieces, and keeps
+   a stale translation after a PTE change until it is flushed.
+4. Reserved bits are checked as if MAXPHYADDR were 40, for every CPU model.
+5. PAE PDPTEs are re-read on every walk, not loaded at MOV to CR3: bits 2:1 and 8:5 are not
+   checked, bits 63:40 give a #PF with RSVD rather than a #GP, and no A flag is set in a PDPTE.
 
 Harness
 -------
@@ -42,7 +56,7 @@ Tests must not access the reserved VA range, must not let the slot's entry be re
 other path (no table shared with another level or index), and must not map the harness frames.
 In PAE, when PDPTE[3] is not present, the oracle temporarily points PDPTE[3] at a harness PD whose
 only present entry is the slot. That is observably identical: a walk under it still ends in a
-not-present #PF (error code P=0, same CR2), and Unicorn sets no A flag in PDPTEs (§8.2 pitfall 5).
+not-present #PF (error code P=0, same CR2), and Unicorn sets no A flag in PDPTEs (pitfall 5).
 A present PDPTE[3] must have no reserved bits (deviation "pae-pdpte-reserved").
 
 CPL 3 is reached once, at construction, with a real ``iretq``/``iretd`` through the GDT; the CPU
@@ -108,7 +122,8 @@ __all__ = [
 
 MODES = ("32", "pae", "ia32e")
 
-#: Offset of CPUX86State.error_code, counted back from the end of a context blob (§8.2).
+#: Offset of CPUX86State.error_code, counted back from the end of a context blob (Unicorn 2.1.x on
+#: an x86-64 host; calibrated at construction).
 ERROR_CODE_OFFSET_FROM_END = 184
 #: Offset of CPUX86State.old_exception, counted back from the end (-1 in a clean context).
 OLD_EXCEPTION_OFFSET_FROM_END = 72
@@ -352,7 +367,8 @@ class UnicornOracle:
     def _write_controls(
         self, *, cr3: int, wp: bool, nxe: bool, smep: bool, smap: bool, pse: bool
     ) -> None:
-        """Write CR4, EFER, CR3 and CR0 in that order, as the set-up facts of §8.2 require."""
+        """Write CR4, EFER, CR3 and CR0 in that order: CR4 first, since the CPU model refuses CR4
+        bits it lacks, and CR0 (with PG) last."""
         cr4 = (_CR4_SMEP if smep else 0) | (_CR4_SMAP if smap else 0)
         efer = _EFER_NXE if nxe else 0
         if pse:
@@ -494,7 +510,7 @@ class UnicornOracle:
         return False
 
     def _error_code(self) -> int:
-        """CPUX86State.error_code, read from a fresh context blob (§8.2)."""
+        """CPUX86State.error_code, read from a fresh context blob (no register exposes it)."""
         return self._blob_i32(ERROR_CODE_OFFSET_FROM_END)
 
     def _blob_i32(self, offset_from_end: int) -> int:
