@@ -6,11 +6,13 @@ kernel invariants after every step.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
 
 import pytest
 
 from helpers import X86_64_SMP, boot_kernel
+from mmusim.hw import Trap
 from mmusim.kernel import (
     K_ERR_CPU_EXCEPTION,
     K_ERR_STACK_CHK_FAIL,
@@ -18,7 +20,9 @@ from mmusim.kernel import (
     Kernel,
     KernelAssert,
     KSpinlock,
+    KThread,
     Op,
+    Point,
     StackObject,
     fault,
     lifecycle,
@@ -266,3 +270,61 @@ def test_geometry_macros() -> None:
     assert geo.kernel_stack_len(4096) == 8192  # + the reserved page
     legacy = StackGeometry.from_config({**X86_64_SMP, "THREAD_STACK_MEM_MAPPED": False})
     assert legacy.thread_reserved == 2 * PAGE  # in-object guard page + privilege stack
+
+
+# -- hooks for a layer above the kernel (mmusim.runtime) ------------------------------------------
+
+
+def test_a_resolved_page_fault_retries_the_access_from_where_the_op_began() -> None:
+    # Kernel.mem_page_fault sits where z_x86_page_fault_handler calls k_mem_page_fault: a hook
+    # that maps the missing page resolves the fault, and the write is made again, through it.
+    hole = 0x400000 + 0x123000  # in the kernel's free virtual window: not mapped
+    seen: list[tuple[int | None, int]] = []
+
+    def commit_on_touch(k: Kernel, t: KThread, trap: Trap) -> Generator[Any, None, bool]:
+        seen.append((trap.cr2, trap.error_code))
+        pa = k.frames.alloc()
+        assert pa is not None and trap.cr2 is not None
+        k.pt.map(trap.cr2 & ~(PAGE - 1), pa, 0x3 | (1 << 63))  # P, RW, XD
+        return True
+        yield  # pragma: no cover
+
+    body = (Op("write", addr=hole + 8), Op("record", target="t.state", label="after"))
+    k = Kernel(dict(X86_64_SMP), stacks=(STACK,), main_body=spawn("t", "stack", "b"),
+               bodies={"b": body})  # fmt: skip
+    k.mem_page_fault = commit_on_touch
+    k.run()
+    assert seen == [(hole + 8, 0x2)]  # once: the retried write went through
+    assert k.faults == [] and k.thread("t").exit_reason == "returned"
+    leaf = k.pt.lookup(hole)
+    assert leaf is not None
+    frame = leaf[2] & 0x000F_FFFF_FFFF_F000
+    assert k.mem.read(frame + 8, 8) == b"\x5a" * 8  # the FILL bytes the body writes
+
+
+def test_an_unresolved_page_fault_goes_on_to_zephyrs_handler() -> None:
+    seen: list[int | None] = []
+
+    def decline(k: Kernel, t: KThread, trap: Trap) -> Generator[Any, None, bool]:
+        seen.append(trap.cr2)
+        return False
+        yield  # pragma: no cover
+
+    k = boot_kernel(X86_64_SMP, spawn("t", "stack", "b"),
+                    {"b": (Op("touch", where="front_guard"),)}, (STACK,))  # fmt: skip
+    k.mem_page_fault = decline
+    k.run()
+    assert [f["reason"] for f in k.faults] == [K_ERR_STACK_CHK_FAIL]
+    assert seen == [k.faults[0]["cr2"]]
+
+
+def test_an_extension_op_runs_in_the_body() -> None:
+    def hello(k: Kernel, t: KThread, op: Op) -> Generator[Any, None, None]:
+        yield Point(t.name, "hello")
+        k.record("greeting", f"{op.arg('word')} from {t.name}")
+
+    body = (Op("hello", args=(("word", "hi"),)),)
+    k = boot_kernel(X86_64_SMP, spawn("t", "stack", "b"), {"b": body}, (STACK,))
+    k.extension_ops["hello"] = hello
+    k.run()
+    assert k.facts["greeting"] == ["hi from t"]

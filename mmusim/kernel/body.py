@@ -73,7 +73,9 @@ def run_ops(k: Kernel, t: KThread, ops: tuple[Op, ...]) -> Routine:
             continue
         if op.kind == "return":
             return
-        if op.kind in _KERNEL_OPS:
+        if op.kind in k.extension_ops:  # an op of a layer above (mmusim.runtime)
+            yield from k.extension_ops[op.kind](k, t, op)
+        elif op.kind in _KERNEL_OPS:
             c = k.cpu
             saved, c.hw.cpl = c.hw.cpl, 0
             user_sp = None
@@ -113,9 +115,29 @@ def access_done(t: KThread) -> None:
 
 
 def memory_op(k: Kernel, t: KThread, op: Op) -> Routine:
-    """An op that touches memory at the thread's CPL; a fault ends in ``fault.page_fault``.
+    """An op that touches memory at the thread's CPL; a fault ends in ``fault.page_fault``,
+    unless ``Kernel.mem_page_fault`` resolves it first (as ``k_mem_page_fault`` does in
+    ``z_x86_page_fault_handler``): then the op is run again from where it began, with the stack
+    pointer it began with -- its accesses before the fault are repeated, writing the same bytes.
     After every yield the CPU is looked up again (``k.cpu``): an interrupt that suspends the
     thread (``k_thread_suspend`` from another CPU) may resume it on another CPU."""
+    while True:
+        sp = k.cpu.hw.sp
+        trap = yield from _memory_access(k, t, op)
+        if trap is None:
+            return
+        if k.mem_page_fault is not None and (yield from k.mem_page_fault(k, t, trap)):
+            if t.escape is not None:  # not an escape: the access is retried
+                k.escapes.remove(t.escape)
+                t.escape = None
+            k.cpu.hw.sp = sp
+            continue
+        yield from fault.page_fault(k, t, trap, k.cpu.hw.sp)
+        return
+
+
+def _memory_access(k: Kernel, t: KThread, op: Op) -> Generator[Any, None, Trap | None]:
+    """The accesses of ``op``; returns the #PF that stopped them, or None."""
     hw = k.cpu.hw
     t.escape = None
     try:
@@ -155,7 +177,8 @@ def memory_op(k: Kernel, t: KThread, op: Op) -> Routine:
     except Trap as trap:
         if trap.vector != 14:
             raise KernelAssert(f"{t.name}: {trap}") from trap
-        yield from fault.page_fault(k, t, trap, k.cpu.hw.sp)
+        return trap
+    return None
 
 
 def push(k: Kernel, t: KThread, n: int) -> Routine:

@@ -48,6 +48,11 @@ IpiHandler = Callable[["Kernel", "PerCpu", list[str]], Generator[Any, None, None
 # The #PF vector's handler (fault.page_fault): (kernel, thread whose access faulted, trap, SP).
 FaultHandler = Callable[["Kernel", KThread, Trap, int], Generator[Any, None, None]]
 PageTableSwitch = Callable[["Kernel", "PerCpu", KThread], None]
+# k_mem_page_fault's place (kernel/mmu.c): asked first about a #PF of a thread body's access;
+# True means "resolved, retry the access" (see Engine.mem_page_fault).
+MemPageFault = Callable[["Kernel", KThread, Trap], Generator[Any, None, bool]]
+# An op kind a layer above the kernel adds to thread bodies (Engine.extension_ops).
+ExtensionOp = Callable[["Kernel", KThread, Op], Generator[Any, None, None]]
 SWITCHED_OUT = "switched out"  # KThread.pending while its generator sits at `yield SwitchOut`
 
 
@@ -159,6 +164,14 @@ class Engine:
     # which Zephyr's __resume calls), installed at boot.
     update_page_tables: PageTableSwitch
     md: MemDomains | None  # memory domains (mmusim.kernel.domain); None without USERSPACE
+    # Asked first about a page fault of a thread body's access, before Zephyr's classification:
+    # z_x86_page_fault_handler (arch/x86/core/fatal.c) calls k_mem_page_fault(virt) there under
+    # CONFIG_DEMAND_PAGING and returns -- the access is retried -- when it resolves the fault.
+    # None (the default): no such layer. A user-space runtime (mmusim.runtime) installs its
+    # demand faults and signal delivery here.
+    mem_page_fault: MemPageFault | None
+    # Op kinds added by a layer above the kernel (mmusim.runtime): kind -> routine(k, t, op).
+    extension_ops: dict[str, ExtensionOp]
 
     def __init__(
         self,
@@ -218,6 +231,8 @@ class Engine:
         self.check = check
         self._cpu = 0
         self.md = None
+        self.mem_page_fault = None
+        self.extension_ops = {}
 
     # -- the CPU a routine runs on -------------------------------------------------------
 

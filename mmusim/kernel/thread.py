@@ -131,6 +131,13 @@ class Op:
     domain: str = ""  # a memory domain's name (mmusim.kernel.domain)
     parts: tuple[str, ...] = ()  # memory partitions, by name
     line: int = 0  # where the op came from (scenario file line), for messages
+    # The arguments of an op a layer above the kernel adds (Kernel.extension_ops), as sorted
+    # (name, value) pairs: hashable, like every other field.
+    args: tuple[tuple[str, Any], ...] = ()
+
+    def arg(self, name: str, default: Any = None) -> Any:
+        """The extension op argument ``name`` (``default`` if absent)."""
+        return next((v for key, v in self.args if key == name), default)
 
 
 @attrs.frozen
