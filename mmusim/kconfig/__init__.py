@@ -313,6 +313,9 @@ class _Loader:
             )
         elif not sym.visibility:
             why = explain.unmet_dependency(sym)
+            cause = self._later_dependency_cause(a, sym)
+            if cause is not None:  # a later line turned a dependency off: name it too
+                why += f"; {cause.name}={cause.text} is set at {cause.path}:{cause.line}"
         elif kind == "bool" and a.value == "n" and explain.selectors(sym, active_only=True):
             why = "it is selected by " + ", ".join(explain.selectors(sym, active_only=True))
         else:
@@ -348,6 +351,23 @@ class _Loader:
             for s in kconfiglib.expr_items(cond)
             if s.name in self.last and self.last[s.name].order > a.order
         ]
+        return max(later, key=lambda c: c.order) if later else None
+
+    def _later_dependency_cause(self, a: _Assignment, sym: Any) -> _Assignment | None:
+        """The last assignment after ``a`` to a symbol that ``sym``'s value depends on (through
+        ``depends on``, ``select``, ``imply`` and ``default ... if``, transitively), if any (``--config CONFIG_X86_64=n`` after the
+        board's ``CONFIG_SMP=y``)."""
+        seen: set[str] = set()
+        todo = [sym]
+        while todo:
+            s = todo.pop()
+            exprs = [s.direct_dep, s.rev_dep, s.weak_rev_dep]  # depends on, select, imply
+            exprs += [e for default in s.defaults for e in default]  # default X if Y
+            for dep in (d for e in exprs for d in kconfiglib.expr_items(e)):
+                if dep.name not in seen and not dep.is_constant:
+                    seen.add(dep.name)
+                    todo.append(dep)
+        later = [self.last[n] for n in seen if n in self.last and self.last[n].order > a.order]
         return max(later, key=lambda c: c.order) if later else None
 
     def _check_choice(self, a: _Assignment, sym: Any) -> None:
