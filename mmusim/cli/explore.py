@@ -131,12 +131,20 @@ def _model(args: argparse.Namespace) -> Model:
         raise ValueError(f"{args.scenario}: no such scenario file")
     for name in ("max_preemptions", "max_states", "depth", "runs"):
         value = getattr(args, name)
-        if value is not None and value < (1 if name in ("depth", "runs") else 0):
-            raise ValueError(f"--{name.replace('_', '-')}: {value} is out of range")
+        least = 1 if name in ("depth", "runs") else 0
+        if value is not None and value < least:
+            raise ValueError(
+                f"--{name.replace('_', '-')}: {value} is out of range (at least {least})"
+            )
     if args.trace is not None:
         _check_writable(args.trace, "--trace")
     extra = tuple(args.config) + (mutant_config_lines(args.mutant) if args.mutant else ())
-    return Model(args.scenario, extra, origin="--config", ignore=args.ignore)
+    model = Model(args.scenario, extra, origin="--config", ignore=args.ignore)
+    # PCT draws depth-1 change points, one per step at most: a run ends by max_steps
+    if args.pct and args.depth > model.max_steps + 1:
+        raise ValueError(f"--depth: {args.depth} is out of range (at most {model.max_steps + 1:,}: "
+                         f"the scenario's runs end after max_steps = {model.max_steps:,} steps)")  # fmt: skip
+    return model
 
 
 def _check_writable(path: Path, option: str) -> None:
