@@ -132,6 +132,10 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        """argparse's exit, a non-UTF-8 argument in ``message`` escaped (``printable``)."""
+        super().exit(status, None if message is None else printable(message))
+
 
 def version() -> str:
     """mmusim's version: the installed package's metadata, else ``mmusim.__version__``."""
