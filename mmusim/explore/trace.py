@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,9 @@ def load_trace(path: str | Path) -> tuple[dict[str, Any], list[StepInfo]]:
         raise TraceError(f"{path}: not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except RecursionError:
         raise TraceError(f"{path}: not a trace: the JSON is nested too deeply") from None
+    except ValueError:  # an integer longer than int() reads: not a JSONDecodeError
+        limit = sys.get_int_max_str_digits()
+        raise TraceError(f"{path}: not a trace: a number of more than {limit} digits") from None
     try:
         steps = validate_trace(data)
     except TraceError as e:

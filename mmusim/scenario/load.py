@@ -40,6 +40,7 @@ Design choices:
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,10 +120,22 @@ def load_scenario(path: str | Path) -> Scenario:
         what = msg[: m.start()] if m else msg.replace(" (at end of document)", "")
         where = f" at column {m.group(2)}" if m else " at end of file"
         raise ScenarioError(file, line, "toml", f"syntax error: {what}{where}") from None
+    except ValueError:  # tomllib: an integer longer than int() reads (not a TOMLDecodeError)
+        raise _too_long(file, text) from None
     try:
         return _Reader(path, text).read(raw)
     except RecursionError:
         raise _too_deep(file, text) from None
+
+
+def _too_long(file: str, text: str) -> ScenarioError:
+    """The error for a number with more digits than Python's int() reads, at its line."""
+    limit = sys.get_int_max_str_digits()
+    m = re.search(rf"[0-9](?:_?[0-9]){{{limit},}}", text)
+    line = text.count("\n", 0, m.start()) + 1 if m else 1
+    return ScenarioError(
+        file, line, "toml", f"a number of more than {limit} digits is out of range"
+    )
 
 
 _MAX_NESTING = 100
