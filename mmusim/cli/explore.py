@@ -37,6 +37,7 @@ from mmusim.kernel import KernelAssert
 from mmusim.mutants import MUTANTS, mutant_config_lines
 from mmusim.render.trace import report
 from mmusim.scenario import ScenarioError
+from mmusim.scenario.document import display_path
 
 __all__ = ["add_explore_commands", "cmd_explore", "cmd_replay"]
 
@@ -140,6 +141,10 @@ def _model(args: argparse.Namespace) -> Model:
         _check_writable(args.trace, "--trace")
     extra = tuple(args.config) + (mutant_config_lines(args.mutant) if args.mutant else ())
     model = Model(args.scenario, extra, origin="--config", ignore=args.ignore)
+    try:  # a kernel that cannot boot (a stack larger than RAM) has no interleavings to explore
+        model.boot()
+    except KernelAssert as e:
+        raise ValueError(f"{display_path(args.scenario)}: the kernel does not boot: {e}") from None
     # PCT draws depth-1 change points, one per step at most: a run ends by max_steps
     if args.pct and args.depth > model.max_steps + 1:
         raise ValueError(f"--depth: {args.depth} is out of range (at most {model.max_steps + 1:,}: "
