@@ -37,6 +37,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -669,3 +670,25 @@ def test_fuzz_regression(
     if expected == 1:  # the trace: replay it, its name on stdout
         assert main(["replay", argv[-1]]) == 1
         assert "bad\\xff.json" in capsys.readouterr().out
+
+
+def test_an_interrupted_run_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    """Ctrl-C in the middle of a long search: no traceback, no trace file, exit code 130."""
+    trace = tmp_path / "t.json"
+    argv = ["explore", str(RACE), "--pct", "--runs", "100000000", "--trace", str(trace)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmusim", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        time.sleep(2)  # imported and searching by now (the search would take hours)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err == b"mmusim explore: interrupted\n"
+    assert not trace.exists()

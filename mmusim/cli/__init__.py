@@ -16,7 +16,8 @@ Bad input never gives a traceback: it gives one line naming the argument and the
 code 2 (``mmusim translate: error: --cr3: 0x90000: root table is outside the image (size
 0x40000)``). Faults of the simulated machine are results, not errors: ``translate`` exits 0
 whether or not the accesses fault. A reader that closes the output early (``mmusim explore ... |
-head``) cuts the output short but not the command: it finishes, and its exit code is kept.
+head``) cuts the output short but not the command: it finishes, and its exit code is kept. Ctrl-C
+stops a command with one line, ``mmusim explore: interrupted``, and exit code 130.
 
 The subcommand modules are imported lazily (``COMMANDS``): ``mmusim walk`` imports only
 ``walk.py`` and what it needs, never the kernel, kconfiglib or hypothesis; ``mmusim --help``
@@ -94,5 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except UsageError as exc:
         return fail(args.command, str(exc))
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback; 128 + SIGINT, as shells use
+        print(f"mmusim {args.command}: interrupted", file=sys.stderr)
+        return 130
     finally:
         sys.stdout = out.inner
