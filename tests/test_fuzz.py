@@ -637,6 +637,14 @@ REGRESSIONS: list[tuple[list[str], int, str]] = [
     (["replay", "TMP/long.json"], 2, "TMP/long.json: not a trace: a number of more than 4300"),
     # a scenario whose kernel cannot boot (a stack larger than RAM): a KernelAssert traceback
     (["explore", "TMP/big.toml"], 2, "TMP/big.toml: the kernel does not boot: boot: the kernel"),
+    # a file that is not UTF-8 in its third line: the error said line 1 and a byte offset
+    (
+        ["run", "TMP/latin1.toml"],
+        2,
+        "TMP/latin1.toml:3: (file): not UTF-8 text: byte 0xe9 at column 12",
+    ),
+    (["config", "--board", "qemu_x86", "-f", "TMP/latin1.toml"], 2, "TMP/latin1.toml:3: not UTF-8"),
+    (["replay", "TMP/latin1.toml"], 2, "TMP/latin1.toml:3: not a trace: not UTF-8 text: byte 0xe9"),
     # a --config line that turns off a board line's dependency: the error named only the board
     (["explore", RACE_TEXT, "--config", "# CONFIG_X86_64 is not set"], 2, "--config:1"),
     # a huge PCT --depth: MemoryError, OverflowError or minutes drawing change points
@@ -658,6 +666,7 @@ def test_fuzz_regression(
     (tmp_path / "long.toml").write_text(f'[scenario]\nname = "x"\nseed = {long}\n')
     (tmp_path / "long.conf").write_text(f"# a number\nCONFIG_SRAM_SIZE={long}\n")
     (tmp_path / "long.json").write_text(f'{{"format": {long}}}')
+    (tmp_path / "latin1.toml").write_bytes(b'[scenario]\n\nname = "caf\xe9"\n')
     big = RACE.read_text().replace("stack_a = { size = 4096 }", "stack_a = { size = 1e23 }")
     (tmp_path / "big.toml").write_text(big.replace("1e23", str(10**23)))
     try:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mmusim._text import not_utf8
 from mmusim.explore.model import Action, Model, StepInfo
 from mmusim.explore.search import Result, Violation
 from mmusim.kernel import Kernel
@@ -195,8 +196,9 @@ def load_trace(path: str | Path) -> tuple[dict[str, Any], list[StepInfo]]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise TraceError(f"{path}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise TraceError(f"{path}: not a trace (not UTF-8 text)") from None
+    except UnicodeDecodeError as e:
+        line, reason = not_utf8(e)
+        raise TraceError(f"{path}:{line}: not a trace: {reason}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -37,6 +37,7 @@ from typing import Any
 import attrs
 import kconfiglib  # type: ignore[import-untyped]
 
+from mmusim._text import not_utf8
 from mmusim.kconfig import _explain as explain
 from mmusim.kconfig._syntax import SyntaxProblem, check_value, parse_line, value_number
 
@@ -242,9 +243,12 @@ class _Loader:
     def _apply_file(self, path: str) -> None:
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        except OSError as e:
+            reason = e.strerror or str(e)
             raise ConfigError(path, None, f"cannot read configuration file: {reason}") from None
+        except UnicodeDecodeError as e:
+            at, reason = not_utf8(e)
+            raise ConfigError(path, at, f"{reason}; a configuration file is UTF-8") from None
         lines = text.splitlines()
         saved = bool(lines) and lines[0].startswith(_SAVED_HEADER)
         for line_no, line in enumerate(lines, 1):

@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mmusim._text import not_utf8
 from mmusim.kconfig import Config, ConfigError, boards, load_config
 from mmusim.kernel import K_MEM_PARTITION_ATTRS
 from mmusim.scenario.document import (
@@ -106,9 +107,12 @@ def load_scenario(path: str | Path) -> Scenario:
     file = display_path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    except OSError as e:
+        reason = e.strerror or str(e)
         raise ScenarioError(file, 1, "(file)", f"cannot read scenario: {reason}") from None
+    except UnicodeDecodeError as e:
+        line, reason = not_utf8(e)
+        raise ScenarioError(file, line, "(file)", f"{reason}; a scenario is UTF-8") from None
     try:
         raw = tomllib.loads(text)
     except RecursionError:
