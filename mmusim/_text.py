@@ -1,13 +1,38 @@
-"""Where a file stops being UTF-8: the line and column of the first byte that does not decode.
+"""Reading the text files mmusim takes as input: scenarios, Kconfig fragments, traces.
 
-The scenario, Kconfig fragment and trace loaders read text files as UTF-8; when one is not, their
-error names the place (``prj.conf:3: not UTF-8 text: byte 0xff at column 12``) rather than a byte
-offset into the file.
+``read_text`` reads at most a limit of bytes, so a huge file, or a device that never ends
+(``/dev/zero``), is refused (``TooLarge``) instead of filling the memory; a pipe (``mmusim run
+<(generate)``) still works. When a file is not UTF-8, ``not_utf8`` names the place (``prj.conf:3:
+not UTF-8 text: byte 0xff at column 12``) rather than a byte offset into the file.
 """
 
 from __future__ import annotations
 
-__all__ = ["not_utf8"]
+import os
+import stat
+
+__all__ = ["TooLarge", "not_utf8", "read_text"]
+
+
+class TooLarge(Exception):
+    """The file has more than ``limit`` bytes (or never ends)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"larger than {limit:,} bytes")
+        self.limit = limit
+
+
+def read_text(path: str | os.PathLike[str], limit: int) -> str:
+    """The file's text, UTF-8, with universal newlines (as ``Path.read_text``). Raises
+    ``OSError``, ``UnicodeDecodeError``, or ``TooLarge`` past ``limit`` bytes."""
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        if stat.S_ISREG(st.st_mode) and st.st_size > limit:  # refused unread
+            raise TooLarge(limit)
+        data = f.read(limit + 1)  # a pipe or a device: read no more than that
+    if len(data) > limit:
+        raise TooLarge(limit)
+    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def not_utf8(e: UnicodeDecodeError) -> tuple[int, str]:

@@ -261,9 +261,10 @@ def toml_dump(doc: dict[str, Any]) -> str:
 
 def odd_file(rng: random.Random, tmp: Path, data: bytes, suffix: str) -> tuple[Path, str]:
     """Write ``data`` to a file with an odd name, or pick a special file instead."""
-    kind = rng.choice(["file"] * 8 + ["directory", "/dev/null", "missing", "symlink loop"])
-    if kind == "/dev/null":
-        return Path(os.devnull), kind
+    specials = ["directory", "/dev/null", "/dev/zero", "missing", "symlink loop", "huge"]
+    kind = rng.choice(["file"] * 10 + specials)
+    if kind in ("/dev/null", "/dev/zero"):  # /dev/zero: never ends, read up to a limit only
+        return Path(kind), kind
     path = tmp / (rng.choice(ODD_NAMES) + suffix)
     while path.exists() or path.is_symlink():  # a second file of the case: a name of its own
         path = path.with_name("1" + path.name)
@@ -273,6 +274,9 @@ def odd_file(rng: random.Random, tmp: Path, data: bytes, suffix: str) -> tuple[P
         path.symlink_to(path.name)
     elif kind == "file":
         path.write_bytes(data)
+    elif kind == "huge":  # sparse: 17 MiB, or past 1 GiB, of zeros on no disk space
+        path.write_bytes(data)
+        os.truncate(path, rng.choice([17 << 20, (1 << 30) + 4096]))
     return path, kind
 
 
@@ -645,6 +649,11 @@ REGRESSIONS: list[tuple[list[str], int, str]] = [
     ),
     (["config", "--board", "qemu_x86", "-f", "TMP/latin1.toml"], 2, "TMP/latin1.toml:3: not UTF-8"),
     (["replay", "TMP/latin1.toml"], 2, "TMP/latin1.toml:3: not a trace: not UTF-8 text: byte 0xe9"),
+    # a huge file, or one that never ends: MemoryError (or all the memory) reading it whole
+    (["run", "TMP/huge.toml"], 2, "TMP/huge.toml:1: (file): cannot read scenario: larger than"),
+    (["map", "/dev/zero"], 2, "/dev/zero:1: (file): cannot read scenario: larger than 16,777,216"),
+    (["config", "--board", "qemu_x86", "-f", "TMP/huge.toml"], 2, "TMP/huge.toml: cannot read"),
+    (["replay", "TMP/huge.json"], 2, "TMP/huge.json: cannot read: larger than 1,073,741,824 bytes"),
     # a --config line that turns off a board line's dependency: the error named only the board
     (["explore", RACE_TEXT, "--config", "# CONFIG_X86_64 is not set"], 2, "--config:1"),
     # a huge PCT --depth: MemoryError, OverflowError or minutes drawing change points
@@ -666,6 +675,9 @@ def test_fuzz_regression(
     (tmp_path / "long.toml").write_text(f'[scenario]\nname = "x"\nseed = {long}\n')
     (tmp_path / "long.conf").write_text(f"# a number\nCONFIG_SRAM_SIZE={long}\n")
     (tmp_path / "long.json").write_text(f'{{"format": {long}}}')
+    for name, size in (("huge.toml", 17 << 20), ("huge.json", 3 << 30)):  # sparse files
+        (tmp_path / name).touch()
+        os.truncate(tmp_path / name, size)
     (tmp_path / "latin1.toml").write_bytes(b'[scenario]\n\nname = "caf\xe9"\n')
     big = RACE.read_text().replace("stack_a = { size = 4096 }", "stack_a = { size = 1e23 }")
     (tmp_path / "big.toml").write_text(big.replace("1e23", str(10**23)))

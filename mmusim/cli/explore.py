@@ -265,7 +265,13 @@ def _replay_scenario(args: argparse.Namespace, data: dict[str, Any]) -> Path:
                              "(give it with --scenario FILE)")  # fmt: skip
         path = found
     want = data.get("scenario_sha256")
-    if want is not None and hashlib.sha256(path.read_bytes()).hexdigest() != want:
+    if want is not None and _sha256(path) != want:
         raise ValueError(f"{args.trace}: scenario: {path} is not the file the trace was recorded "
                          "on (its sha256 differs): the scenario changed")  # fmt: skip
     return path
+
+
+def _sha256(path: Path) -> str:
+    """The file's sha256, read in pieces (a huge file given as --scenario is not held whole)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

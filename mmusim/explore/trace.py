@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mmusim._text import not_utf8
+from mmusim._text import TooLarge, not_utf8, read_text
 from mmusim.explore.model import Action, Model, StepInfo
 from mmusim.explore.search import Result, Violation
 from mmusim.kernel import Kernel
@@ -189,11 +189,18 @@ def validate_trace(data: Any) -> list[StepInfo]:
     return steps
 
 
+MAX_TRACE_BYTES = 1 << 30
+"""A trace file larger than this (1 GiB; a trace to the default max_steps of 2,000,000 steps has
+about 400 MB) is refused unread."""
+
+
 def load_trace(path: str | Path) -> tuple[dict[str, Any], list[StepInfo]]:
     """Read and check a trace file; raises ``TraceError`` (a ``ValueError``) whose message starts
     with the file name: ``t.json: steps[3].cpu: expected an integer, got a string``."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(path, MAX_TRACE_BYTES)
+    except TooLarge as e:
+        raise TraceError(f"{path}: cannot read: {e}") from None
     except OSError as e:
         raise TraceError(f"{path}: cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError as e:

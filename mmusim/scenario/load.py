@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mmusim._text import not_utf8
+from mmusim._text import TooLarge, not_utf8, read_text
 from mmusim.kconfig import Config, ConfigError, boards, load_config
 from mmusim.kernel import K_MEM_PARTITION_ATTRS
 from mmusim.scenario.document import (
@@ -101,12 +101,18 @@ _FACT_CHECKS = (
 )
 
 
+MAX_SCENARIO_BYTES = 16 << 20
+"""A scenario file larger than this (16 MiB; the bundled ones have a few KiB) is refused unread."""
+
+
 def load_scenario(path: str | Path) -> Scenario:
     """Read and check a scenario file; raises ScenarioError (FILE:LINE: key: problem)."""
     path = Path(path)
     file = display_path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, MAX_SCENARIO_BYTES)
+    except TooLarge as e:
+        raise ScenarioError(file, 1, "(file)", f"cannot read scenario: {e}") from None
     except OSError as e:
         reason = e.strerror or str(e)
         raise ScenarioError(file, 1, "(file)", f"cannot read scenario: {reason}") from None
