@@ -651,7 +651,9 @@ REGRESSIONS: list[tuple[list[str], int, str]] = [
     (["replay", "TMP/latin1.toml"], 2, "TMP/latin1.toml:3: not a trace: not UTF-8 text: byte 0xe9"),
     # a huge file, or one that never ends: MemoryError (or all the memory) reading it whole
     (["run", "TMP/huge.toml"], 2, "TMP/huge.toml:1: (file): cannot read scenario: larger than"),
-    (["map", "/dev/zero"], 2, "/dev/zero:1: (file): cannot read scenario: larger than 16,777,216"),
+    (["map", "/dev/zero"], 2, "/dev/zero:1: (file): not text: a NUL byte at column 1"),
+    (["replay", "/dev/zero"], 2, "/dev/zero:1: not a trace: not text: a NUL byte at column 1"),
+    (["run", "TMP/nul.toml"], 2, "TMP/nul.toml:2: (file): not text: a NUL byte at column 3"),
     (["config", "--board", "qemu_x86", "-f", "TMP/huge.toml"], 2, "TMP/huge.toml: cannot read"),
     (["replay", "TMP/huge.json"], 2, "TMP/huge.json: cannot read: larger than 1,073,741,824 bytes"),
     # a --config line that turns off a board line's dependency: the error named only the board
@@ -678,6 +680,7 @@ def test_fuzz_regression(
     for name, size in (("huge.toml", 17 << 20), ("huge.json", 3 << 30)):  # sparse files
         (tmp_path / name).touch()
         os.truncate(tmp_path / name, size)
+    (tmp_path / "nul.toml").write_bytes(b"# a\n# \0\n")
     (tmp_path / "latin1.toml").write_bytes(b'[scenario]\n\nname = "caf\xe9"\n')
     big = RACE.read_text().replace("stack_a = { size = 4096 }", "stack_a = { size = 1e23 }")
     (tmp_path / "big.toml").write_text(big.replace("1e23", str(10**23)))
