@@ -22,9 +22,12 @@ or as given, or the option or argument (``--cr3``, ``VADDR``) the mutation touch
 those must be in the message. ``test_fuzz_in_a_real_process`` runs a sample of the cases as
 ``python -m mmusim`` with a timeout, for what only a real process shows (stderr's encoding).
 
-Files that block rather than end -- a FIFO nobody writes -- are given only as ``--image``, the one
-input that refuses non-regular files by their ``stat``; a scenario, trace or fragment is read like
-``cat`` reads it, so that ``mmusim run <(generate)`` works.
+Every file input is also replaced by an odd name (spaces, a leading dash, non-UTF-8 bytes), a
+directory, a missing file, a symlink loop, ``/dev/null``, ``/dev/zero`` (refused at its first NUL
+byte) or a huge sparse file (refused by its size). A FIFO nobody writes blocks rather than ends:
+it is given only as ``--image``, the one input that refuses non-regular files by their ``stat``;
+a scenario, trace or fragment is read as ``cat`` reads it, so that ``mmusim run <(generate)``
+works. After the cases: the regressions they found, and Ctrl-C in a real process.
 """
 
 from __future__ import annotations
