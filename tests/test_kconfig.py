@@ -582,12 +582,14 @@ def test_a_dependency_error_names_the_last_assignment(tmp_file: TmpFile) -> None
     assert error_of("qemu_x86", a, b) == (
         f"{b}:3: PRIVILEGED_STACK_SIZE=12288 has no effect: depends on USERSPACE, which is n"
     )
-    # a board line that a fragment makes ineffective is reported at the board line
+    # a board line that a fragment makes ineffective is reported at the board line, naming
+    # the fragment's line that did it (X86_64=n selects USE_SWITCH no more)
     off = tmp_file("off.conf", "CONFIG_X86_64=n\n")
     defconfig = KCONFIG_DIR / "boards" / "qemu_x86_64.defconfig"
     line = defconfig.read_text().splitlines().index("CONFIG_SMP=y") + 1
     assert error_of("qemu_x86_64", off) == (
-        f"{defconfig}:{line}: SMP=y has no effect: depends on USE_SWITCH, which is n (X86_64=n)"
+        f"{defconfig}:{line}: SMP=y has no effect: depends on USE_SWITCH, which is n (X86_64=n);"
+        f" X86_64=n is set at {off}:1"
     )
 
 

@@ -1,6 +1,5 @@
 """Progress on long runs (issue 11): a live line on a terminal (a real pseudo-terminal here), never
-in piped output, with --json or with --no-progress; Ctrl-C ends a run with one line, not a
-traceback."""
+in piped output, with --json or with --no-progress. (Ctrl-C: tests/test_fuzz.py.)"""
 
 from __future__ import annotations
 
@@ -8,12 +7,10 @@ import fcntl
 import json
 import os
 import pty
-import signal
 import struct
 import subprocess
 import sys
 import termios
-import time
 from pathlib import Path
 
 import pytest
@@ -120,17 +117,3 @@ def test_progress_wanted_only_for_two_terminals(tmp_path: Path) -> None:
     assert not progress.progress_wanted(True, False, Tty(), Tty())
     assert not progress.progress_wanted(False, True, Tty(), Tty())
     assert not progress.progress_wanted(False, False, object(), Tty())  # no isatty at all
-
-
-def test_ctrl_c_ends_explore_with_one_line() -> None:
-    p = subprocess.Popen(
-        [*MMUSIM, "explore", RACE, "--config", "CONFIG_SIM_CLEANUP_WAITS_FOR_SWITCH=y"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(2.0)  # the complete search takes several seconds: interrupt it midway
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=60)
-    assert p.returncode == 130
-    assert err == "mmusim explore: interrupted\n" and out == ""

@@ -16,7 +16,8 @@ Bad input never gives a traceback: it gives one line naming the argument and the
 code 2 (``mmusim translate: error: --cr3: 0x90000: root table is outside the image (size
 0x40000)``). Faults of the simulated machine are results, not errors: ``translate`` exits 0
 whether or not the accesses fault. A reader that closes the output early (``mmusim explore ... |
-head``) cuts the output short but not the command: it finishes, and its exit code is kept.
+head``) cuts the output short but not the command: it finishes, and its exit code is kept. Ctrl-C
+stops a command with one line, ``mmusim explore: interrupted``, and exit code 130.
 
 ``mmusim translate`` may be given thousands of addresses: ``main`` holds a long trailing run of
 them back from argparse, which is slow per word, and converts them in one pass (the same values

@@ -32,6 +32,7 @@ __all__ = [
     "parse_int",
     "parse_seed",
     "parse_step_count",
+    "printable",
     "version",
 ]
 
@@ -58,9 +59,22 @@ COMMAND_HELP: dict[str, str] = {
 
 
 def fail(command: str, message: str, *, file: TextIO | None = None) -> int:
-    """Print ``mmusim COMMAND: error: MESSAGE`` to stderr (or ``file``); return exit code 2."""
-    print(f"mmusim {command}: error: {message}", file=sys.stderr if file is None else file)
+    """Print ``mmusim COMMAND: error: MESSAGE`` to stderr (or ``file``); return exit code 2.
+    A file name in ``message`` whose bytes are not UTF-8 is shown escaped (``printable``)."""
+    line = printable(f"mmusim {command}: error: {message}")
+    print(line, file=sys.stderr if file is None else file)
     return 2
+
+
+def printable(text: str) -> str:
+    """``text`` as UTF-8 can carry it: the bytes of a file name that are not UTF-8 (which Python
+    reads as lone surrogates) escaped, ``bad\\xff.toml``, as ``display_path`` shows a path. Any
+    stream can print the result, whatever its ``errors`` setting."""
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:  # surrogates that did not come from a file name's bytes
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def one_line(exc: BaseException) -> str:
@@ -83,7 +97,11 @@ class PipeSafeStdout:
     def write(self, text: str) -> int:
         if not self.broken:
             try:
-                return self.inner.write(text)
+                try:
+                    return self.inner.write(text)
+                except UnicodeEncodeError:  # a non-UTF-8 file name, on a strict UTF-8 stdout
+                    self.inner.write(printable(text))
+                    return len(text)
             except BrokenPipeError:
                 self._drop()
         return len(text)
@@ -122,6 +140,10 @@ class Parser(argparse.ArgumentParser):
         if action.type is None:
             return arg_string
         return super()._get_value(action, arg_string)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        """argparse's exit, a non-UTF-8 argument in ``message`` escaped (``printable``)."""
+        super().exit(status, None if message is None else printable(message))
 
 
 def version() -> str:

@@ -38,6 +38,7 @@ from mmusim.kernel import KernelAssert
 from mmusim.mutants import MUTANTS, mutant_config_lines
 from mmusim.render.trace import report
 from mmusim.scenario import ScenarioError
+from mmusim.scenario.document import display_path
 
 __all__ = ["add_explore_commands", "cmd_explore", "cmd_replay"]
 
@@ -134,12 +135,24 @@ def _model(args: argparse.Namespace) -> Model:
         raise ValueError(f"{args.scenario}: no such scenario file")
     for name in ("max_preemptions", "max_states", "depth", "runs"):
         value = getattr(args, name)
-        if value is not None and value < (1 if name in ("depth", "runs") else 0):
-            raise ValueError(f"--{name.replace('_', '-')}: {value} is out of range")
+        least = 1 if name in ("depth", "runs") else 0
+        if value is not None and value < least:
+            raise ValueError(
+                f"--{name.replace('_', '-')}: {value} is out of range (at least {least})"
+            )
     if args.trace is not None:
         _check_writable(args.trace, "--trace")
     extra = tuple(args.config) + (mutant_config_lines(args.mutant) if args.mutant else ())
-    return Model(args.scenario, extra, origin="--config", ignore=args.ignore)
+    model = Model(args.scenario, extra, origin="--config", ignore=args.ignore)
+    try:  # a kernel that cannot boot (a stack larger than RAM) has no interleavings to explore
+        model.boot()
+    except KernelAssert as e:
+        raise ValueError(f"{display_path(args.scenario)}: the kernel does not boot: {e}") from None
+    # PCT draws depth-1 change points, one per step at most: a run ends by max_steps
+    if args.pct and args.depth > model.max_steps + 1:
+        raise ValueError(f"--depth: {args.depth} is out of range (at most {model.max_steps + 1:,}: "
+                         f"the scenario's runs end after max_steps = {model.max_steps:,} steps)")  # fmt: skip
+    return model
 
 
 def _check_writable(path: Path, option: str) -> None:
@@ -261,7 +274,13 @@ def _replay_scenario(args: argparse.Namespace, data: dict[str, Any]) -> Path:
                              "(give it with --scenario FILE)")  # fmt: skip
         path = found
     want = data.get("scenario_sha256")
-    if want is not None and hashlib.sha256(path.read_bytes()).hexdigest() != want:
+    if want is not None and _sha256(path) != want:
         raise ValueError(f"{args.trace}: scenario: {path} is not the file the trace was recorded "
                          "on (its sha256 differs): the scenario changed")  # fmt: skip
     return path
+
+
+def _sha256(path: Path) -> str:
+    """The file's sha256, read in pieces (a huge file given as --scenario is not held whole)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -63,7 +63,7 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
     src.add_argument("--mode", choices=sorted(MODES), help="paging mode")
     src.add_argument("--cr3", type=parse_int, help="CR3: physical address of the root table")
     ctl = p.add_argument_group("access and control bits")
-    ctl.add_argument("--access", choices="rwx", default="r", help="read, write or execute")
+    ctl.add_argument("--access", choices=tuple(ACCESS), default="r", help="read, write or execute")
     ctl.add_argument("--cpl", type=int, choices=(0, 3), default=0, help="current privilege level")
     ctl.add_argument("--wp", action="store_true", help="CR0.WP: supervisor writes obey R/W")
     ctl.add_argument("--nxe", action="store_true", help="EFER.NXE: enable XD (PAE, ia32e)")

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+from mmusim._text import TooLarge, not_utf8, read_text
 from mmusim.explore.model import Action, Model, StepInfo
 from mmusim.explore.search import Result, Violation
 from mmusim.kernel import Kernel
@@ -188,21 +190,32 @@ def validate_trace(data: Any) -> list[StepInfo]:
     return steps
 
 
+MAX_TRACE_BYTES = 1 << 30
+"""A trace file larger than this (1 GiB; a trace to the default max_steps of 2,000,000 steps has
+about 400 MB) is refused unread."""
+
+
 def load_trace(path: str | Path) -> tuple[dict[str, Any], list[StepInfo]]:
     """Read and check a trace file; raises ``TraceError`` (a ``ValueError``) whose message starts
     with the file name: ``t.json: steps[3].cpu: expected an integer, got a string``."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(path, MAX_TRACE_BYTES)
+    except TooLarge as e:
+        raise TraceError(f"{path}: cannot read: {e}") from None
     except OSError as e:
         raise TraceError(f"{path}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise TraceError(f"{path}: not a trace (not UTF-8 text)") from None
+    except UnicodeDecodeError as e:
+        line, reason = not_utf8(e)
+        raise TraceError(f"{path}:{line}: not a trace: {reason}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise TraceError(f"{path}: not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except RecursionError:
         raise TraceError(f"{path}: not a trace: the JSON is nested too deeply") from None
+    except ValueError:  # an integer longer than int() reads: not a JSONDecodeError
+        limit = sys.get_int_max_str_digits()
+        raise TraceError(f"{path}: not a trace: a number of more than {limit} digits") from None
     try:
         steps = validate_trace(data)
     except TraceError as e:

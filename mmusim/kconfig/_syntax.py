@@ -17,6 +17,7 @@ character of a bool and takes hex without ``0x``); mmusim refuses what kconfigli
 from __future__ import annotations
 
 import re
+import sys
 
 import attrs
 
@@ -92,6 +93,10 @@ def check_value(name: str, kind: str, value: str) -> str:
             return value
         raise SyntaxProblem(f"{name} is a bool symbol: {value!r} is not y or n")
     if kind == "int":
+        digits = len(value.lstrip("+-"))
+        if _INT.fullmatch(value) and digits > sys.get_int_max_str_digits():
+            raise SyntaxProblem(f"{name} is an int symbol: a number of {digits} digits is out of "
+                                f"range (Python reads at most {sys.get_int_max_str_digits()})")  # fmt: skip
         if _INT.fullmatch(value):
             return str(int(value, 10))
         raise SyntaxProblem(f"{name} is an int symbol: {value!r} is not a decimal integer")

@@ -40,11 +40,13 @@ Design choices:
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mmusim._text import TooLarge, not_utf8, read_text
 from mmusim.kconfig import Config, ConfigError, boards, load_config
 from mmusim.kernel import K_MEM_PARTITION_ATTRS
 from mmusim.scenario.document import (
@@ -99,15 +101,24 @@ _FACT_CHECKS = (
 )
 
 
+MAX_SCENARIO_BYTES = 16 << 20
+"""A scenario file larger than this (16 MiB; the bundled ones have a few KiB) is refused unread."""
+
+
 def load_scenario(path: str | Path) -> Scenario:
     """Read and check a scenario file; raises ScenarioError (FILE:LINE: key: problem)."""
     path = Path(path)
     file = display_path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        text = read_text(path, MAX_SCENARIO_BYTES)
+    except TooLarge as e:
+        raise ScenarioError(file, 1, "(file)", f"cannot read scenario: {e}") from None
+    except OSError as e:
+        reason = e.strerror or str(e)
         raise ScenarioError(file, 1, "(file)", f"cannot read scenario: {reason}") from None
+    except UnicodeDecodeError as e:
+        line, reason = not_utf8(e)
+        raise ScenarioError(file, line, "(file)", f"{reason}; a scenario is UTF-8") from None
     try:
         raw = tomllib.loads(text)
     except RecursionError:
@@ -119,10 +130,22 @@ def load_scenario(path: str | Path) -> Scenario:
         what = msg[: m.start()] if m else msg.replace(" (at end of document)", "")
         where = f" at column {m.group(2)}" if m else " at end of file"
         raise ScenarioError(file, line, "toml", f"syntax error: {what}{where}") from None
+    except ValueError:  # tomllib: an integer longer than int() reads (not a TOMLDecodeError)
+        raise _too_long(file, text) from None
     try:
         return _Reader(path, text).read(raw)
     except RecursionError:
         raise _too_deep(file, text) from None
+
+
+def _too_long(file: str, text: str) -> ScenarioError:
+    """The error for a number with more digits than Python's int() reads, at its line."""
+    limit = sys.get_int_max_str_digits()
+    m = re.search(rf"[0-9](?:_?[0-9]){{{limit},}}", text)
+    line = text.count("\n", 0, m.start()) + 1 if m else 1
+    return ScenarioError(
+        file, line, "toml", f"a number of more than {limit} digits is out of range"
+    )
 
 
 _MAX_NESTING = 100
