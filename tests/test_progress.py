@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from mmusim import _progress
 from mmusim.cli import progress
 from mmusim.scenario import BUNDLED_DIR
 
@@ -102,7 +103,7 @@ def test_no_progress_without_tqdm(monkeypatch: pytest.MonkeyPatch) -> None:
             return True
 
     assert progress.progress_wanted(False, False, Tty(), Tty())
-    monkeypatch.setattr(progress.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(_progress.importlib.util, "find_spec", lambda name: None)
     assert not progress.progress_wanted(False, False, Tty(), Tty())
 
 
@@ -117,3 +118,62 @@ def test_progress_wanted_only_for_two_terminals(tmp_path: Path) -> None:
     assert not progress.progress_wanted(True, False, Tty(), Tty())
     assert not progress.progress_wanted(False, True, Tty(), Tty())
     assert not progress.progress_wanted(False, False, object(), Tty())  # no isatty at all
+
+
+CAMPAIGN = """
+from hypothesis import settings
+
+
+def test_campaign(machine):
+    machine.check(settings(max_examples=6, stateful_step_count=5, deadline=None))
+"""
+
+
+def run_pytest_on_terminal(tmp_path: Path, *extra: str) -> tuple[int, str]:
+    (tmp_path / "test_campaign.py").write_text(CAMPAIGN)
+    argv = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+            str(tmp_path / "test_campaign.py"), *extra]  # fmt: skip
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))
+    p = subprocess.Popen([sys.executable, *argv], stdin=slave, stdout=slave, stderr=slave,
+                         cwd=tmp_path)  # fmt: skip
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return p.wait(timeout=300), b"".join(chunks).decode()
+
+
+def test_a_property_campaign_shows_its_examples_on_the_terminal(tmp_path: Path) -> None:
+    code, text = run_pytest_on_terminal(tmp_path)
+    assert code == 0, text
+    assert "\rtest_campaign: " in text and " examples, " in text and " kernel steps (max " in text
+    assert "1 passed" in text
+
+
+def test_a_property_campaign_line_can_be_turned_off(tmp_path: Path) -> None:
+    code, text = run_pytest_on_terminal(tmp_path, "--mmusim-no-progress")
+    assert code == 0, text
+    assert "\rtest_campaign: " not in text and "1 passed" in text
+
+
+def test_a_campaign_counts_every_example() -> None:
+    from hypothesis import settings
+
+    from mmusim.testing import KernelMachine
+
+    seen: list[tuple[int, int]] = []
+    KernelMachine.check(
+        settings(max_examples=4, stateful_step_count=3, deadline=None, derandomize=True,
+                 database=None),
+        progress=lambda c: seen.append((c.examples, c.kernel_steps)),
+    )  # fmt: skip
+    assert [n for n, _ in seen] == list(range(1, len(seen) + 1)) and len(seen) >= 4
+    assert all(b >= a for (_, a), (_, b) in zip(seen, seen[1:], strict=False))

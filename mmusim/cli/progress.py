@@ -14,12 +14,12 @@ Wall-clock time appears only here, never in the model or in the output a run is 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, TextIO
+
+from mmusim._progress import StatusLine, available, isatty
 
 __all__ = [
     "ExploreProgress",
@@ -28,8 +28,6 @@ __all__ = [
     "scenario_progress",
     "search_progress",
 ]
-
-REFRESH = 0.1  # seconds between two redraws of the line
 
 
 class _SearchStats(Protocol):  # mmusim.explore.search.Stats, without importing the explorer
@@ -58,16 +56,7 @@ def progress_wanted(as_json: bool, no_progress: bool, out: Any = None, err: Any 
         return False
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
-    if not (_isatty(out) and _isatty(err)):
-        return False
-    return importlib.util.find_spec("tqdm") is not None
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):  # no isatty, or a closed file
-        return False
+    return isatty(out) and isatty(err) and available()
 
 
 class ExploreProgress:
@@ -75,36 +64,18 @@ class ExploreProgress:
     redraws at most every ``REFRESH`` seconds. ``total`` (PCT: the number of runs) draws a bar."""
 
     def __init__(self, phase: str, stream: TextIO, total: int | None = None) -> None:
-        from tqdm import tqdm  # the optional extra: imported only when progress is shown
-
         self.phase = phase
         self.total = total
-        self.start = time.monotonic()
-        self.next_draw = 0.0
-        fmt = "{desc}  {bar:20} {elapsed}" if total else "{desc}  {elapsed}"
-        self.bar = tqdm(
-            total=total,
-            file=stream,
-            leave=False,
-            bar_format=fmt,
-            dynamic_ncols=True,
-            desc=f"{phase}: starting",
-        )
+        self.line = StatusLine(stream, f"{phase}: starting", total=total)
 
     def update(self, stats: _SearchStats) -> None:
-        now = time.monotonic()
-        if now < self.next_draw:
-            return
-        self.next_draw = now + REFRESH
-        self.bar.set_description_str(f"{self.phase}: {self.text(stats, now)}", refresh=False)
-        if self.total:
-            self.bar.n = stats.executions
-        self.bar.refresh()
+        if self.line.due():
+            text = f"{self.phase}: {self.text(stats, self.line.elapsed())}"
+            self.line.show(text, stats.executions if self.total else None)
 
-    def text(self, stats: _SearchStats, now: float) -> str:
+    def text(self, stats: _SearchStats, secs: float) -> str:
         """The line without the phase and the elapsed time, e.g. ``1,234 states, 2,345
         transitions, 800 executions, depth 40 (max 121), 690 states/s``."""
-        secs = max(now - self.start, 1e-9)
         if self.total:  # PCT: runs, not distinct states
             return (f"run {stats.executions:,}/{self.total:,}, {stats.transitions:,} transitions, "
                     f"max depth {stats.max_depth}, {stats.transitions / secs:,.0f} transitions/s")  # fmt: skip
@@ -116,7 +87,7 @@ class ExploreProgress:
         return ", ".join(parts)
 
     def close(self) -> None:
-        self.bar.close()
+        self.line.close()
 
 
 @contextmanager
@@ -136,31 +107,19 @@ def search_progress(
 
 @contextmanager
 def scenario_progress(enabled: bool, total: int) -> Iterator[Any]:
-    """``mmusim run``'s bar over its scenarios; yields ``show(name)`` (called before each one)
-    and advances the bar by one at every call after the first."""
+    """``mmusim run``'s bar over its scenarios; yields ``show(name)``, called before each one."""
     if not enabled:
         yield lambda name: None
         return
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=total,
-        file=sys.stderr,
-        leave=False,
-        unit="scenario",
-        dynamic_ncols=True,
-        bar_format="run  {n_fmt}/{total_fmt} {bar:20} {elapsed}  {desc}",
-    )
-    started = False
+    line = StatusLine(sys.stderr, f"run  0/{total}", total=total)
+    done = -1
 
     def show(name: str) -> None:
-        nonlocal started
-        if started:
-            bar.update(1)
-        started = True
-        bar.set_description_str(name)
+        nonlocal done
+        done += 1
+        line.show(f"run  {done}/{total}  {name}", done)
 
     try:
         yield show
     finally:
-        bar.close()
+        line.close()

@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import attrs
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -101,6 +102,25 @@ def boot_kernel(
     )
 
 
+@attrs.define
+class Campaign:
+    """The counts of one ``KernelMachine.check`` run: examples finished (each a fresh kernel run
+    by a sequence of rules, then settled) and the kernel steps they took; ``progress`` is told
+    after each example. Hypothesis's own phases (generation, shrinking) all count."""
+
+    progress: Callable[[Campaign], None] | None = None
+    examples: int = 0
+    kernel_steps: int = 0
+    max_steps: int = 0  # the most kernel steps one example took
+
+    def example_done(self, steps: int) -> None:
+        self.examples += 1
+        self.kernel_steps += steps
+        self.max_steps = max(self.max_steps, steps)
+        if self.progress is not None:
+            self.progress(self)
+
+
 class KernelMachine(RuleBasedStateMachine):
     """The kernel under test as a Hypothesis state machine; configure it by subclassing."""
 
@@ -111,6 +131,10 @@ class KernelMachine(RuleBasedStateMachine):
     max_run: ClassVar[int] = 200  # most kernel steps one ``run`` rule takes
     settle_steps: ClassVar[int] = 20_000  # most kernel steps ``teardown`` takes to quiesce
     history: ClassVar[int] = 16  # kernel steps shown in a failure's note
+    _campaign: ClassVar[Campaign | None] = None  # the run of ``check`` in progress, if any
+    # Told after each example when ``check`` is given no ``progress`` (the pytest plugin's
+    # ``machine`` fixture sets it to draw a line on the terminal).
+    progress_reporter: ClassVar[Callable[[Campaign], None] | None] = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -153,9 +177,18 @@ class KernelMachine(RuleBasedStateMachine):
         return made
 
     @classmethod
-    def check(cls, settings: Any = None) -> None:
-        """Run this machine as a test under ``settings`` (default: the active profile)."""
-        run_state_machine_as_test(cls, settings=settings)
+    def check(
+        cls, settings: Any = None, *, progress: Callable[[Campaign], None] | None = None
+    ) -> None:
+        """Run this machine as a test under ``settings`` (default: the active profile).
+        ``progress`` is called after every example with the campaign's counts so far (the
+        pytest plugin draws them on a terminal)."""
+        campaign = Campaign(progress if progress is not None else cls.progress_reporter)
+        previous, cls._campaign = cls._campaign, campaign
+        try:
+            run_state_machine_as_test(cls, settings=settings)
+        finally:
+            cls._campaign = previous
 
     # -- checking ----------------------------------------------------------------------------
 
@@ -381,6 +414,8 @@ class KernelMachine(RuleBasedStateMachine):
         """Run to quiescence, then judge the finished run (``QUIESCENT_CHECKS``: no leaked stack)."""
         self.run_kernel(self.settle_steps)
         k = self.kernel
+        if self._campaign is not None:
+            self._campaign.example_done(k.steps)
         if not k.quiescent():
             return  # still busy after settle_steps (e.g. main joined a thread that never ends)
         problems = [p for check in QUIESCENT_CHECKS for p in check(k)]

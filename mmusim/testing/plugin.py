@@ -7,20 +7,26 @@ installing mmusim is enough).
   config=["CONFIG_USERSPACE=y"], policy=MyPolicy)``; without it, the defaults of ``KernelMachine``.
 * ``machine``: the configured ``KernelMachine`` class -- ``machine.check()`` runs it under the
   active Hypothesis profile; a falsifying example prints as code that rebuilds it
-  (``state = KernelMachine.configured(policy=MyPolicy)()``).
+  (``state = KernelMachine.configured(policy=MyPolicy)()``). While it runs, a line on the
+  terminal counts its examples and kernel steps (tqdm, the extra ``mmusim[progress]``; only when
+  standard error is a terminal; ``--mmusim-no-progress`` turns it off).
 * ``kernel``: a booted kernel of that configuration (``main`` serves ``Kernel.post`` calls),
   whose invariants are checked after every step.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
+from mmusim._progress import StatusLine, available, isatty
 from mmusim.kernel import Kernel, assert_invariants
-from mmusim.testing.machine import KernelMachine, boot_kernel
+from mmusim.testing.machine import Campaign, KernelMachine, boot_kernel
 
 _SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 # Hypothesis's explain phase traces every line the failing examples run, which makes shrinking a
@@ -61,6 +67,14 @@ MARKER = (
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--mmusim-no-progress",
+        action="store_true",
+        help="mmusim: no progress line for property campaigns (the machine fixture)",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
 
@@ -87,9 +101,56 @@ def marker_options(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @pytest.fixture
-def machine(request: pytest.FixtureRequest) -> type[KernelMachine]:
-    """The ``KernelMachine`` the ``mmusim`` marker configures; ``machine.check()`` runs it."""
-    return KernelMachine.configured(**marker_options(request))
+def machine(request: pytest.FixtureRequest) -> Iterator[type[KernelMachine]]:
+    """The ``KernelMachine`` the ``mmusim`` marker configures; ``machine.check()`` runs it,
+    with a progress line on the terminal (``campaign_line``)."""
+    line = campaign_line(request)
+    if line is None:
+        yield KernelMachine.configured(**marker_options(request))
+        return
+    KernelMachine.progress_reporter = line.update
+    try:
+        yield KernelMachine.configured(**marker_options(request))
+    finally:
+        KernelMachine.progress_reporter = None
+        line.close()
+
+
+class CampaignLine:
+    """A property campaign's progress, drawn on the terminal while pytest captures the test's
+    output: examples, kernel steps, rate, elapsed (``mmusim._progress.StatusLine``)."""
+
+    def __init__(self, name: str, around: Callable[[], AbstractContextManager[Any]]) -> None:
+        self.name = name
+        self.line = StatusLine(sys.__stderr__ or sys.stderr, f"{name}: starting", around=around)
+
+    def update(self, c: Campaign) -> None:
+        if self.line.due():
+            rate = c.examples / self.line.elapsed()
+            self.line.show(
+                f"{self.name}: {c.examples:,} examples, {c.kernel_steps:,} kernel steps "
+                f"(max {c.max_steps:,} in one), {rate:,.1f} examples/s"
+            )
+
+    def close(self) -> None:
+        self.line.close()
+
+
+def campaign_line(request: pytest.FixtureRequest) -> CampaignLine | None:
+    """A ``CampaignLine`` for this test if one can be shown: tqdm installed, standard error a
+    terminal, not ``--mmusim-no-progress``, not a pytest-xdist worker (whose output is not a
+    terminal's); else None."""
+    config = request.config
+    if config.getoption("mmusim_no_progress") or hasattr(config, "workerinput"):
+        return None
+    if not available():
+        return None
+    capman = config.pluginmanager.getplugin("capturemanager")
+    around = capman.global_and_fixture_disabled if capman is not None else nullcontext
+    with around():  # pytest captures file descriptor 2 itself: ask with capturing suspended
+        if not isatty(sys.__stderr__):
+            return None
+    return CampaignLine(request.node.name, around)
 
 
 @pytest.fixture
