@@ -73,6 +73,11 @@ class Area:
         """Linux ``vma_is_accessible``: any of READ, WRITE, EXEC."""
         return self.prot != Prot.NONE
 
+    @property
+    def label(self) -> str:
+        """``'name'``, or ``area 0x...-0x...`` for an unnamed one (for messages)."""
+        return repr(self.name) if self.name else f"area {self.start:#x}-{self.end:#x}"
+
     def describe(self) -> str:
         flags = " growsdown" if self.growsdown else ""
         return f"{self.start:#x}-{self.end:#x} {self.prot.letters()}p {self.name}{flags}".rstrip()

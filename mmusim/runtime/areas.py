@@ -346,9 +346,13 @@ class AddressSpace:
             if area.prot == prot:
                 at = area.end
                 continue
-            if area.start < at:
+            if area.start < at:  # no split if the piece joins next (vma_merge moves a boundary)
                 nxt = self._next(area)
-                absorbed = nxt is not None and end >= area.end and area.mergeable(nxt)
+                absorbed = (
+                    nxt is not None
+                    and end >= area.end
+                    and attrs.evolve(area, prot=prot).mergeable(nxt)
+                )
                 _, area = self._split_vma(
                     call, area, at, count=not (absorbed and self.flavour.merge)
                 )
@@ -448,23 +452,22 @@ class AddressSpace:
             what = "write" if write else "fetch" if exec else "read"
             self._done()
             return _segv(
-                addr, SEGV_ACCERR, f"{what} not allowed by {prot.letters()} of {area.name!r}"
+                addr, SEGV_ACCERR, f"{what} not allowed by {prot.letters()} of {area.label}"
             )
         if page in area.guards:
             self._done()
-            return _segv(addr, SEGV_MAPERR, f"guard marker (MADV_GUARD_INSTALL) in {area.name!r}")
+            return _segv(addr, SEGV_MAPERR, f"guard marker (MADV_GUARD_INSTALL) in {area.label}")
         if area.in_guard(page):
-            return _segv(addr, SEGV_MAPERR, f"in the B_STACK_AREA guard of {area.name!r}")
+            self._done()
+            return _segv(addr, SEGV_MAPERR, f"in the B_STACK_AREA guard of {area.label}")
         if page in area.committed:
             self._done()
             return FaultOutcome("present", addr, "page already mapped: retry")
         self._commit(area, page)
         self._done()
         if grown:
-            return FaultOutcome(
-                "grow", addr, f"{area.name!r} grew {grown} pages", grown_pages=grown
-            )
-        return FaultOutcome("commit", addr, f"page committed in {area.name!r}")
+            return FaultOutcome("grow", addr, f"{area.label} grew {grown} pages", grown_pages=grown)
+        return FaultOutcome("commit", addr, f"page committed in {area.label}")
 
     def _grow_refusal(self, area: Area, prev: Area | None, addr: int) -> str | None:
         """Why growing ``area`` down to ``addr`` is refused, or None (growth allowed)."""
@@ -473,7 +476,7 @@ class AddressSpace:
         return self._expand_downwards(area, prev, addr)
 
     def _gap_words(self, area: Area) -> str:
-        return f"in the stack guard gap of {self.flavour.stack_guard_gap // PAGE} pages below {area.name!r}"
+        return f"in the stack guard gap of {self.flavour.stack_guard_gap // PAGE} pages below {area.label}"
 
     def _expand_downwards(self, area: Area, prev: Area | None, addr: int) -> str | None:
         """Linux ``expand_downwards`` + ``acct_stack_growth`` (see the module docstring)."""
@@ -484,21 +487,21 @@ class AddressSpace:
                 f.gap_exempt_inaccessible_prev and not prev.accessible()
             )
             if not exempt and address - prev.end < f.stack_guard_gap:
-                return self._gap_words(area) + f" (area {prev.name!r} ends at {prev.end:#x})"
+                return self._gap_words(area) + f" ({prev.label} ends at {prev.end:#x})"
         actual_size = area.end - address - PAGE  # "Stack limit test": one page less
         if actual_size > self.rlimit_stack:
-            return f"beyond RLIMIT_STACK ({self.rlimit_stack} bytes) of {area.name!r}"
+            return f"beyond RLIMIT_STACK ({self.rlimit_stack} bytes) of {area.label}"
         return None
 
     def _vmap_from_vaddr(self, area: Area, prev: Area | None, vaddr: int) -> str | None:
         """nanos ``vmap_from_vaddr``: the rlimit test on the unaligned address, the gap test on
         the aligned one, in unsigned 64-bit arithmetic, no exemptions."""
         if area.end > vaddr + self.rlimit_stack:
-            return f"beyond RLIMIT_STACK ({self.rlimit_stack} bytes) of {area.name!r}"
+            return f"beyond RLIMIT_STACK ({self.rlimit_stack} bytes) of {area.label}"
         vaddr &= ~PAGE_MASK
         if prev is None or prev.end <= (vaddr - self.flavour.stack_guard_gap) & MASK64:
             return None
-        return self._gap_words(area) + f" (area {prev.name!r} ends at {prev.end:#x})"
+        return self._gap_words(area) + f" ({prev.label} ends at {prev.end:#x})"
 
     # -- costs ------------------------------------------------------------------------------
 
