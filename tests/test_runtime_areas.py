@@ -120,6 +120,20 @@ def test_mmap_reserves_and_a_fault_commits_one_page_into_the_page_tables() -> No
     m.pager._check()
 
 
+@pytest.mark.parametrize(("mode", "hi"), [("32", 0xC000_0000), ("pae", 0xC000_0000)])
+def test_the_other_paging_modes(mode: str, hi: int) -> None:
+    pager = HwPager(PhysMem(), MODES[mode])
+    assert pager.nx == (mode == "pae")
+    asp = AddressSpace(pager, LO, hi, check=True)
+    a = asp.mmap(4 * PAGE, RW)
+    assert asp.fault(a + PAGE, write=True).action == "commit"
+    res = translate(pager.mem, ControlState.for_mode(mode, pager.cr3, nxe=True), a + PAGE, cpl=3)
+    assert isinstance(res, Translation) and res.writable and res.nx == (mode == "pae")
+    asp.mprotect(a, 4 * PAGE, Prot.READ)
+    asp.munmap(a, 4 * PAGE)
+    pager._check()
+
+
 def test_the_cpu_access_is_retried_and_lands_in_the_frame() -> None:
     m = machine()
     a = m.asp.mmap(4 * PAGE, RW)
@@ -224,6 +238,18 @@ def test_nanos_rlimit_test_uses_the_unaligned_address() -> None:
 def test_nanos_gap_test_uses_the_aligned_address() -> None:
     m = gap_setup(NANOS)
     assert m.asp.fault(LO + PAGE + GAP + 123, write=True).action == "grow"
+
+
+def test_nanos_gap_subtraction_is_unsigned() -> None:
+    """``vaddr - PROCESS_STACK_GUARD_GAP`` wraps below the gap, and then nothing blocks."""
+    m = machine(NANOS, lo=PAGE)
+    m.asp.mmap(PAGE, RW, ANON | MAP_FIXED, PAGE, name="prev")
+    m.asp.mmap(PAGE, RW, STACK | MAP_FIXED, 16 * PAGE, name="stack")
+    assert m.asp.fault(2 * PAGE, write=True).action == "grow"
+    linux = machine(LINUX, lo=PAGE)
+    linux.asp.mmap(PAGE, RW, ANON | MAP_FIXED, PAGE, name="prev")
+    linux.asp.mmap(PAGE, RW, STACK | MAP_FIXED, 16 * PAGE, name="stack")
+    refused(linux.asp.fault(2 * PAGE, write=True), SEGV_MAPERR, "gap")
 
 
 def test_growth_then_prot_check_accerr_on_a_prot_none_stack() -> None:

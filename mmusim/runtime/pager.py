@@ -59,6 +59,12 @@ class Pager(Protocol):
         """Page-table pages allocated (0 if the pager cannot tell)."""
         ...
 
+    @property
+    def nx(self) -> bool:
+        """Can a PTE forbid instruction fetches (XD with EFER.NXE)? If not, every present page
+        is executable whatever was asked."""
+        ...
+
     def map_page(self, va: int, writable: bool, user: bool, exec: bool) -> None:
         """Give the page a zeroed frame and a present PTE (a page with no rights at all: a frame
         and a not-present PTE)."""
@@ -119,6 +125,10 @@ class HwPager:
     @property
     def table_pages(self) -> int:
         return len(self.pt.table_frames)
+
+    @property
+    def nx(self) -> bool:
+        return self.nxe
 
     @property
     def cr3(self) -> int:
