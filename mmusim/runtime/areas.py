@@ -29,8 +29,7 @@ tables as well as in the kernel. What differs between Linux, nanos and Haiku is 
   (``cut_area``); a ``B_STACK_AREA`` refuses faults in its first ``guardSize`` bytes
   (``VMAnonymousCache::Fault`` -> ``B_BAD_ADDRESS`` -> ``SEGV_MAPERR``); no growth.
 
-x86 access rules (``arch/x86/mm/fault.c`` ``access_error``): a write needs PROT_WRITE; a fetch
-needs PROT_EXEC; a read needs any right (a present x86 page is readable).
+Access rules (x86 ``access_error``) are in ``mmusim.runtime.area``.
 """
 
 from __future__ import annotations
@@ -488,7 +487,12 @@ class AddressSpace:
             )
             if not exempt and address - prev.end < f.stack_guard_gap:
                 return self._gap_words(area) + f" ({prev.label} ends at {prev.end:#x})"
-        actual_size = area.end - address - PAGE  # "Stack limit test": one page less
+        return self._acct_stack_growth(area, area.end - address)
+
+    def _acct_stack_growth(self, area: Area, size: int) -> str | None:
+        """Linux ``acct_stack_growth``, its "Stack limit test": a growsdown VMA's size counts one
+        page less against RLIMIT_STACK. (``may_expand_vm``, mlock and overcommit: not modelled.)"""
+        actual_size = size - PAGE
         if actual_size > self.rlimit_stack:
             return f"beyond RLIMIT_STACK ({self.rlimit_stack} bytes) of {area.label}"
         return None
