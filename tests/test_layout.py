@@ -2,9 +2,9 @@
 
 Imports are read from the source with ``ast`` -- module-level and function-level alike, so a
 function-level import cannot hide a cycle; only imports under ``if TYPE_CHECKING:`` (annotations)
-are left out. The layers are docs/design.md's: ``hw`` <- ``kernel`` <- (``explore``, ``testing``,
-``scenario``) <- (``render``, ``cli``), and inside ``mmusim.kernel`` the list at the top of its
-``__init__.py``.
+are left out. The layers are docs/design.md's: ``hw`` <- ``kernel`` <- ``runtime`` <-
+(``explore``, ``testing``, ``scenario``) <- (``render``, ``cli``), where ``runtime`` imports only
+``hw``; and inside ``mmusim.kernel`` the list at the top of its ``__init__.py``.
 """
 
 from __future__ import annotations
@@ -139,15 +139,19 @@ ALLOWED = {
     "mutants": set(),
     "examples": {"hw"},
     "kernel": {"hw"},
-    "scenario": {"_text", "hw", "kernel", "kconfig"},
-    "explore": {"_text", "hw", "kernel", "kconfig", "scenario"},
-    "testing": {"_progress", "hw", "kernel", "kconfig"},
-    "render": {"hw", "kernel", "kconfig", "scenario", "explore"},
+    # The user-space runtime sits above the kernel; its address-space modules (areas, defs,
+    # pager) import only hw -- the kernel plugs in through a Pager (test below).
+    "runtime": {"hw", "kernel"},
+    "scenario": {"_text", "hw", "kernel", "runtime", "kconfig"},
+    "explore": {"_text", "hw", "kernel", "runtime", "kconfig", "scenario"},
+    "testing": {"_progress", "hw", "kernel", "runtime", "kconfig"},
+    "render": {"hw", "kernel", "runtime", "kconfig", "scenario", "explore"},
     "cli": {
         "_text",
         "_progress",
         "hw",
         "kernel",
+        "runtime",
         "kconfig",
         "scenario",
         "explore",
@@ -173,6 +177,12 @@ def test_imports_go_down_the_layers(module: str) -> None:
     assert part in ALLOWED, f"{module}: in no layer of ALLOWED"
     bad = sorted(d for d in GRAPH[module] if _part(d) not in ALLOWED[part] | {part, ""})
     assert not bad, f"{module} ({part}) imports {bad}: allowed {sorted(ALLOWED[part])}"
+
+
+@pytest.mark.parametrize("module", ["area", "areas", "defs", "pager"])
+def test_the_address_space_modules_import_only_hw(module: str) -> None:
+    deps = {_part(d) for d in GRAPH[f"mmusim.runtime.{module}"]} - {"runtime", ""}
+    assert deps <= {"hw"}, f"mmusim.runtime.{module} imports {sorted(deps)}: only hw"
 
 
 def kernel_layers() -> list[str]:
@@ -226,6 +236,7 @@ DOCUMENTED = {
     "mmusim.mutants": "MUTANTS mutant_config_lines",
     "mmusim.kconfig": "ConfigError boards load_config",
     "mmusim.hw": "Access ControlState Cpu PageTables PhysMem PteFlags MODES Trap translate",
+    "mmusim.runtime": "AddressSpace Area HwPager Pager MmError MmFlavour Prot LINUX NANOS HAIKU",
 }
 
 
