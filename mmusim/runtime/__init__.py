@@ -10,9 +10,14 @@ Public API:
 * ``Prot``, ``MapFlag`` and ``MAP_*``, ``MmError``, ``FaultOutcome``, ``SIGSEGV``,
   ``SEGV_MAPERR``, ``SEGV_ACCERR``, ``PAGE``;
 * ``Pager`` -- what it needs from the page tables; ``HwPager`` -- one on ``mmusim.hw.PageTables``;
-  ``PteRights``.
+  ``PteRights``;
+* ``Process`` -- one process on a booted kernel (``Process.attach(kernel, flavour=...)``): its
+  address space in the kernel's page tables (``KernelPager``), demand faults and SIGSEGV
+  delivery through the kernel's ``mem_page_fault`` hook, and its ops (mmap, sigaction,
+  sigaltstack, sigsetjmp, coroutines: ``OPS``).
 
-It imports only ``mmusim.hw``: the kernel plugs in through a ``Pager``.
+The address-space modules (``areas``, ``defs``, ``pager``) import only ``mmusim.hw``: they run
+on bare page tables too. ``process`` and ``kpager`` tie them to the kernel.
 """
 
 from mmusim.runtime.areas import AddressSpace, Area, allows, costs_delta, rights
@@ -37,7 +42,9 @@ from mmusim.runtime.defs import (
     MmFlavour,
     Prot,
 )
+from mmusim.runtime.kpager import KernelPager
 from mmusim.runtime.pager import HwPager, Pager, PteRights
+from mmusim.runtime.process import OPS, USER_HI, USER_LO, Process
 
 __all__ = [
     "FLAVOURS",
@@ -50,18 +57,23 @@ __all__ = [
     "MAP_PRIVATE",
     "MAP_SHARED",
     "NANOS",
+    "OPS",
     "PAGE",
     "SEGV_ACCERR",
     "SEGV_MAPERR",
     "SIGSEGV",
+    "USER_HI",
+    "USER_LO",
     "AddressSpace",
     "Area",
     "FaultOutcome",
     "HwPager",
+    "KernelPager",
     "MapFlag",
     "MmError",
     "MmFlavour",
     "Pager",
+    "Process",
     "Prot",
     "PteRights",
     "allows",

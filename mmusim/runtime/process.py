@@ -1,0 +1,561 @@
+"""A user-space process on the simulated kernel: its address space, signals and coroutines.
+
+``Process.attach(kernel, flavour=...)`` gives a booted kernel one process: an ``AddressSpace`` of
+the flavour (Linux, nanos, Haiku) in the user window ``[USER_LO, USER_HI)``, whose pages go into
+the kernel's page tables through a ``KernelPager``; the process's signal actions, each thread's
+alternate signal stack, and coroutines. It plugs into the kernel through its two hooks:
+
+* ``Kernel.mem_page_fault`` -- a page fault of a body's access inside the user window is the
+  process's (Linux ``do_user_addr_fault``): ``AddressSpace.fault`` commits the page or grows a
+  growsdown area and the access is retried, or the fault becomes a SIGSEGV (``deliver_sigsegv``).
+  A fault outside the window goes on to Zephyr's handler, as before;
+* ``Kernel.extension_ops`` -- the op kinds of ``OPS`` (mmap, mprotect, sigaction, sigaltstack,
+  sigsetjmp/siglongjmp, coroutines, running on a stack of the process's own).
+
+Signal delivery follows Linux x86 (``arch/x86/kernel/signal.c``: ``get_sigframe``,
+``setup_rt_frame``): the frame goes on the alternate stack if the action has ``SA_ONSTACK``, the
+thread has one and is not already on it, else below the interrupted stack pointer less the
+128-byte red zone (x86_64). The frame is written through the MMU: on an overflowed stack with no
+alternate stack the write faults, and the thread is killed (``force_sigsegv``). SIGSEGV is
+blocked while its handler runs (no ``SA_NODEFER``), so a fault inside the handler kills too
+(``force_sig_info_to_task`` unblocks and resets a blocked synchronous signal). A handler ends in
+``siglongjmp`` (back to the op ``sigsetjmp`` with its stack pointer; ``sigsetjmp(env, 1)``
+restores the signal mask) or returns (``rt_sigreturn``: the access is retried, and faults again).
+A new thread inherits the actions (they are per process) but has no alternate stack
+(``pthread_create(3)``: "the new thread does not inherit the creating thread's alternate signal
+stack").
+
+Coroutines (as RethinkDB's ``coro_t``): several stacks per thread; ``coro_switch NAME`` runs the
+coroutine on its own stack until it yields back (``coro_yield``) or ends, and the thread's
+current coroutine is what a SIGSEGV handler asks to attribute a fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from mmusim.hw import Trap
+from mmusim.kernel import KernelAssert, KThread, Op, Point
+from mmusim.kernel.abort import k_thread_abort
+from mmusim.kernel.body import run_ops
+from mmusim.runtime.areas import AddressSpace
+from mmusim.runtime.defs import (
+    LINUX,
+    PAGE,
+    SEGV_ACCERR,
+    SIGSEGV,
+    FaultOutcome,
+    MapFlag,
+    MmError,
+    MmFlavour,
+    Prot,
+)
+from mmusim.runtime.kpager import KernelPager
+
+if TYPE_CHECKING:
+    from mmusim.kernel import Kernel
+
+__all__ = [
+    "OPS",
+    "USER_HI",
+    "USER_LO",
+    "AltStack",
+    "Coroutine",
+    "Process",
+    "SigAction",
+]
+
+Routine = Generator[Any, None, Any]
+
+# The process's window of the kernel's address space: below the 4 GiB line in every paging mode,
+# far above the kernel image and its virtual window.
+USER_LO = 0x4000_0000
+USER_HI = 0x8000_0000
+
+SA_ONSTACK = 0x0800_0000  # Linux uapi asm-generic/signal-defs.h
+SA_SIGINFO = 0x0000_0004
+MINSIGSTKSZ = 2048  # x86 uapi asm/signal.h (glibc bits/sigstack.h agrees)
+RED_ZONE = 128  # x86_64 System V ABI: get_sigframe skips it below the interrupted RSP
+# DEVIATION(sigframe-size): a signal frame is a fixed 1 KiB (struct rt_sigframe with siginfo and
+# ucontext, about 440 bytes on x86_64, plus the FPU/xstate area, whose size depends on the CPU).
+SIGFRAME_BYTES = 1024
+FRAME_FILL = 0x5F  # what a signal frame's bytes are: recognisable in a memory dump
+
+
+@attrs.define
+class SigAction:
+    """``struct sigaction`` of one signal: the handler is a body (ops) of the scenario."""
+
+    handler: str
+    flags: int = SA_SIGINFO
+
+    @property
+    def onstack(self) -> bool:
+        return bool(self.flags & SA_ONSTACK)
+
+
+@attrs.define
+class AltStack:
+    """A thread's ``stack_t`` from ``sigaltstack``: ``[sp, sp + size)``."""
+
+    sp: int
+    size: int
+
+    def holds(self, addr: int) -> bool:
+        return self.sp <= addr < self.sp + self.size
+
+
+@attrs.define(eq=False)
+class Coroutine:
+    """A coroutine: a body run on its own stack ``[lo, hi)`` (``guard``: the page below ``lo`` a
+    guard-page strategy protects), created on CPU ``cpu`` (RethinkDB reports it)."""
+
+    name: str
+    body: tuple[Op, ...]
+    lo: int
+    hi: int
+    guard: tuple[int, int] | None
+    cpu: int
+    sp: int = 0
+    gen: Generator[Any, Any, Any] | None = None
+    done: bool = False
+
+
+@attrs.define
+class ThreadRt:
+    """What the process keeps per thread: its alternate signal stack, how deep in a SIGSEGV
+    handler it is, its sigsetjmp buffers (innermost last) and its current coroutine."""
+
+    altstack: AltStack | None = None
+    home_sp: int | None = None  # the stack pointer on the thread's own stack, when it left it
+    in_handler: int = 0
+    jmpbufs: list[JmpBuf] = attrs.Factory(list)
+    coroutine: Coroutine | None = None
+
+
+@attrs.define(eq=False)
+class JmpBuf:
+    """``sigjmp_buf``: the stack pointer and handler depth at ``sigsetjmp``."""
+
+    sp: int
+    in_handler: int
+    coroutine: Coroutine | None
+
+
+class SigLongJmp(Exception):
+    """``siglongjmp(env, 1)``: unwinds the body's routines to the op that called ``sigsetjmp``."""
+
+    def __init__(self, env: JmpBuf) -> None:
+        super().__init__("siglongjmp")
+        self.env = env
+
+
+class _CoroYield:
+    def __repr__(self) -> str:
+        return "CORO_YIELD"
+
+
+CORO_YIELD = _CoroYield()  # what a coroutine's routine yields to hand the CPU back to its caller
+
+
+class Process:
+    """One process on a kernel (module docstring). Build it with ``Process.attach``."""
+
+    def __init__(self, k: Kernel, flavour: MmFlavour, rlimit_stack: int | None) -> None:
+        self.k = k
+        self.pager = KernelPager(k)
+        self.space = AddressSpace(self.pager, USER_LO, USER_HI, flavour=flavour,
+                                  rlimit_stack=rlimit_stack)  # fmt: skip
+        self.sigactions: dict[int, SigAction] = {}
+        self.threads: dict[str, ThreadRt] = {}
+        self.coroutines: dict[str, Coroutine] = {}
+        self.mappings: dict[str, tuple[int, int]] = {}  # name -> (address, length)
+        self.killed: str | None = None  # why the process was killed, if it was
+
+    @classmethod
+    def attach(
+        cls, k: Kernel, *, flavour: MmFlavour = LINUX, rlimit_stack: int | None = None
+    ) -> Process:
+        """Give ``k`` a process: install its page-fault hook and its ops."""
+        if k.mem_page_fault is not None:
+            raise KernelAssert("Process.attach: the kernel already has a page-fault hook")
+        p = cls(k, flavour, rlimit_stack)
+        k.mem_page_fault = p.page_fault
+        for kind, fn in OPS.items():
+            k.extension_ops[kind] = _bind(p, fn)
+        return p
+
+    def thread(self, t: KThread) -> ThreadRt:
+        return self.threads.setdefault(t.name, ThreadRt())
+
+    def _check(self) -> None:
+        """The address space's invariants, and each thread's state consistent."""
+        self.space._check()
+        for name, st in self.threads.items():
+            assert st.in_handler >= 0, f"{name}: negative handler depth"
+            if st.altstack is not None:
+                a = st.altstack
+                assert a.sp >= USER_LO and a.sp + a.size <= USER_HI, f"{name}: altstack outside"
+
+    # -- page faults ----------------------------------------------------------------------
+
+    def page_fault(self, k: Kernel, t: KThread, trap: Trap) -> Generator[Any, None, bool]:
+        """``Kernel.mem_page_fault``: the process's faults (CR2 in its window) are resolved by
+        the address space or become a SIGSEGV; others go on to Zephyr's handler (False)."""
+        addr = trap.cr2
+        if addr is None or not USER_LO <= addr < USER_HI:
+            return False
+        write = bool(trap.error_code & 0x2)
+        fetch = bool(trap.error_code & 0x10)
+        outcome = self.space.fault(addr, write, fetch)
+        yield Point(t.name, f"user fault at {addr:#x}: {outcome}")
+        if outcome.resolved:
+            return True
+        return (yield from self.deliver_sigsegv(t, outcome))
+
+    def deliver_sigsegv(self, t: KThread, why: FaultOutcome) -> Generator[Any, None, bool]:
+        """Deliver SIGSEGV for ``why`` to ``t``: run the handler on the stack ``get_sigframe``
+        picks. Returns True when the handler returns (the access is retried); kills the thread
+        when there is no handler, when SIGSEGV is blocked (a fault inside its handler), or when
+        the frame cannot be written; a ``siglongjmp`` leaves by ``SigLongJmp``."""
+        k = self.k
+        st = self.thread(t)
+        code = "SEGV_ACCERR" if why.si_code == SEGV_ACCERR else "SEGV_MAPERR"
+        k.record("sigsegv.si_addr", why.si_addr)
+        k.record("sigsegv.si_code", code)
+        k.record("sigsegv.reason", why.reason)
+        sa = self.sigactions.get(SIGSEGV)
+        if sa is None:
+            yield from self.kill(
+                t, f"SIGSEGV ({code}) at {why.si_addr:#x}, no handler: {why.reason}"
+            )
+        if st.in_handler:
+            yield from self.kill(
+                t,
+                f"SIGSEGV ({code}) at {why.si_addr:#x} inside its own handler (SIGSEGV is "
+                f"blocked there): {why.reason}",
+            )
+        assert sa is not None
+        hw = k.cpu.hw
+        interrupted = hw.sp
+        alt = st.altstack
+        on_alt = alt is not None and alt.holds(interrupted)
+        if sa.onstack and alt is not None and not on_alt:
+            top, where = alt.sp + alt.size, "the alternate signal stack"
+        else:
+            top, where = interrupted - (RED_ZONE if k.word == 8 else 0), "the interrupted stack"
+            if sa.onstack and alt is None:
+                where += " (SA_ONSTACK, but this thread has no alternate stack)"
+        frame = ((top - SIGFRAME_BYTES) & ~0xF) - k.word  # get_sigframe: aligned, then a slot
+        k.record("sigsegv.stack", "alternate" if where == "the alternate signal stack" else "same")
+        yield Point(t.name, f"setup_rt_frame at {frame:#x} on {where}")
+        failed = self._write_frame(frame)
+        if failed is not None:
+            yield from self.kill(
+                t,
+                f"SIGSEGV ({code}) at {why.si_addr:#x} ({why.reason}), and its signal frame "
+                f"could not be written at {failed.si_addr:#x} on {where}: {failed.reason} "
+                "(force_sigsegv)",
+            )
+        handler = k.bodies.get(sa.handler)
+        if handler is None:
+            raise KernelAssert(f"sigaction: no body named {sa.handler!r}")
+        st.in_handler += 1
+        k.record("sigsegv.handler", sa.handler)
+        hw = k.cpu.hw
+        hw.sp = frame
+        yield from run_ops(k, t, handler)
+        # rt_sigreturn: back to the interrupted context; the faulting access runs again
+        st.in_handler -= 1
+        k.cpu.hw.sp = interrupted
+        return True
+
+    def _write_frame(self, frame: int) -> FaultOutcome | None:
+        """Write the signal frame through the MMU, committing or growing pages the way a fault of
+        the process would (Linux's ``copy_to_user`` faults are resolved the same way); the
+        outcome that refused it, or None."""
+        hw = self.k.cpu.hw
+        for _ in range(SIGFRAME_BYTES // PAGE + 3):
+            try:
+                hw.write(frame, bytes([FRAME_FILL]) * SIGFRAME_BYTES)
+                return None
+            except Trap as trap:
+                addr = trap.cr2 if trap.cr2 is not None else frame
+                if not USER_LO <= addr < USER_HI:
+                    return FaultOutcome("signal", addr, "outside the process", SIGSEGV, 1)
+                outcome = self.space.fault(addr, True)
+                if not outcome.resolved:
+                    return outcome
+        raise KernelAssert("setup_rt_frame: the frame kept faulting")  # pragma: no cover
+
+    def kill(self, t: KThread, why: str) -> Routine:
+        """The process is killed by SIGSEGV (its default action): ``t`` ends here, with ``why``
+        in the console and the facts (``killed``)."""
+        # DEVIATION(runtime-kill-thread): only the faulting thread ends; Linux ends every thread
+        # of the process (do_group_exit). The kill is recorded as the process's.
+        self.killed = why
+        self.k.printk(f"runtime: {t.name}: killed by SIGSEGV: {why}")
+        self.k.record("killed", why)
+        t.exit_reason = "killed by SIGSEGV"
+        hw = self.k.cpu.hw
+        hw.cpl = 0
+        home = self.thread(t).home_sp
+        if home is not None:  # the kernel runs the exit on the thread's own (kernel) stack
+            hw.sp = home
+        yield from k_thread_abort(self.k, t)
+        raise AssertionError("kill: a killed thread ran again")  # pragma: no cover
+
+    # -- attribution -------------------------------------------------------------------------
+
+    def guard_owner(self, addr: int) -> Coroutine | None:
+        """The coroutine whose guard page holds ``addr``, if any."""
+        for co in self.coroutines.values():
+            if co.guard is not None and co.guard[0] <= addr < co.guard[1]:
+                return co
+        return None
+
+
+def _bind(p: Process, fn: Any) -> Any:
+    def op(k: Kernel, t: KThread, o: Op) -> Routine:
+        return fn(p, t, o)  # type: ignore[no-any-return]
+
+    op.__name__ = fn.__name__
+    return op
+
+
+# -- the ops -------------------------------------------------------------------------------------
+
+
+def _prot(names: Any) -> Prot:
+    prot = Prot.NONE
+    for name in names or ():
+        prot |= {"read": Prot.READ, "write": Prot.WRITE, "exec": Prot.EXEC}[name]
+    return prot
+
+
+def _flags(names: Any) -> MapFlag:
+    flags = MapFlag.PRIVATE | MapFlag.ANONYMOUS
+    for name in names or ():
+        flags |= {"fixed": MapFlag.FIXED, "growsdown": MapFlag.GROWSDOWN,
+                  "noreserve": MapFlag.NORESERVE}[name]  # fmt: skip
+    return flags
+
+
+def _where(p: Process, o: Op) -> int:
+    """The address an op names: ``mapping`` (+ ``offset``) or ``addr``."""
+    name = o.arg("mapping")
+    if name:
+        if name not in p.mappings:
+            raise KernelAssert(f"{o.kind}: no mapping named {name!r} (line {o.line})")
+        return p.mappings[name][0] + int(o.arg("offset", 0))
+    return int(o.arg("addr", 0))
+
+
+def _mm(p: Process, t: KThread, o: Op, call: Any) -> Routine:
+    """Run an address-space call as one step; a refusal (errno) is recorded, not raised."""
+    yield Point(t.name, f"{o.kind} (line {o.line})")
+    try:
+        result = call()
+    except MmError as e:
+        p.k.record(f"{o.kind}.errno", e.errno)
+        p.k.record("errno", e.errno)
+        return None
+    return result
+
+
+def op_mmap(p: Process, t: KThread, o: Op) -> Routine:
+    name = o.arg("name")
+    fixed = o.arg("mapping") or o.arg("addr") is not None
+    at = _where(p, o) if fixed else None
+    length = int(o.arg("bytes"))
+    addr = yield from _mm(p, t, o, lambda: p.space.mmap(
+        length, _prot(o.arg("prot")), _flags(o.arg("flags")), at, name or "",
+        guard_size=int(o.arg("guard", 0)),
+    ))  # fmt: skip
+    if addr is not None and name:
+        p.mappings[name] = (addr, length)
+    p.k.record(name or "mmap", addr)
+
+
+def op_munmap(p: Process, t: KThread, o: Op) -> Routine:
+    addr = _where(p, o)
+    yield from _mm(p, t, o, lambda: p.space.munmap(addr, int(o.arg("bytes"))))
+
+
+def op_mprotect(p: Process, t: KThread, o: Op) -> Routine:
+    addr = _where(p, o)
+    length, prot = int(o.arg("bytes")), _prot(o.arg("prot"))
+    yield from _mm(p, t, o, lambda: p.space.mprotect(addr, length, prot))
+
+
+def op_madvise_guard(p: Process, t: KThread, o: Op) -> Routine:
+    addr, length = _where(p, o), int(o.arg("bytes"))
+    if o.arg("remove"):
+        yield from _mm(p, t, o, lambda: p.space.madvise_guard_remove(addr, length))
+    else:
+        yield from _mm(p, t, o, lambda: p.space.madvise_guard_install(addr, length))
+
+
+def op_sigaction(p: Process, t: KThread, o: Op) -> Routine:
+    yield Point(t.name, f"sigaction(SIGSEGV, {o.arg('handler')})")
+    flags = SA_SIGINFO | (SA_ONSTACK if o.arg("onstack") else 0)
+    p.sigactions[SIGSEGV] = SigAction(str(o.arg("handler")), flags)
+
+
+def op_sigaltstack(p: Process, t: KThread, o: Op) -> Routine:
+    """``sigaltstack(&ss, NULL)`` on ``mapping`` (its whole length, or ``bytes``); ENOMEM below
+    MINSIGSTKSZ, EPERM while on the alternate stack (sigaltstack(2))."""
+    yield Point(t.name, f"sigaltstack (line {o.line})")
+    st = p.thread(t)
+    name = str(o.arg("mapping"))
+    if name not in p.mappings:
+        raise KernelAssert(f"sigaltstack: no mapping named {name!r} (line {o.line})")
+    addr, length = p.mappings[name]
+    size = int(o.arg("bytes", length))
+    if size < MINSIGSTKSZ:
+        p.k.record("errno", "ENOMEM")
+        return
+    if st.altstack is not None and st.altstack.holds(p.k.cpu.hw.sp):
+        p.k.record("errno", "EPERM")
+        return
+    st.altstack = AltStack(addr, size)
+
+
+def op_sigsetjmp(p: Process, t: KThread, o: Op) -> Routine:
+    """``if (sigsetjmp(env, 1) == 0) { do } else { on_jump }``."""
+    st = p.thread(t)
+    env = JmpBuf(p.k.cpu.hw.sp, st.in_handler, st.coroutine)
+    st.jmpbufs.append(env)
+    try:
+        yield from run_ops(p.k, t, o.body)
+    except SigLongJmp as jump:
+        if jump.env is not env:
+            raise
+        st.in_handler = env.in_handler  # the saved signal mask: SIGSEGV unblocked
+        st.coroutine = env.coroutine
+        p.k.cpu.hw.sp = env.sp
+        yield Point(t.name, "sigsetjmp returns 1")
+        yield from run_ops(p.k, t, tuple(o.arg("on_jump", ())))
+    finally:
+        st.jmpbufs.remove(env)
+
+
+def op_siglongjmp(p: Process, t: KThread, o: Op) -> Routine:
+    st = p.thread(t)
+    if not st.jmpbufs:
+        raise KernelAssert(f"siglongjmp: no sigsetjmp to return to (line {o.line})")
+    yield Point(t.name, "siglongjmp")
+    raise SigLongJmp(st.jmpbufs[-1])
+
+
+def op_on_stack(p: Process, t: KThread, o: Op) -> Routine:
+    """Run ``do`` with the stack pointer at the top of ``mapping`` (as a thread started with
+    ``pthread_attr_setstack``), then return to the thread's own stack."""
+    name = str(o.arg("mapping"))
+    if name not in p.mappings:
+        raise KernelAssert(f"on_stack: no mapping named {name!r} (line {o.line})")
+    addr, length = p.mappings[name]
+    hw = p.k.cpu.hw
+    saved = hw.sp
+    st = p.thread(t)
+    if st.home_sp is None:
+        st.home_sp = saved
+    yield Point(t.name, f"switch to stack {name} at {addr + length:#x}")
+    p.k.cpu.hw.sp = addr + length
+    yield from run_ops(p.k, t, o.body)
+    p.k.cpu.hw.sp = saved
+
+
+def op_coro_create(p: Process, t: KThread, o: Op) -> Routine:
+    """A coroutine on ``mapping``: its stack is the mapping less a ``guard`` of pages at the
+    bottom (0: none), the body ``body``."""
+    name, stack = str(o.arg("name")), str(o.arg("mapping"))
+    if stack not in p.mappings:
+        raise KernelAssert(f"coro_create: no mapping named {stack!r} (line {o.line})")
+    addr, length = p.mappings[stack]
+    guard = int(o.arg("guard", 0)) * PAGE
+    body = p.k.bodies.get(str(o.arg("body")))
+    if body is None:
+        raise KernelAssert(f"coro_create: no body named {o.arg('body')!r} (line {o.line})")
+    yield Point(t.name, f"coro_create {name}")
+    p.coroutines[name] = Coroutine(
+        name, body, addr + guard, addr + length, (addr, addr + guard) if guard else None,
+        p.k.cpu.id, sp=addr + length,
+    )  # fmt: skip
+
+
+def op_coro_switch(p: Process, t: KThread, o: Op) -> Routine:
+    """Run coroutine ``name`` on its stack until it yields back or ends."""
+    co = p.coroutines.get(str(o.arg("name")))
+    if co is None:
+        raise KernelAssert(f"coro_switch: no coroutine named {o.arg('name')!r} (line {o.line})")
+    if co.done:
+        raise KernelAssert(f"coro_switch: coroutine {co.name!r} has ended (line {o.line})")
+    st = p.thread(t)
+    caller, saved = st.coroutine, p.k.cpu.hw.sp
+    if st.home_sp is None:
+        st.home_sp = saved
+    yield Point(t.name, f"switch to coroutine {co.name}")
+    st.coroutine = co
+    p.k.cpu.hw.sp = co.sp
+    if co.gen is None:
+        co.gen = run_ops(p.k, t, co.body)
+    sent: Any = None
+    try:
+        while True:
+            try:
+                out = co.gen.send(sent)
+            except StopIteration:
+                co.done = True
+                break
+            if out is CORO_YIELD:
+                break
+            sent = yield out
+    finally:
+        co.sp = p.k.cpu.hw.sp
+        st.coroutine = caller
+        p.k.cpu.hw.sp = saved
+
+
+def op_coro_yield(p: Process, t: KThread, o: Op) -> Routine:
+    if p.thread(t).coroutine is None:
+        raise KernelAssert(f"coro_yield: not in a coroutine (line {o.line})")
+    yield CORO_YIELD
+
+
+def op_classify_fault(p: Process, t: KThread, o: Op) -> Routine:
+    """In a SIGSEGV handler, RethinkDB's ``fatal_signal_handler``: if the thread's current
+    coroutine's guard page holds ``si_addr`` (``is_coroutine_stack_overflow``), report a
+    callstack overflow, else a plain segmentation fault; recorded as fact ``report``."""
+    yield Point(t.name, "is_coroutine_stack_overflow(si_addr)")
+    addr = p.k.facts.get("sigsegv.si_addr", [None])[-1]
+    co = p.thread(t).coroutine
+    if addr is not None and co is not None and co.guard and co.guard[0] <= addr < co.guard[1]:
+        report = f"Callstack overflow from a coroutine initialized on CPU {co.cpu}"
+        p.k.record("report.coroutine", co.name)
+    else:
+        report = f"Segmentation fault from reading the address {addr:#x}."
+    p.k.record("report", report)
+    p.k.printk(f"runtime: {t.name}: {report}")
+
+
+OPS: dict[str, Any] = {
+    "mmap": op_mmap,
+    "munmap": op_munmap,
+    "mprotect": op_mprotect,
+    "madvise_guard": op_madvise_guard,
+    "sigaction": op_sigaction,
+    "sigaltstack": op_sigaltstack,
+    "sigsetjmp": op_sigsetjmp,
+    "siglongjmp": op_siglongjmp,
+    "on_stack": op_on_stack,
+    "coro_create": op_coro_create,
+    "coro_switch": op_coro_switch,
+    "coro_yield": op_coro_yield,
+    "classify_fault": op_classify_fault,
+}
+"""The op kinds a process adds to thread bodies (``Kernel.extension_ops``); each reads its
+arguments with ``Op.arg``."""
