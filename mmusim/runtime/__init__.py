@@ -14,7 +14,10 @@ Public API:
 * ``Process`` -- one process on a booted kernel (``Process.attach(kernel, flavour=...)``): its
   address space in the kernel's page tables (``KernelPager``), demand faults and SIGSEGV
   delivery through the kernel's ``mem_page_fault`` hook, and its ops (mmap, sigaction,
-  sigaltstack, sigsetjmp, coroutines: ``OPS``).
+  sigaltstack, sigsetjmp, coroutines: ``OPS``);
+* ``RuntimeStackPolicy`` and the five strategies of ``RUNTIME_POLICIES`` (``haiku-areas``,
+  ``posix-reserve``, ``linux-guard-regions``, ``nanos-growsdown``, ``rethinkdb-coroutines``);
+  ``stack_costs(policy)`` -- what one stack costs, as data.
 
 The address-space modules (``areas``, ``defs``, ``pager``) import only ``mmusim.hw``: they run
 on bare page tables too. ``process`` and ``kpager`` tie them to the kernel.
@@ -44,6 +47,17 @@ from mmusim.runtime.defs import (
 )
 from mmusim.runtime.kpager import KernelPager
 from mmusim.runtime.pager import HwPager, Pager, PteRights
+from mmusim.runtime.policies import (
+    RUNTIME_POLICIES,
+    HaikuAreas,
+    LinuxGuardRegions,
+    NanosGrowsdown,
+    PosixReserve,
+    RethinkdbCoroutines,
+    RtStack,
+    RuntimeStackPolicy,
+    stack_costs,
+)
 from mmusim.runtime.process import OPS, USER_HI, USER_LO, Process
 
 __all__ = [
@@ -58,6 +72,7 @@ __all__ = [
     "MAP_SHARED",
     "NANOS",
     "OPS",
+    "RUNTIME_POLICIES",
     "PAGE",
     "SEGV_ACCERR",
     "SEGV_MAPERR",
@@ -67,16 +82,24 @@ __all__ = [
     "AddressSpace",
     "Area",
     "FaultOutcome",
+    "HaikuAreas",
     "HwPager",
     "KernelPager",
     "MapFlag",
+    "LinuxGuardRegions",
     "MmError",
     "MmFlavour",
+    "NanosGrowsdown",
     "Pager",
+    "PosixReserve",
     "Process",
     "Prot",
     "PteRights",
+    "RethinkdbCoroutines",
+    "RtStack",
+    "RuntimeStackPolicy",
     "allows",
     "costs_delta",
     "rights",
+    "stack_costs",
 ]

@@ -1,0 +1,246 @@
+"""Stack strategies of other systems, as runtime policies: how a stack is laid out in a process's
+address space, what guards it, and what that costs.
+
+A ``RuntimeStackPolicy`` is the runtime counterpart of the kernel's ``StackPolicy``: it makes and
+unmakes stacks with the address-space calls of its system (``create``/``destroy`` on an
+``AddressSpace`` of its ``flavour``), says which addresses must fault (``RtStack.guards``) and
+what it promises (``catches``: an escape of less than a page below the stack, ``"overflow"``, or
+above it, ``"underflow"``, faults). ``stack_costs`` measures a policy, as data.
+
+==========================  ========  ======================================================
+``haiku-areas``             Haiku     the Haiku forum's program: a ``PROT_NONE`` reservation,
+                                      the usable part mapped over it ``MAP_FIXED``: three areas
+                                      (guard, stack, guard)
+``posix-reserve``           Haiku     one reservation, the usable part ``mprotect``-ed RW: one
+                                      area, the guards non-present pages inside it (per-page
+                                      protections, as Zephyr's guards are PTEs)
+``linux-guard-regions``     Linux     one RW mapping, ``MADV_GUARD_INSTALL`` at each end (Linux
+                                      6.13): one VMA, the guards PTE markers
+``nanos-growsdown``         nanos     a ``MAP_GROWSDOWN`` mapping of one page that grows on
+                                      touch up to RLIMIT_STACK, with the 256-page guard gap to
+                                      the next lower mapping (nanos ``mmap_growsdown_test``)
+``rethinkdb-coroutines``    Linux     RethinkDB's coroutine stacks: the lowest page of each
+                                      ``PROT_NONE`` (two VMAs per stack), nothing above
+==========================  ========  ======================================================
+
+Deliberately broken variants (each a constructor argument) let the property tests show that the
+checks catch them: ``HaikuAreas(guard_present=True)`` leaves the lower guard mapped RW,
+``NanosGrowsdown(gap_pages=1)`` runs the flavour with a one-page gap.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+
+from mmusim.hw import MODE_IA32E, PhysMem, Tlb
+from mmusim.runtime.areas import AddressSpace, costs_delta
+from mmusim.runtime.defs import (
+    HAIKU,
+    LINUX,
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_GROWSDOWN,
+    MAP_NORESERVE,
+    MAP_PRIVATE,
+    NANOS,
+    PAGE,
+    MmFlavour,
+    Prot,
+)
+from mmusim.runtime.pager import HwPager
+
+__all__ = [
+    "RUNTIME_POLICIES",
+    "HaikuAreas",
+    "LinuxGuardRegions",
+    "NanosGrowsdown",
+    "PosixReserve",
+    "RethinkdbCoroutines",
+    "RtStack",
+    "RuntimeStackPolicy",
+    "stack_costs",
+]
+
+RW = Prot.READ | Prot.WRITE
+ANON = MAP_PRIVATE | MAP_ANONYMOUS
+
+
+@attrs.define
+class RtStack:
+    """A stack a runtime policy made: usable ``[lo, hi)`` (the stack pointer starts at ``hi``),
+    the ranges that must fault (``guards``), and what ``destroy`` unmaps (``[start, end)``)."""
+
+    name: str
+    lo: int
+    hi: int
+    guards: tuple[tuple[int, int], ...]
+    start: int
+    end: int
+
+    def guard_of(self, addr: int) -> bool:
+        return any(lo <= addr < hi for lo, hi in self.guards)
+
+
+class RuntimeStackPolicy:
+    """Base class of the runtime's stack policies (module docstring)."""
+
+    name: ClassVar[str] = "custom"
+    flavour: ClassVar[MmFlavour] = LINUX
+    catches: ClassVar[frozenset[str]] = frozenset({"overflow", "underflow"})
+
+    def space_flavour(self) -> MmFlavour:
+        """The flavour the policy's address space runs (a broken variant may change it)."""
+        return self.flavour
+
+    def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
+        raise NotImplementedError(f"{type(self).__name__}.create")
+
+    def destroy(self, space: AddressSpace, s: RtStack) -> None:
+        space.munmap(s.start, s.end - s.start)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _size(size: int) -> int:
+    if size <= 0:
+        raise ValueError(f"stack size {size} must be positive")
+    return -(-size // PAGE) * PAGE
+
+
+@attrs.define
+class HaikuAreas(RuntimeStackPolicy):
+    """The Haiku forum's program (reserve 16 MiB ``PROT_NONE``, map all but the first and last
+    page RW): ``list_area`` shows three areas, "probably bad because a lot of coroutines can be
+    created". ``guard_present``: broken, the lower guard mapped RW too."""
+
+    name: ClassVar[str] = "haiku-areas"
+    flavour: ClassVar[MmFlavour] = HAIKU
+    guard_present: bool = False
+
+    def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
+        size = _size(size)
+        base = space.mmap(size + 2 * PAGE, Prot.NONE, ANON | MAP_NORESERVE, name=f"{name}:reserve")
+        lo = base if self.guard_present else base + PAGE
+        space.mmap(base + PAGE + size - lo, RW, ANON | MAP_FIXED, lo, name)
+        guards: tuple[tuple[int, int], ...] = ((base + PAGE + size, base + 2 * PAGE + size),)
+        if not self.guard_present:
+            guards = ((base, base + PAGE), *guards)
+        return RtStack(name, base + PAGE, base + PAGE + size, guards, base, base + size + 2 * PAGE)
+
+
+@attrs.define
+class PosixReserve(RuntimeStackPolicy):
+    """One reservation, the usable part ``mprotect``-ed RW, the guards the non-present pages at
+    each end of the same area (Haiku keeps per-page protections instead of splitting)."""
+
+    name: ClassVar[str] = "posix-reserve"
+    flavour: ClassVar[MmFlavour] = HAIKU
+
+    def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
+        size = _size(size)
+        base = space.mmap(size + 2 * PAGE, Prot.NONE, ANON | MAP_NORESERVE, name=name)
+        space.mprotect(base + PAGE, size, RW)
+        guards = ((base, base + PAGE), (base + PAGE + size, base + 2 * PAGE + size))
+        return RtStack(name, base + PAGE, base + PAGE + size, guards, base, base + size + 2 * PAGE)
+
+
+@attrs.define
+class LinuxGuardRegions(RuntimeStackPolicy):
+    """One RW mapping with ``MADV_GUARD_INSTALL`` on its first and last page (Linux 6.13): no VMA
+    split, the guards are PTE markers."""
+
+    name: ClassVar[str] = "linux-guard-regions"
+    flavour: ClassVar[MmFlavour] = LINUX
+
+    def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
+        size = _size(size)
+        base = space.mmap(size + 2 * PAGE, RW, ANON, name=name)
+        space.madvise_guard_install(base, PAGE)
+        space.madvise_guard_install(base + PAGE + size, PAGE)
+        guards = ((base, base + PAGE), (base + PAGE + size, base + 2 * PAGE + size))
+        return RtStack(name, base + PAGE, base + PAGE + size, guards, base, base + size + 2 * PAGE)
+
+
+@attrs.define
+class NanosGrowsdown(RuntimeStackPolicy):
+    """nanos' ``mmap_growsdown_test``: map the gap plus the stack, keep only the top page mapped
+    ``MAP_GROWSDOWN``; the stack grows on touch up to RLIMIT_STACK, and the gap below it is kept
+    free (``PROCESS_STACK_GUARD_GAP``, 256 pages). ``gap_pages``: the flavour's gap (broken: 1).
+    The stack's usable extent is its size; what guards it is the gap below."""
+
+    name: ClassVar[str] = "nanos-growsdown"
+    flavour: ClassVar[MmFlavour] = NANOS
+    catches: ClassVar[frozenset[str]] = frozenset({"overflow"})
+    gap_pages: int = NANOS.stack_guard_gap // PAGE
+
+    def space_flavour(self) -> MmFlavour:
+        return attrs.evolve(NANOS, stack_guard_gap=self.gap_pages * PAGE)
+
+    def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
+        size = _size(size)
+        gap = space.flavour.stack_guard_gap
+        whole = space.mmap(gap + size, RW, ANON, name=name)
+        top = whole + gap + size
+        space.munmap(whole, gap + size - PAGE)
+        space.mmap(PAGE, RW, ANON | MAP_GROWSDOWN | MAP_FIXED, top - PAGE, name)
+        lo = top - size
+        return RtStack(name, lo, top, ((lo - gap, lo),) if gap else (), top - PAGE, top)
+
+    def destroy(self, space: AddressSpace, s: RtStack) -> None:
+        area = space.find(s.hi - PAGE)
+        assert area is not None
+        space.munmap(area.start, s.hi - area.start)
+
+
+@attrs.define
+class RethinkdbCoroutines(RuntimeStackPolicy):
+    """RethinkDB's ``artificial_stack_t`` with ``enable_overflow_protection``: the lowest page of
+    the allocation ``PROT_NONE`` (``checked_mprotect_page``), so a protected stack costs two
+    VMAs; nothing above it (``catches`` overflow only)."""
+
+    name: ClassVar[str] = "rethinkdb-coroutines"
+    flavour: ClassVar[MmFlavour] = LINUX
+    catches: ClassVar[frozenset[str]] = frozenset({"overflow"})
+
+    def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
+        size = _size(size)
+        base = space.mmap(size, RW, ANON, name=name)
+        space.mprotect(base, PAGE, Prot.NONE)
+        return RtStack(name, base + PAGE, base + size, ((base, base + PAGE),), base, base + size)
+
+
+RUNTIME_POLICIES: dict[str, type[RuntimeStackPolicy]] = {
+    p.name: p for p in (HaikuAreas, PosixReserve, LinuxGuardRegions, NanosGrowsdown,
+                        RethinkdbCoroutines)
+}  # fmt: skip
+
+
+def stack_costs(
+    policy: RuntimeStackPolicy, size: int = 64 * 1024, *, live: int = 0
+) -> dict[str, dict[str, int]]:
+    """What one stack of ``size`` bytes costs under ``policy``, as data: ``{"create": {...},
+    "destroy": {...}, "held": {...}}`` -- each the ``AddressSpace.costs`` keys (areas, virtual
+    pages, committed pages, frames, page-table pages, PTE writes, shootdowns), measured on a
+    bare machine (``HwPager``, two CPUs' TLBs) with ``live`` other stacks of the policy in place.
+    ``held`` is what the live stack holds once created and its top page touched."""
+    mem = PhysMem()
+    pager = HwPager(mem, MODE_IA32E, tlbs=[Tlb(), Tlb()])
+    space = AddressSpace(pager, 0x4000_0000, 0x7F00_0000_0000, flavour=policy.space_flavour(),
+                         rlimit_stack=max(size, PAGE))  # fmt: skip
+    for i in range(live):
+        policy.create(space, f"live{i}", size)
+    before = space.costs()
+    s = policy.create(space, "measured", size)
+    outcome = space.fault(s.hi - 8, write=True)  # the first push
+    assert outcome.resolved, outcome
+    made = space.costs()
+    policy.destroy(space, s)
+    gone = space.costs()
+    return {
+        "create": costs_delta(before, made),
+        "held": {k: made[k] - before[k] for k in ("areas", "virtual_pages", "committed_pages")},
+        "destroy": costs_delta(made, gone),
+    }
