@@ -10,7 +10,7 @@ import pytest
 
 from helpers import X86_64_SMP, boot_kernel
 from mmusim.kernel import K_FOREVER, Kernel, Op, StackObject
-from mmusim.runtime import HAIKU, LINUX, NANOS, PAGE, MmFlavour
+from mmusim.runtime import HAIKU, LINUX, NANOS, PAGE, MmFlavour, Prot
 from mmusim.runtime.process import MINSIGSTKSZ, USER_HI, Process
 
 STACK = StackObject("stack", 4096, True)
@@ -178,3 +178,22 @@ def test_every_flavour_commits_on_touch(flavour: MmFlavour) -> None:
     )
     k, p = run(main, flavour)
     assert k.faults == [] and p.space.costs()["committed_pages"] == 2
+
+
+def test_the_process_invariants_run_with_the_kernels() -> None:
+    from mmusim.kernel import check_all
+
+    main = (
+        op("mmap", name="s", bytes=4 * PAGE, prot=("read", "write")),
+        op("on_stack", (Op("push", n=8),), mapping="s"),
+    )
+    k, p = run(main)
+    assert check_all(k) == []
+    page = fact(k, "s") + 3 * PAGE  # committed by the push: now its PTE goes behind its back
+    k.pt.unmap(page)
+    for c in k.cpus:
+        c.hw.tlb.invlpg(page)  # (else the kernel's own "tlb" check sees it first)
+    assert check_all(k) == []  # checked again only when the address space changes (for speed)
+    p.space.mmap(PAGE, Prot.READ)  # any change
+    problems = check_all(k)
+    assert problems and problems[0].startswith("runtime: PTE of "), problems

@@ -172,6 +172,9 @@ class Engine:
     mem_page_fault: MemPageFault | None
     # Op kinds added by a layer above the kernel (mmusim.runtime): kind -> routine(k, t, op).
     extension_ops: dict[str, ExtensionOp]
+    # Invariants of such a layer, run by invariants.check_all after the kernel's own: each
+    # returns its violations as "name: what" lines.
+    extension_checks: list[Callable[[Kernel], list[str]]]
 
     def __init__(
         self,
@@ -233,6 +236,7 @@ class Engine:
         self.md = None
         self.mem_page_fault = None
         self.extension_ops = {}
+        self.extension_checks = []
 
     # -- the CPU a routine runs on -------------------------------------------------------
 

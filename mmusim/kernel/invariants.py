@@ -508,7 +508,7 @@ CHECKS: tuple[Callable[[Kernel], list[str]], ...] = (
 INVARIANT_NAMES: tuple[str, ...] = (
     "geometry", "guards", "regions", "policy-guards", "escape", "tlb", "alias", "vm", "cleanup",
     "slot-lock", "slot-lost", "self-unmap", "stale-tlb", "space", "locks", "user", "frames",
-    "misattributed-fault", "domains", "cr3", "leak",
+    "misattributed-fault", "domains", "cr3", "leak", "runtime",
 )  # fmt: skip
 """The names the checks' messages start with (``name: ...``): what ``mmusim explore --ignore``
 takes."""
@@ -528,6 +528,8 @@ def check_all(k: Kernel) -> list[str]:
         for pt in k.all_ptables():  # the checks only read: each page is walked once
             frozen.enter_context(pt.frozen())
         for check in CHECKS:
+            out.extend(check(k))
+        for check in k.extension_checks:  # a layer above the kernel (mmusim.runtime)
             out.extend(check(k))
     return out
 

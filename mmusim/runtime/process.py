@@ -174,6 +174,7 @@ class Process:
         self.coroutines: dict[str, Coroutine] = {}
         self.mappings: dict[str, tuple[int, int]] = {}  # name -> (address, length)
         self.killed: str | None = None  # why the process was killed, if it was
+        self._checked: tuple[int, int] | None = None  # check_invariants' mark of the last pass
 
     @classmethod
     def attach(
@@ -184,6 +185,7 @@ class Process:
             raise KernelAssert("Process.attach: the kernel already has a page-fault hook")
         p = cls(k, flavour, rlimit_stack)
         k.mem_page_fault = p.page_fault
+        k.extension_checks.append(p.check_invariants)
         for kind, fn in OPS.items():
             k.extension_ops[kind] = _bind(p, fn)
         return p
@@ -191,9 +193,24 @@ class Process:
     def thread(self, t: KThread) -> ThreadRt:
         return self.threads.setdefault(t.name, ThreadRt())
 
-    def _check(self) -> None:
+    def check_invariants(self, k: Kernel) -> list[str]:
+        """The process's invariants as the kernel's checks report them (``Kernel.extension_checks``):
+        ``_check`` (the address space shallow: committed pages mapped as their protection says,
+        frames conserved, areas disjoint, gaps kept), run when the address space changed since
+        the last check (a PTE write or an area more or less)."""
+        mark = (self.pager.pte_writes, len(self.space))
+        if mark == self._checked:
+            return []
+        try:
+            self._check(deep=False)
+        except AssertionError as e:
+            return [f"runtime: {e}"]
+        self._checked = mark
+        return []
+
+    def _check(self, deep: bool = True) -> None:
         """The address space's invariants, and each thread's state consistent."""
-        self.space._check()
+        self.space._check(deep)
         for name, st in self.threads.items():
             assert st.in_handler >= 0, f"{name}: negative handler depth"
             if st.altstack is not None:
