@@ -197,3 +197,14 @@ def test_the_process_invariants_run_with_the_kernels() -> None:
     p.space.mmap(PAGE, Prot.READ)  # any change
     problems = check_all(k)
     assert problems and problems[0].startswith("runtime: PTE of "), problems
+
+
+def test_the_explorers_fingerprint_sees_the_process() -> None:
+    from mmusim.explore.model import Model
+
+    def fingerprint(onstack: bool) -> bytes:
+        k, _ = run((op("sigaction", handler="h", onstack=onstack),), h=())
+        return Model.fingerprint(k)
+
+    assert fingerprint(True) == fingerprint(True)
+    assert fingerprint(True) != fingerprint(False)  # only the process's sigaction differs

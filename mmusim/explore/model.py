@@ -223,6 +223,11 @@ class Model:
                       for n, d in md.by_name.items()]  # fmt: skip
             parts += [md.lock.holder, md.current_domain.name if md.current_domain else None,
                       md.current_stack]  # fmt: skip
+        for state in k.extension_state:  # a layer above the kernel (mmusim.runtime)
+            data, gens = state(k)
+            parts.append(data)
+            for g in gens:
+                _frames(g, parts)
         h = hashlib.blake2b(repr(parts).encode(), digest_size=16)
         frames = k.mem._frames
         for pa in (f for pt in k.all_ptables() for f in pt.table_frames):

@@ -175,6 +175,9 @@ class Engine:
     # Invariants of such a layer, run by invariants.check_all after the kernel's own: each
     # returns its violations as "name: what" lines.
     extension_checks: list[Callable[[Kernel], list[str]]]
+    # The state of such a layer, for the explorer's fingerprint: each returns (plain data, the
+    # suspended generators the layer drives itself -- e.g. coroutines -- whose frames count).
+    extension_state: list[Callable[[Kernel], tuple[Any, list[Generator[Any, Any, Any]]]]]
 
     def __init__(
         self,
@@ -237,6 +240,7 @@ class Engine:
         self.mem_page_fault = None
         self.extension_ops = {}
         self.extension_checks = []
+        self.extension_state = []
 
     # -- the CPU a routine runs on -------------------------------------------------------
 

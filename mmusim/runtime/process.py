@@ -186,12 +186,29 @@ class Process:
         p = cls(k, flavour, rlimit_stack)
         k.mem_page_fault = p.page_fault
         k.extension_checks.append(p.check_invariants)
+        k.extension_state.append(p.state)
         for kind, fn in OPS.items():
             k.extension_ops[kind] = _bind(p, fn)
         return p
 
     def thread(self, t: KThread) -> ThreadRt:
         return self.threads.setdefault(t.name, ThreadRt())
+
+    def state(self, k: Kernel) -> tuple[Any, list[Generator[Any, Any, Any]]]:
+        """What the explorer must tell apart (``Kernel.extension_state``): the areas with their
+        committed pages, the signal actions, each thread's alternate stack, handler depth,
+        sigsetjmp buffers and coroutine, the coroutines (and their suspended routines)."""
+        areas = tuple((a.start, a.end, int(a.prot), a.growsdown, tuple(a.committed),
+                       tuple(a.guards), tuple(sorted(a.page_prot.items()))) for a in self.space)  # fmt: skip
+        threads = tuple(
+            (name, (st.altstack.sp, st.altstack.size) if st.altstack else None, st.in_handler,
+             tuple(j.sp for j in st.jmpbufs), st.coroutine.name if st.coroutine else None)
+            for name, st in sorted(self.threads.items())
+        )  # fmt: skip
+        coros = tuple((c.name, c.sp, c.done) for c in self.coroutines.values())
+        data = (areas, tuple(sorted((n, a.handler, a.flags) for n, a in self.sigactions.items())),
+                threads, coros, tuple(sorted(self.mappings.items())), self.killed)  # fmt: skip
+        return data, [c.gen for c in self.coroutines.values() if c.gen is not None]
 
     def check_invariants(self, k: Kernel) -> list[str]:
         """The process's invariants as the kernel's checks report them (``Kernel.extension_checks``):
