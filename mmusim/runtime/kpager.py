@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from mmusim.hw import PteFlags
 from mmusim.runtime.defs import PAGE, MmError
-from mmusim.runtime.pager import PteRights
+from mmusim.runtime.pager import PteRights, leaf_rights
 
 if TYPE_CHECKING:
     from mmusim.kernel import Kernel
@@ -103,15 +103,7 @@ class KernelPager:
         self._pending.clear()
 
     def lookup(self, va: int) -> PteRights | None:
-        found = self.k.pt.lookup(va)
-        if found is None:
-            return None
-        e = found[2]
-        return PteRights(
-            writable=bool(e & PteFlags.RW),
-            user=bool(e & PteFlags.US),
-            exec=not (self.nx and e & PteFlags.NX),
-        )
+        return leaf_rights(self.k.pt, va, self.nx)
 
     def resident(self, va: int) -> bool:
         return va in self._held

@@ -42,6 +42,20 @@ class PteRights:
     exec: bool
 
 
+def leaf_rights(pt: PageTables, va: int, nx: bool) -> PteRights | None:
+    """The rights of ``pt``'s present leaf for ``va`` (None if not present); without ``nx`` (no
+    XD bit in effect) every present page is executable."""
+    found = pt.lookup(va)
+    if found is None:
+        return None
+    e = found[2]
+    return PteRights(
+        writable=bool(e & PteFlags.RW),
+        user=bool(e & PteFlags.US),
+        exec=not (nx and e & PteFlags.NX),
+    )
+
+
 class Pager(Protocol):
     """What ``AddressSpace`` needs from the page tables. Counters are cumulative."""
 
@@ -199,15 +213,7 @@ class HwPager:
         self._pending.clear()
 
     def lookup(self, va: int) -> PteRights | None:
-        found = self.pt.lookup(va)
-        if found is None:
-            return None
-        e = found[2]
-        return PteRights(
-            writable=bool(e & PteFlags.RW),
-            user=bool(e & PteFlags.US),
-            exec=not (self.nxe and e & PteFlags.NX),
-        )
+        return leaf_rights(self.pt, va, self.nxe)
 
     def resident(self, va: int) -> bool:
         return va in self._held
