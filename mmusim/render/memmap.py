@@ -482,7 +482,7 @@ def render_svg(rows: list[MapRow], title: str) -> str:
         below = r.start
     longest = max([len(r.owner) for r in rows] or [0])
     width = max(_OWNER_X + longest * _CHAR_W + 10, len(title) * 9 + 20)
-    legend = _LEGEND
+    legend: tuple[tuple[str, str, str], ...] = _LEGEND
     if any(r.kind in _PROCESS_KINDS for r in rows):  # a [runtime] process's rows
         legend += _PROCESS_LEGEND
     height = y + 24 + _LEGEND_LINE * len(legend) + 8
