@@ -23,7 +23,16 @@ fact           a fact name the kernel can report -> ``Op.target``; newlabel: the
 thread, stack, a name used (checked by ``Names.resolve`` once every body is read) or defined
 body, ...      (newthread, newmapping, prefix, newdomain): see ``_NAMED``; a partition ->
                ``Op.parts``, a domain -> ``Op.domain``
+prot, mapflags an array of protection names (read, write, exec) / mmap flag names (fixed, growsdown,
+               noreserve): a runtime op's ``prot`` / ``flags``
+area,          a runtime mapping (an ``mmap``'s ``name``) / a coroutine, used or defined (newarea,
+coroutine      newcoroutine): names of their own kinds, checked by ``Names.resolve``
 =============  =================================================================================
+
+The runtime's ops (``_RUNTIME_OPS``: mmap, sigaction, coroutines ... of
+``mmusim.runtime.process.OPS``) need a ``[runtime]`` section; their keys go into ``Op.args`` as
+given (``do`` into ``Op.body``, ``on_jump`` as a tuple of ``Op``), where the process reads them,
+and the facts each records are defined for ``[expect]`` (``_RUNTIME_OP_FACTS``).
 
 Design choice: the table is data, so a new op is one line here plus its meaning in
 ``mmusim.kernel`` (``Op``'s docstring lists the kinds), and the error messages list the allowed
