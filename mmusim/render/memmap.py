@@ -43,6 +43,9 @@ import attrs
 
 from mmusim.hw import PteFlags
 from mmusim.kernel import PAGE, Kernel, KThread, Region, StackObject
+from mmusim.render.maprow import MapRow, append_row, rights_of
+from mmusim.render.procmap import process_rows
+from mmusim.runtime import USER_HI, USER_LO, Process
 
 __all__ = [
     "MapRow",
@@ -54,31 +57,11 @@ __all__ = [
     "rows_json",
 ]
 
+
 _RW = int(PteFlags.RW)
-_US = int(PteFlags.US)
-_NX = int(PteFlags.NX)
 
 # Ranks of ownership notes: where two overlap, the higher rank names the page.
 _FREE, _SECTION, _OBJECT, _PART, _REGION = range(5)
-
-
-@attrs.frozen
-class MapRow:
-    """One run of the address space: ``[start, end)``, its rights (``"r-x"``, ``"rw-"``,
-    ``"---"`` = not present; a trailing ``"u"`` = user-accessible, ``"rw-u"``), a short ``kind``
-    (guard, priv stack, reserved, stack, stack obj, image, anon, bare, mapped, allocated, free),
-    a description ``owner`` and the ``subject`` it belongs to (thread or mapping name, for colour)."""
-
-    start: int
-    end: int
-    rights: str
-    kind: str
-    owner: str
-    subject: str = ""
-
-    @property
-    def size(self) -> int:
-        return self.end - self.start
 
 
 @attrs.frozen
@@ -115,16 +98,13 @@ def memory_map(k: Kernel) -> list[MapRow]:
         inside = lo <= a < hi
         if note is None and not inside and rights == "---":
             continue  # unmapped and nobody's, outside the window: not part of the map
-        _append(rows, _row(a, b, rights, note, inside))
+        append_row(rows, _row(a, b, rights, note, inside))
     return _with_process(k, rows)
 
 
 def _with_process(k: Kernel, rows: list[MapRow]) -> list[MapRow]:
     """``rows`` with a process's user window (``[runtime]``) drawn from its areas
     (``mmusim.render.procmap``) instead of the bare page tables."""
-    from mmusim.render.procmap import process_rows  # it builds on this module's rows
-    from mmusim.runtime import USER_HI, USER_LO, Process
-
     p = Process.of(k)
     if p is None:
         return rows
@@ -144,22 +124,6 @@ def _row(a: int, b: int, rights: str, note: _Note | None, inside: bool) -> MapRo
     return MapRow(a, b, rights, note.kind, note.owner, note.subject)
 
 
-def _append(rows: list[MapRow], row: MapRow) -> None:
-    """Add ``row``, merging it into the previous one when they continue each other."""
-    if rows:
-        last = rows[-1]
-        same = (last.rights, last.kind, last.owner, last.subject) == (
-            row.rights,
-            row.kind,
-            row.owner,
-            row.subject,
-        )
-        if same and last.end == row.start:
-            rows[-1] = attrs.evolve(last, end=row.end)
-            return
-    rows.append(row)
-
-
 def _top_note(notes: list[_Note], a: int, b: int) -> _Note | None:
     best: _Note | None = None
     for n in notes:
@@ -169,12 +133,6 @@ def _top_note(notes: list[_Note], a: int, b: int) -> _Note | None:
 
 
 # -- rights, from the page tables ----------------------------------------------------------------
-
-
-def rights_of(entry: int) -> str:
-    """``"rw-"`` etc. of a present leaf entry, with ``"u"`` appended when U/S is set."""
-    r = "r" + ("w" if entry & _RW else "-") + ("-" if entry & _NX else "x")
-    return r + ("u" if entry & _US else "")
 
 
 def _rights_runs(k: Kernel) -> list[tuple[int, int, str]]:

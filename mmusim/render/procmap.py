@@ -26,7 +26,7 @@ The subject (the SVG's colour) is the area's name, or the coroutine's.
 from __future__ import annotations
 
 from mmusim.kernel import PAGE, Kernel
-from mmusim.render.memmap import MapRow, _append, rights_of
+from mmusim.render.maprow import MapRow, append_row, rights_of
 from mmusim.runtime import Area, Process, Prot
 
 __all__ = ["process_rows"]
@@ -41,7 +41,7 @@ def process_rows(k: Kernel, p: Process) -> list[MapRow]:
     for area in areas:
         rows.extend(_below(p, prev, area))
         for a, b in _runs(area):
-            _append(rows, _area_row(k, p, area, a, b))
+            append_row(rows, _area_row(k, p, area, a, b))
         prev = area
     return rows
 
