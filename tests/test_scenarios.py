@@ -17,7 +17,9 @@ import pytest
 
 from mmusim.cli import main
 from mmusim.cli.run import run_paths
+from mmusim.explore.model import Model
 from mmusim.render.verdicts import render_table
+from mmusim.runtime import Process
 from mmusim.scenario import (
     BUNDLED_DIR,
     Expr,
@@ -28,6 +30,7 @@ from mmusim.scenario import (
     fault_summary,
     load_scenario,
     run_scenario,
+    scenario_kernel,
 )
 
 BUNDLED = bundled_scenarios()
@@ -373,6 +376,137 @@ def test_bad_input_is_a_scenario_error_at_file_line(
     assert str(e).startswith(f"{path}:{line}: {key}: "), str(e)
     assert (e.path, e.line, e.key) == (str(path), line, key)
     assert message in e.message, e.message
+
+
+# A valid scenario with a process ([runtime]); the runtime error cases break one line of it.
+RT_BASE = """\
+[scenario]
+name = "rt"
+board = "qemu_x86_64"
+
+[runtime]
+flavour = "linux"
+
+[bodies]
+h = [ { op = "classify_fault" }, { op = "siglongjmp" } ]
+quiet = [ { op = "push", bytes = 64 }, { op = "coro_yield" } ]
+main = [
+    { op = "sigaction", handler = "h", onstack = true },
+    { op = "mmap", name = "alt", bytes = 8192, prot = ["read", "write"] },
+    { op = "sigaltstack", mapping = "alt" },
+    { op = "mmap", name = "s", bytes = 16384, prot = ["read", "write"], flags = ["noreserve"] },
+    { op = "mprotect", mapping = "s", bytes = 4096, prot = [] },
+    { op = "coro_create", name = "c", mapping = "s", guard = 1, body = "quiet" },
+    { op = "coro_switch", name = "c" },
+    { op = "sigsetjmp", do = [ { op = "on_stack", mapping = "s", do = [ { op = "push", bytes = 16384 } ] } ], on_jump = [ { op = "move_sp", by = 0 } ] },
+]
+
+[expect]
+facts = [
+    { fact = "report", equals = "Segmentation fault from reading the address 0x7fffaff8." },
+    { expr = "sigsegv.si_addr == s + 4096 - 8 and areas == 3" },
+]
+threads = [ { thread = "main", exit_reason = "returned" } ]
+"""
+
+# fmt: off
+RT_BAD = [
+    # (name, old, new, line, key, message fragment)
+    ("runtime control", 'flavour = "linux"', 'flavour = "nanos"', None, None, None),
+    ("no runtime section", '[runtime]\nflavour = "linux"\n', "", 7, "bodies.h[0].op", "op 'classify_fault' needs a process: add a [runtime] section (flavour = linux, nanos, haiku)"),
+    ("unknown flavour", 'flavour = "linux"', 'flavour = "linx"', 6, "runtime.flavour", "unknown flavour 'linx' (did you mean 'linux'? allowed: linux, nanos, haiku)"),
+    ("flavour type", 'flavour = "linux"', "flavour = 1", 6, "runtime.flavour", "expected a string, got an integer (1)"),
+    ("missing flavour", 'flavour = "linux"', "rlimit_stack = 8388608", 5, "runtime", "missing key 'flavour'"),
+    ("unknown runtime key", 'flavour = "linux"', 'flavour = "linux"\nrlimit = 1', 7, "runtime.rlimit", "unknown key (did you mean 'rlimit_stack'?"),
+    ("bad rlimit", 'flavour = "linux"', 'flavour = "linux"\nrlimit_stack = 100', 7, "runtime.rlimit_stack", "100 is not a positive multiple of 4096"),
+    ("negative gap", 'flavour = "linux"', 'flavour = "linux"\nstack_guard_gap_pages = -1', 7, "runtime.stack_guard_gap_pages", "-1 is negative"),
+    ("mmap negative bytes", "bytes = 8192,", "bytes = -8192,", 13, "bodies.main[1].bytes", "-8192 is not positive (allowed: an integer > 0)"),
+    ("mmap bytes type", "bytes = 8192,", 'bytes = "8k",', 13, "bodies.main[1].bytes", "expected an integer, got a string ('8k')"),
+    ("mmap missing bytes", 'name = "alt", bytes = 8192,', 'name = "alt",', 13, "bodies.main[1]", "missing key 'bytes' (required: bytes)"),
+    ("mmap unknown key", 'name = "alt", bytes', 'name = "alt", size = 1, bytes', 13, "bodies.main[1].size", "unknown key (allowed: op, name, bytes, prot, flags, mapping, offset, addr, guard)"),
+    ("unknown prot", 'prot = ["read", "write"] },', 'prot = ["read", "wrte"] },', 13, "bodies.main[1].prot[1]", "unknown protection 'wrte' (did you mean 'write'? allowed: read, write, exec)"),
+    ("prot not an array", 'prot = ["read", "write"] },', 'prot = "rw" },', 13, "bodies.main[1].prot", "expected an array of protection names (read, write, exec; [] for none), got a string ('rw')"),
+    ("unknown flag", 'flags = ["noreserve"]', 'flags = ["grows_down"]', 15, "bodies.main[3].flags[0]", "unknown mmap flag 'grows_down' (did you mean 'growsdown'? allowed: fixed, growsdown, noreserve)"),
+    ("bad mapping name", 'name = "alt", bytes', 'name = "a b", bytes', 13, "bodies.main[1].name", "mapping name 'a b' is not an identifier"),
+    ("unknown mapping", '{ op = "sigaltstack", mapping = "alt" }', '{ op = "sigaltstack", mapping = "alts" }', 14, "bodies.main[2].mapping", "unknown mapping 'alts' (did you mean 'alt'? mmap'd in this file: alt, s; an mmap op with name = ... defines one)"),
+    ("sigaltstack missing mapping", '{ op = "sigaltstack", mapping = "alt" }', '{ op = "sigaltstack" }', 14, "bodies.main[2]", "missing key 'mapping'"),
+    ("sigaltstack bytes", '{ op = "sigaltstack", mapping = "alt" }', '{ op = "sigaltstack", mapping = "alt", bytes = 0 }', 14, "bodies.main[2].bytes", "0 is not positive"),
+    ("mprotect without place", '{ op = "mprotect", mapping = "s", bytes', '{ op = "mprotect", bytes', 16, "bodies.main[4]", "mprotect needs exactly one of addr, mapping (got none)"),
+    ("mprotect both places", '{ op = "mprotect", mapping = "s", bytes', '{ op = "mprotect", mapping = "s", addr = 4096, bytes', 16, "bodies.main[4]", "mprotect needs exactly one of addr, mapping (got addr, mapping)"),
+    ("mprotect missing prot", 'bytes = 4096, prot = [] },', "bytes = 4096 },", 16, "bodies.main[4]", "missing key 'prot'"),
+    ("offset without mapping", '"mmap", name = "alt", bytes = 8192,', '"mmap", name = "alt", offset = 4096, bytes = 8192,', 13, "bodies.main[1]", "mmap needs exactly one of addr, mapping (got none)"),
+    ("negative offset", '{ op = "mprotect", mapping = "s", bytes', '{ op = "mprotect", mapping = "s", offset = -1, bytes', 16, "bodies.main[4].offset", "-1 is negative"),
+    ("unknown handler", 'handler = "h"', 'handler = "hh"', 12, "bodies.main[0].handler", "unknown body 'hh' (did you mean 'h'?"),
+    ("onstack type", "onstack = true", 'onstack = "yes"', 12, "bodies.main[0].onstack", "expected true or false, got a string ('yes')"),
+    ("missing handler", 'handler = "h", onstack', "onstack", 12, "bodies.main[0]", "missing key 'handler'"),
+    ("coro unknown body", 'guard = 1, body = "quiet"', 'guard = 1, body = "loud"', 17, "bodies.main[5].body", "unknown body 'loud'"),
+    ("coro unknown mapping", 'name = "c", mapping = "s"', 'name = "c", mapping = "t"', 17, "bodies.main[5].mapping", "unknown mapping 't'"),
+    ("coro negative guard", "guard = 1,", "guard = -1,", 17, "bodies.main[5].guard", "-1 is negative"),
+    ("unknown coroutine", '{ op = "coro_switch", name = "c" }', '{ op = "coro_switch", name = "d" }', 18, "bodies.main[6].name", "unknown coroutine 'd' (created in this file: c; a coro_create op defines one)"),
+    ("sigsetjmp missing do", '{ op = "sigsetjmp", do = [ { op = "on_stack", mapping = "s", do = [ { op = "push", bytes = 16384 } ] } ], on_jump', '{ op = "sigsetjmp", on_jump', 19, "bodies.main[7]", "missing key 'do'"),
+    ("nested runtime op", '{ op = "push", bytes = 16384 }', '{ op = "push", bytes = 16384 }, { op = "mmap" }', 19, "bodies.main[7].do[0].do[1]", "missing key 'bytes'"),
+    ("on_jump bad op", '{ op = "move_sp", by = 0 }', '{ op = "move_sp", by = "up" }', 19, "bodies.main[7].on_jump[0].by", "expected an integer, got a string ('up')"),
+    ("on_jump not ops", 'on_jump = [ { op = "move_sp", by = 0 } ]', 'on_jump = "h"', 19, "bodies.main[7].on_jump", "expected an array of ops"),
+    ("siglongjmp key", '{ op = "siglongjmp" }', '{ op = "siglongjmp", env = 1 }', 9, "bodies.h[1].env", "unknown key (allowed: op)"),
+    ("unknown runtime fact", "and areas == 3", "and area == 3", 25, "expect.facts[1].expr", "unknown fact 'area' (did you mean 'areas'?"),
+    ("unknown sigsegv fact", '"sigsegv.si_addr == s', '"sigsegv.addr == s', 25, "expect.facts[1].expr", "unknown fact 'sigsegv.addr'"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "key", "message"),
+    [b[1:] for b in RT_BAD],
+    ids=[b[0] for b in RT_BAD],
+)
+def test_bad_runtime_input_is_a_scenario_error_at_file_line(
+    tmp_path: Path, old: str, new: str, line: int | None, key: str | None, message: str | None
+) -> None:
+    path = write(tmp_path, edit(old, new, RT_BASE))
+    if line is None:
+        assert run_scenario(path).verdict == "pass"  # the control case loads and passes
+        return
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    e = info.value
+    assert str(e).startswith(f"{path}:{line}: {key}: "), str(e)
+    assert message in e.message, e.message
+
+
+def test_runtime_base_scenario_passes_and_its_facts_are_checked(tmp_path: Path) -> None:
+    assert run_scenario(write(tmp_path, RT_BASE)).verdict == "pass"
+    r = run_scenario(write(tmp_path, edit("and areas == 3", "and areas == 4", RT_BASE)))
+    assert r.verdict == "fail" and "areas = [1, 2, 3]" in r.failures[0], r.failures
+    r = run_scenario(
+        write(
+            tmp_path, edit('exit_reason = "returned"', 'exit_reason = "killed by SIGSEGV"', RT_BASE)
+        )
+    )
+    assert r.failures == (
+        "expect.threads[0] (line 27): main exit_reason is 'returned', expected 'killed by SIGSEGV'",
+    )
+
+
+def test_a_runtime_scenario_boots_with_its_process_for_run_map_and_explore() -> None:
+    path = BUNDLED_DIR / "nanos_growsdown_gap.toml"
+    scn = load_scenario(path)
+    assert scn.runtime is not None and scn.runtime.flavour == "nanos"
+    p = Process.of(scn.boot())
+    assert p is not None and p.space.flavour.name == "nanos"
+    assert Process.of(scenario_kernel(path, None)) is not None  # mmusim map's kernel
+    assert Process.of(Model(scn).boot()) is not None  # mmusim explore's
+    assert Process.of(load_scenario(BUNDLED_DIR / "test_idle_stack.toml").boot()) is None
+
+
+def test_runtime_section_options_reach_the_process(tmp_path: Path) -> None:
+    text = edit(
+        'flavour = "linux"',
+        'flavour = "linux"\nrlimit_stack = 65536\nstack_guard_gap_pages = 1',
+        RT_BASE,
+    )
+    p = Process.of(load_scenario(write(tmp_path, text)).boot())
+    assert p is not None
+    assert p.space.rlimit_stack == 65536 and p.space.flavour.stack_guard_gap == 4096
 
 
 def test_unreadable_file_is_a_scenario_error(tmp_path: Path) -> None:

@@ -23,6 +23,9 @@ With ``THREAD_STACK_MEM_MAPPED=n`` there are no aliases: a stack lives only in `
 first page is the legacy guard, present and read-only once a thread has been created on it
 (``z_x86_set_stack_guard``).
 
+A ``[runtime]`` scenario's process adds its user window: areas with committed and reserved
+pages, guard pages, grows-down gaps, coroutine stacks (``mmusim.render.procmap``).
+
 Every row is one maximal run of pages with the same rights and the same owner. Rows are sorted,
 do not overlap and cover ``[KERNEL_VM_BASE, KERNEL_VM_BASE + KERNEL_VM_SIZE)`` exactly; anything
 mapped outside the window is listed too. Output is deterministic: the same kernel state gives the
@@ -40,6 +43,9 @@ import attrs
 
 from mmusim.hw import PteFlags
 from mmusim.kernel import PAGE, Kernel, KThread, Region, StackObject
+from mmusim.render.maprow import MapRow, append_row, rights_of
+from mmusim.render.procmap import process_rows
+from mmusim.runtime import USER_HI, USER_LO, Process
 
 __all__ = [
     "MapRow",
@@ -51,31 +57,11 @@ __all__ = [
     "rows_json",
 ]
 
+
 _RW = int(PteFlags.RW)
-_US = int(PteFlags.US)
-_NX = int(PteFlags.NX)
 
 # Ranks of ownership notes: where two overlap, the higher rank names the page.
 _FREE, _SECTION, _OBJECT, _PART, _REGION = range(5)
-
-
-@attrs.frozen
-class MapRow:
-    """One run of the address space: ``[start, end)``, its rights (``"r-x"``, ``"rw-"``,
-    ``"---"`` = not present; a trailing ``"u"`` = user-accessible, ``"rw-u"``), a short ``kind``
-    (guard, priv stack, reserved, stack, stack obj, image, anon, bare, mapped, allocated, free),
-    a description ``owner`` and the ``subject`` it belongs to (thread or mapping name, for colour)."""
-
-    start: int
-    end: int
-    rights: str
-    kind: str
-    owner: str
-    subject: str = ""
-
-    @property
-    def size(self) -> int:
-        return self.end - self.start
 
 
 @attrs.frozen
@@ -112,8 +98,18 @@ def memory_map(k: Kernel) -> list[MapRow]:
         inside = lo <= a < hi
         if note is None and not inside and rights == "---":
             continue  # unmapped and nobody's, outside the window: not part of the map
-        _append(rows, _row(a, b, rights, note, inside))
-    return rows
+        append_row(rows, _row(a, b, rights, note, inside))
+    return _with_process(k, rows)
+
+
+def _with_process(k: Kernel, rows: list[MapRow]) -> list[MapRow]:
+    """``rows`` with a process's user window (``[runtime]``) drawn from its areas
+    (``mmusim.render.procmap``) instead of the bare page tables."""
+    p = Process.of(k)
+    if p is None:
+        return rows
+    kept = [r for r in rows if not (r.start >= USER_LO and r.end <= USER_HI)]
+    return sorted([*kept, *process_rows(k, p)], key=lambda r: r.start)
 
 
 def _row(a: int, b: int, rights: str, note: _Note | None, inside: bool) -> MapRow:
@@ -128,22 +124,6 @@ def _row(a: int, b: int, rights: str, note: _Note | None, inside: bool) -> MapRo
     return MapRow(a, b, rights, note.kind, note.owner, note.subject)
 
 
-def _append(rows: list[MapRow], row: MapRow) -> None:
-    """Add ``row``, merging it into the previous one when they continue each other."""
-    if rows:
-        last = rows[-1]
-        same = (last.rights, last.kind, last.owner, last.subject) == (
-            row.rights,
-            row.kind,
-            row.owner,
-            row.subject,
-        )
-        if same and last.end == row.start:
-            rows[-1] = attrs.evolve(last, end=row.end)
-            return
-    rows.append(row)
-
-
 def _top_note(notes: list[_Note], a: int, b: int) -> _Note | None:
     best: _Note | None = None
     for n in notes:
@@ -153,12 +133,6 @@ def _top_note(notes: list[_Note], a: int, b: int) -> _Note | None:
 
 
 # -- rights, from the page tables ----------------------------------------------------------------
-
-
-def rights_of(entry: int) -> str:
-    """``"rw-"`` etc. of a present leaf entry, with ``"u"`` appended when U/S is set."""
-    r = "r" + ("w" if entry & _RW else "-") + ("-" if entry & _NX else "x")
-    return r + ("u" if entry & _US else "")
 
 
 def _rights_runs(k: Kernel) -> list[tuple[int, int, str]]:
@@ -419,6 +393,7 @@ _KIND_FILL = {
     "allocated": "#fdd0a2",
     "mapped": "#fdae6b",
     "reserved": "#d9d9d9",
+    "gap": "#fcbba1",
 }
 _SECTION_FILL = {
     "kernel image: .text": "#6baed6",
@@ -430,7 +405,7 @@ _PALETTE = (
     "#66c2a5", "#fc8d62", "#8da0cb", "#e78ac3", "#a6d854", "#ffd92f", "#e5c494",
     "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d",
 )  # fmt: skip
-_SUBJECT_OPACITY = {"stack obj": "0.35", "priv stack": "0.6", "reserved": "0.45"}
+_SUBJECT_OPACITY = {"stack obj": "0.35", "priv stack": "0.6", "reserved": "0.45", "free": "0.15"}
 
 _STYLE = (
     "text{font-family:monospace;font-size:11px;fill:#222222}"
@@ -465,7 +440,10 @@ def render_svg(rows: list[MapRow], title: str) -> str:
         below = r.start
     longest = max([len(r.owner) for r in rows] or [0])
     width = max(_OWNER_X + longest * _CHAR_W + 10, len(title) * 9 + 20)
-    height = y + 24 + _LEGEND_LINE * len(_LEGEND) + 8
+    legend: tuple[tuple[str, str, str], ...] = _LEGEND
+    if any(r.kind in _PROCESS_KINDS for r in rows):  # a [runtime] process's rows
+        legend += _PROCESS_LEGEND
+    height = y + 24 + _LEGEND_LINE * len(legend) + 8
     head = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}">',
@@ -476,7 +454,7 @@ def render_svg(rows: list[MapRow], title: str) -> str:
         f'<text x="{_ADDR_X}" y="40">high addresses at the top; not to scale: a band\'s height '
         "grows with log2 of its size</text>",
     ]
-    return "\n".join([*head, *body, *_legend(y + 24), "</svg>"]) + "\n"
+    return "\n".join([*head, *body, *_legend(y + 24, legend), "</svg>"]) + "\n"
 
 
 def _band_height(size: int) -> int:
@@ -498,6 +476,8 @@ def _fill(r: MapRow, colours: dict[str, str]) -> tuple[str, str]:
     owner (paler for an owner's .noinit object and reserved parts), the rest by kind."""
     if r.kind == "guard":
         return "url(#guard-hatch)", "1"
+    if r.kind == "gap":
+        return _KIND_FILL["gap"], "1"
     if r.kind == "image":
         return _SECTION_FILL.get(r.owner, "#9ecae1"), "1"
     if r.subject:
@@ -561,9 +541,17 @@ _LEGEND = (
 )
 
 
-def _legend(y: int) -> list[str]:
+# What a process's rows add to the picture (mmusim.render.procmap), shown when it has some.
+_PROCESS_KINDS = ("committed", "gap")
+_PROCESS_LEGEND = (
+    ("#66c2a5", "1", "a process's area: committed pages (a frame each); paler: reserved"),
+    ("#fcbba1", "1", "stack guard gap below a growsdown area: a touch is SIGSEGV"),
+)
+
+
+def _legend(y: int, items: tuple[tuple[str, str, str], ...] = _LEGEND) -> list[str]:
     out = []
-    for i, (fill, opacity, text) in enumerate(_LEGEND):
+    for i, (fill, opacity, text) in enumerate(items):
         yy = y + _LEGEND_LINE * i
         out.append(
             f'<rect x="{_BAND_X}" y="{yy}" width="24" height="12" fill="{fill}" '

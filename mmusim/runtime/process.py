@@ -191,6 +191,12 @@ class Process:
             k.extension_ops[kind] = _bind(p, fn)
         return p
 
+    @staticmethod
+    def of(k: Kernel) -> Process | None:
+        """The process attached to ``k`` (its page-fault hook's owner), or None."""
+        owner = getattr(k.mem_page_fault, "__self__", None)
+        return owner if isinstance(owner, Process) else None
+
     def thread(self, t: KThread) -> ThreadRt:
         return self.threads.setdefault(t.name, ThreadRt())
 
@@ -396,7 +402,8 @@ def _mm(p: Process, t: KThread, o: Op, call: Any) -> Routine:
     except MmError as e:
         p.k.record(f"{o.kind}.errno", e.errno)
         p.k.record("errno", e.errno)
-        return None
+        result = None
+    p.k.record("areas", len(p.space))  # how many areas (VMAs) the process has now
     return result
 
 
@@ -487,7 +494,8 @@ def op_siglongjmp(p: Process, t: KThread, o: Op) -> Routine:
 
 def op_on_stack(p: Process, t: KThread, o: Op) -> Routine:
     """Run ``do`` with the stack pointer at the top of ``mapping`` (as a thread started with
-    ``pthread_attr_setstack``), then return to the thread's own stack."""
+    ``pthread_attr_setstack``), or ``offset`` bytes into it, then return to the thread's own
+    stack."""
     name = str(o.arg("mapping"))
     if name not in p.mappings:
         raise KernelAssert(f"on_stack: no mapping named {name!r} (line {o.line})")
@@ -497,10 +505,20 @@ def op_on_stack(p: Process, t: KThread, o: Op) -> Routine:
     st = p.thread(t)
     if st.home_sp is None:
         st.home_sp = saved
-    yield Point(t.name, f"switch to stack {name} at {addr + length:#x}")
-    p.k.cpu.hw.sp = addr + length
+    sp = addr + int(o.arg("offset", length))
+    yield Point(t.name, f"switch to stack {name} at {sp:#x}")
+    p.k.cpu.hw.sp = sp
     yield from run_ops(p.k, t, o.body)
     p.k.cpu.hw.sp = saved
+
+
+def op_move_sp(p: Process, t: KThread, o: Op) -> Routine:
+    """``sub rsp, N`` / ``add rsp, N``: move the stack pointer by ``by`` bytes without touching
+    memory (a frame whose locals are not all written; a loop's pointer stepping over a buffer)."""
+    by = int(o.arg("by"))
+    hw = p.k.cpu.hw
+    yield Point(t.name, f"move the stack pointer from {hw.sp:#x} by {by}")
+    p.k.cpu.hw.sp += by
 
 
 def op_coro_create(p: Process, t: KThread, o: Op) -> Routine:
@@ -586,6 +604,7 @@ OPS: dict[str, Any] = {
     "sigsetjmp": op_sigsetjmp,
     "siglongjmp": op_siglongjmp,
     "on_stack": op_on_stack,
+    "move_sp": op_move_sp,
     "coro_create": op_coro_create,
     "coro_switch": op_coro_switch,
     "coro_yield": op_coro_yield,

@@ -5,6 +5,7 @@ A scenario is one TOML file (format: docs/scenarios.md)::
     [scenario]   name, description, zephyr_test, board, config = ["CONFIG_X=y", ...], seed, max_steps
     [stacks]     NAME = { size = 8192, user = true }       # K_THREAD_STACK_DEFINE / K_KERNEL_STACK_DEFINE
     [partitions] NAME = { stack = "buf", size = 4096, attr = "P_RW_U_RW" }   # K_MEM_PARTITION_DEFINE
+    [runtime]    flavour = "linux", rlimit_stack = 8388608, stack_guard_gap_pages = 256   # a process
     [bodies]     main = [ { op = "create", ... }, ... ]    # the main thread; other bodies by name
     [expect]     faults, facts, threads, log_contains, log_not_contains, error
 
@@ -49,6 +50,7 @@ from typing import Any
 from mmusim._text import TooLarge, not_utf8, read_text
 from mmusim.kconfig import Config, ConfigError, boards, load_config
 from mmusim.kernel import K_MEM_PARTITION_ATTRS
+from mmusim.runtime import FLAVOURS
 from mmusim.scenario.document import (
     Document,
     ScenarioError,
@@ -66,6 +68,7 @@ from mmusim.scenario.schema import (
     FactExpect,
     FaultExpect,
     PartitionSpec,
+    RuntimeSpec,
     Scenario,
     StackSpec,
     ThreadExpect,
@@ -88,6 +91,16 @@ __all__ = [
 ]
 
 _DEFAULT_MAX_STEPS = 2_000_000
+# The facts a process records when a fault becomes a SIGSEGV (mmusim.runtime.process): known to
+# [expect] in every file with [runtime]; the runtime ops add their own (ops.py).
+RUNTIME_FACTS = (
+    "killed",
+    "sigsegv.si_addr",
+    "sigsegv.si_code",
+    "sigsegv.reason",
+    "sigsegv.stack",
+    "sigsegv.handler",
+)
 _FAULT_IN = ("front_guard", "rear_guard", "stack", "stack_reserved", "legacy_guard", "other")
 _FACT_CHECKS = (
     "equals",
@@ -188,21 +201,22 @@ class _Reader:
         self.doc.keys(
             raw,
             (),
-            ("scenario", "stacks", "partitions", "bodies", "expect"),
+            ("scenario", "stacks", "partitions", "runtime", "bodies", "expect"),
             ("scenario", "bodies"),
         )
         head = self.head(raw["scenario"])
         config = self.config(head["board"], head["config_lines"])
         stacks = self.stacks(raw.get("stacks", {}))
         parts = self.partitions(raw.get("partitions", {}), {s.name for s in stacks}, config)
-        bodies = read_bodies(self.doc, self.names, raw["bodies"])
+        runtime = self.runtime(raw["runtime"]) if "runtime" in raw else None
+        bodies = read_bodies(self.doc, self.names, raw["bodies"], runtime=runtime is not None)
         ncpus = config_ncpus(config)
         self.names.resolve({s.name for s in stacks}, set(bodies), ncpus, [p.name for p in parts])
         self.check_domain_ops(config)
         expect = self.expect(raw.get("expect", {}), ncpus)
         return Scenario(
             path=self.path, **head, config=config, stacks=stacks, bodies=bodies, expect=expect,
-            partitions=parts,
+            partitions=parts, runtime=runtime,
         )  # fmt: skip
 
     def head(self, raw: Any) -> dict[str, Any]:
@@ -319,6 +333,34 @@ class _Reader:
                 raise doc.err((*p, key), "not a page-aligned address (a multiple of 4096, >= 0)")
             out.append(PartitionSpec(name, size, attr, addr, stack, offset))
         return tuple(out)
+
+    def runtime(self, raw: Any) -> RuntimeSpec:
+        """``[runtime]``: flavour, rlimit_stack, stack_guard_gap_pages (a process on the kernel).
+        The facts the process records on any fault (``killed``, ``sigsegv.*``) exist from here."""
+        doc, p = self.doc, ("runtime",)
+        tbl = doc.table(raw, p)
+        doc.keys(tbl, p, ("flavour", "rlimit_stack", "stack_guard_gap_pages"), ("flavour",))
+        flavour = doc.typed(tbl, p, "flavour", "str")
+        if flavour not in FLAVOURS:
+            raise doc.err(
+                (*p, "flavour"),
+                f"unknown flavour {flavour!r} ({hint(flavour, list(FLAVOURS))}allowed: "
+                f"{choices(FLAVOURS)})",
+            )
+        rlimit = doc.opt(tbl, p, "rlimit_stack", "int", None)
+        if rlimit is not None and (rlimit <= 0 or rlimit % 4096):
+            raise doc.err(
+                (*p, "rlimit_stack"),
+                f"{rlimit} is not a positive multiple of 4096 (RLIMIT_STACK in bytes)",
+            )
+        gap = doc.opt(tbl, p, "stack_guard_gap_pages", "int", None)
+        if gap is not None and gap < 0:
+            raise doc.err(
+                (*p, "stack_guard_gap_pages"), f"{gap} is negative (allowed: an integer >= 0)"
+            )
+        for fact in RUNTIME_FACTS:
+            self.names.define("label", fact, p)
+        return RuntimeSpec(flavour, rlimit, gap)
 
     def check_domain_ops(self, config: Config) -> None:
         """Memory-domain ops need CONFIG_USERSPACE (mem_domain.c is built only with it)."""

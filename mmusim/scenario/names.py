@@ -16,6 +16,9 @@ Facts an op may ``record`` (``check_fact``)::
     stack.NAME.FIELD      addr, obj_len, nonzero_bytes of a [stacks] object
     mapping.NAME          a k_mem_map region's address (.nonzero_bytes: its written bytes)
 
+A ``[runtime]`` process's mappings (an ``mmap``'s ``name``) and coroutines (``coro_create``) are
+names of their own kinds, ``area`` and ``coroutine``: the process keeps them, not the kernel.
+
 Design choices: names are kept in the order first defined, so the lists in messages follow the
 file; ``exhaust``'s mappings ``PREFIX0``, ``PREFIX1`` ... exist by their prefix, so a mapping name
 is known if it is defined or is a prefix plus a plain number (``m7``, not ``m07``).
@@ -65,6 +68,8 @@ class Names:
         self.labels: dict[str, KeyPath] = {}  # recorded facts, by the name they are recorded as
         self.domains: dict[str, KeyPath] = {"default": ()}  # memory domains (mem_domain_init)
         self.domain_uses: list[KeyPath] = []  # where ops name a domain (they need USERSPACE)
+        self.areas: dict[str, KeyPath] = {}  # the process's mappings (a runtime mmap's name)
+        self.coroutines: dict[str, KeyPath] = {}  # coro_create's names
 
     def define(self, kind: str, name: str, path: KeyPath) -> None:
         """The op at ``path`` defines ``name``: a thread, mapping, prefix or label."""
@@ -74,6 +79,8 @@ class Names:
             "prefix": self.prefixes,
             "label": self.labels,
             "domain": self.domains,
+            "area": self.areas,
+            "coroutine": self.coroutines,
         }[kind]
         registry.setdefault(name, path)
 
@@ -139,6 +146,20 @@ class Names:
                 raise err(
                     ref.path,
                     f"unknown mapping {ref.name!r} (mapped in this file: {self.mapping_choices()})",
+                )
+            if ref.kind == "area" and ref.name not in self.areas:
+                raise err(
+                    ref.path,
+                    f"unknown mapping {ref.name!r} ({hint(ref.name, list(self.areas))}mmap'd in "
+                    f"this file: {choices(self.areas) or 'none'}; an mmap op with name = ... "
+                    "defines one)",
+                )
+            if ref.kind == "coroutine" and ref.name not in self.coroutines:
+                raise err(
+                    ref.path,
+                    f"unknown coroutine {ref.name!r} ({hint(ref.name, list(self.coroutines))}"
+                    f"created in this file: {choices(self.coroutines) or 'none'}; a coro_create "
+                    "op defines one)",
                 )
             if ref.kind == "label":
                 self.check_label(ref.name, ref.path)

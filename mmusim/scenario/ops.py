@@ -23,7 +23,16 @@ fact           a fact name the kernel can report -> ``Op.target``; newlabel: the
 thread, stack, a name used (checked by ``Names.resolve`` once every body is read) or defined
 body, ...      (newthread, newmapping, prefix, newdomain): see ``_NAMED``; a partition ->
                ``Op.parts``, a domain -> ``Op.domain``
+prot, mapflags an array of protection names (read, write, exec) / mmap flag names (fixed, growsdown,
+               noreserve): a runtime op's ``prot`` / ``flags``
+area,          a runtime mapping (an ``mmap``'s ``name``) / a coroutine, used or defined (newarea,
+coroutine      newcoroutine): names of their own kinds, checked by ``Names.resolve``
 =============  =================================================================================
+
+The runtime's ops (``_RUNTIME_OPS``: mmap, sigaction, coroutines ... of
+``mmusim.runtime.process.OPS``) need a ``[runtime]`` section; their keys go into ``Op.args`` as
+given (``do`` into ``Op.body``, ``on_jump`` as a tuple of ``Op``), where the process reads them,
+and the facts each records are defined for ``[expect]`` (``_RUNTIME_OP_FACTS``).
 
 Design choice: the table is data, so a new op is one line here plus its meaning in
 ``mmusim.kernel`` (``Op``'s docstring lists the kinds), and the error messages list the allowed
@@ -35,11 +44,14 @@ from __future__ import annotations
 from typing import Any
 
 from mmusim.kernel import K_FOREVER, K_NO_WAIT, Op
+from mmusim.runtime import FLAVOURS
 from mmusim.scenario.document import Document, choices, describe, hint, is_kind
 from mmusim.scenario.names import Names
 from mmusim.scenario.toml_lines import KeyPath
 
-__all__ = ["OP_KINDS", "read_bodies"]
+__all__ = ["OP_KINDS", "RUNTIME_OP_KINDS", "read_bodies"]
+
+FLAVOUR_NAMES = tuple(FLAVOURS)
 
 _ACCESS = {  # write and read: a word at an address, in a mapping, or at a recorded fact's value
     "addr": ("int0", False),
@@ -90,7 +102,56 @@ _OPS: dict[str, dict[str, tuple[str, bool]]] = {
     "mem_domain_remove_partition": {"domain": ("domain", True), "partition": ("partition", True)},
     "mem_domain_add_thread": {"domain": ("domain", True), "thread": ("thread", True)},
 }
+
+# The runtime's ops (mmusim.runtime.process.OPS): they need a [runtime] section, and their keys
+# go into ``Op.args`` as they are (``do`` into ``Op.body``), where the process reads them.
+_AT = {  # where a runtime op acts: a mapping (+ offset) or an address
+    "mapping": ("area", False),
+    "offset": ("int0", False),
+    "addr": ("int0", False),
+}
+_RUNTIME_OPS: dict[str, dict[str, tuple[str, bool]]] = {
+    "mmap": {
+        "name": ("newarea", False),
+        "bytes": ("int+", True),
+        "prot": ("prot", False),
+        "flags": ("mapflags", False),
+        **_AT,
+        "guard": ("int0", False),
+    },
+    "munmap": {**_AT, "bytes": ("int+", True)},
+    "mprotect": {**_AT, "bytes": ("int+", True), "prot": ("prot", True)},
+    "madvise_guard": {**_AT, "bytes": ("int+", True), "remove": ("bool", False)},
+    "sigaction": {"handler": ("body", True), "onstack": ("bool", False)},
+    "sigaltstack": {"mapping": ("area", True), "bytes": ("int+", False)},
+    "sigsetjmp": {"do": ("ops", True), "on_jump": ("ops", False)},
+    "siglongjmp": {},
+    "move_sp": {"by": ("int", True)},
+    "on_stack": {"mapping": ("area", True), "offset": ("int0", False), "do": ("ops", True)},
+    "coro_create": {
+        "name": ("newcoroutine", True),
+        "mapping": ("area", True),
+        "guard": ("int0", False),
+        "body": ("body", True),
+    },
+    "coro_switch": {"name": ("coroutine", True)},
+    "coro_yield": {},
+    "classify_fault": {},
+}
+_OPS.update(_RUNTIME_OPS)
 OP_KINDS = tuple(sorted(_OPS))
+RUNTIME_OP_KINDS = tuple(sorted(_RUNTIME_OPS))
+_PROTS = ("read", "write", "exec")
+_MAP_FLAGS = ("fixed", "growsdown", "noreserve")
+# The facts each runtime op records (besides an mmap's name): mmusim.runtime.process.
+_RUNTIME_OP_FACTS = {
+    "mmap": ("errno", "mmap.errno", "areas"),
+    "munmap": ("errno", "munmap.errno", "areas"),
+    "mprotect": ("errno", "mprotect.errno", "areas"),
+    "madvise_guard": ("errno", "madvise_guard.errno", "areas"),
+    "sigaltstack": ("errno",),
+    "classify_fault": ("report", "report.coroutine"),
+}
 
 _WHERE = ("start", "end", "sp", "mapped", "front_guard", "rear_guard")
 
@@ -109,15 +170,22 @@ _NAMED: dict[str, tuple[str, str, str | None, str | None]] = {
     "domain": ("memory domain", "domain", "domain", None),
     "newdomain": ("memory domain", "domain", None, "domain"),
     "partition": ("partition", "parts", "partition", None),
+    "area": ("mapping", "args", "area", None),
+    "newarea": ("mapping", "args", None, "area"),
+    "coroutine": ("coroutine", "args", "coroutine", None),
+    "newcoroutine": ("coroutine", "args", None, "coroutine"),
 }
 
 
-def read_bodies(doc: Document, names: Names, raw: Any) -> dict[str, tuple[Op, ...]]:
-    """The ``[bodies]`` table: each body's ops, with the names they define and use in ``names``."""
+def read_bodies(
+    doc: Document, names: Names, raw: Any, *, runtime: bool = False
+) -> dict[str, tuple[Op, ...]]:
+    """The ``[bodies]`` table: each body's ops, with the names they define and use in ``names``.
+    ``runtime``: the file has a ``[runtime]`` section (the runtime's ops need one)."""
     tbl = doc.table(raw, ("bodies",))
     if "main" not in tbl:
         raise doc.err(("bodies",), "missing key 'main' (the main thread's body)")
-    reader = _OpReader(doc, names)
+    reader = _OpReader(doc, names, runtime)
     out = {}
     for name, ops in tbl.items():
         p: KeyPath = ("bodies", name)
@@ -127,9 +195,10 @@ def read_bodies(doc: Document, names: Names, raw: Any) -> dict[str, tuple[Op, ..
 
 
 class _OpReader:
-    def __init__(self, doc: Document, names: Names) -> None:
+    def __init__(self, doc: Document, names: Names, runtime: bool = False) -> None:
         self.doc = doc
         self.names = names
+        self.runtime = runtime
 
     def ops(self, raw: Any, path: KeyPath) -> tuple[Op, ...]:
         """An array of op tables."""
@@ -152,6 +221,8 @@ class _OpReader:
                 f"unknown op {kind!r} ({hint(text, OP_KINDS)}allowed: {choices(OP_KINDS)})",
             )
         spec = _OPS[kind]
+        if kind in _RUNTIME_OPS:
+            return self.runtime_op(kind, raw, path)
         self.doc.keys(raw, path, ("op", *spec), tuple(k for k, (_, req) in spec.items() if req))
         fields: dict[str, Any] = {"kind": kind, "line": self.doc.line(path)}
         for key, value in raw.items():
@@ -171,6 +242,74 @@ class _OpReader:
             fields.setdefault("label", fields["target"])
             self.names.define("label", fields["label"], path)
         return Op(**fields)
+
+    def runtime_op(self, kind: str, raw: dict[str, Any], path: KeyPath) -> Op:
+        """A runtime op: its keys into ``Op.args`` (``do`` into ``Op.body``), checked."""
+        err = self.doc.err
+        if not self.runtime:
+            raise err(
+                (*path, "op"),
+                f"op {kind!r} needs a process: add a [runtime] section (flavour = "
+                f"{choices(FLAVOUR_NAMES)})",
+            )
+        spec = _RUNTIME_OPS[kind]
+        self.doc.keys(raw, path, ("op", *spec), tuple(k for k, (_, req) in spec.items() if req))
+        args: dict[str, Any] = {}
+        body: tuple[Op, ...] = ()
+        for key, value in raw.items():
+            if key == "op":
+                continue
+            vkind, p = spec[key][0], (*path, key)
+            if key == "do":
+                body = self.ops(value, p)
+            elif vkind == "ops":
+                args[key] = self.ops(value, p)
+            elif vkind in ("int", "int+", "int0"):
+                args[key] = self.integer(vkind, value, p)
+            elif vkind == "bool":
+                if not is_kind("bool", value):
+                    raise err(p, f"expected true or false, got {describe(value)}")
+                args[key] = value
+            elif vkind in ("prot", "mapflags"):
+                args[key] = self.words(vkind, value, p)
+            else:
+                one: dict[str, Any] = {}
+                self.named(vkind, value, p, one)
+                (args[key],) = one.values()
+        if kind in ("munmap", "mprotect", "madvise_guard") or (kind == "mmap" and "offset" in raw):
+            given = [k for k in ("addr", "mapping") if k in raw]
+            if len(given) != 1:
+                raise err(
+                    path,
+                    f"{kind} needs exactly one of addr, mapping (got {', '.join(given) or 'none'})",
+                )
+        if kind == "mmap" and "addr" in raw and "mapping" in raw:
+            raise err(path, "mmap takes at most one of addr, mapping (where to place it)")
+        if "offset" in raw and "mapping" not in raw:
+            raise err((*path, "offset"), "an offset needs a mapping (offset into it)")
+        if kind == "mmap":
+            self.names.define("label", str(args.get("name", "mmap")), path)
+        for fact in _RUNTIME_OP_FACTS.get(kind, ()):
+            self.names.define("label", fact, path)
+        return Op(kind, body=body, args=tuple(sorted(args.items())), line=self.doc.line(path))
+
+    def words(self, vkind: str, value: Any, path: KeyPath) -> tuple[str, ...]:
+        """An array of protection (``prot``) or mmap flag (``mapflags``) names."""
+        allowed, what = (_PROTS, "protection") if vkind == "prot" else (_MAP_FLAGS, "mmap flag")
+        if not isinstance(value, list):
+            raise self.doc.err(
+                path,
+                f"expected an array of {what} names ({choices(allowed)}; [] for none), got "
+                f"{describe(value)}",
+            )
+        for i, item in enumerate(value):
+            if item not in allowed:
+                shown = item if isinstance(item, str) else ""
+                raise self.doc.err(
+                    (*path, i),
+                    f"unknown {what} {item!r} ({hint(shown, allowed)}allowed: {choices(allowed)})",
+                )
+        return tuple(value)
 
     def field(self, key: str, vkind: str, value: Any, path: KeyPath, out: dict[str, Any]) -> None:
         """Check one key's value by its value kind and put it in ``out`` (``Op``'s arguments)."""

@@ -11,6 +11,7 @@ carries the ``line`` and ``key`` it was written at, so a failed run can say wher
     Scenario        [scenario] + the Kconfig it resolves to, stacks, bodies, expect
       StackSpec     [stacks] NAME = { size, user }
       PartitionSpec [partitions] NAME = { addr | stack + offset, size, attr }
+      RuntimeSpec   [runtime] flavour, rlimit_stack, stack_guard_gap_pages: a process on the kernel
       bodies        [bodies] NAME = [ ops ]  ->  tuple of mmusim.kernel.Op (the kernel's own type)
       Expect        [expect]
         FaultExpect   faults = [ { thread, reason, cpu, vector, cr2, error_code, in } ]
@@ -31,6 +32,7 @@ import attrs
 
 from mmusim.kconfig import Config, load_config
 from mmusim.kernel import K_MEM_PARTITION_ATTRS, Kernel, KMemPartition, Op, StackObject
+from mmusim.runtime import FLAVOURS, PAGE, MmFlavour, Process
 from mmusim.scenario.expr import Expr
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "FaultExpect",
     "Scenario",
     "PartitionSpec",
+    "RuntimeSpec",
     "StackSpec",
     "ThreadExpect",
     "config_ncpus",
@@ -71,6 +74,30 @@ class PartitionSpec:
     addr: int = 0
     stack: str = ""
     offset: int = 0
+
+
+@attrs.frozen
+class RuntimeSpec:
+    """``[runtime]``: the kernel gets one process (``mmusim.runtime.Process``) of ``flavour``
+    (a key of ``mmusim.runtime.FLAVOURS``), with RLIMIT_STACK ``rlimit_stack`` (None: the
+    flavour's) and a guard gap of ``stack_guard_gap_pages`` below growsdown areas (None: the
+    flavour's)."""
+
+    flavour: str
+    rlimit_stack: int | None = None
+    stack_guard_gap_pages: int | None = None
+
+    def mm_flavour(self) -> MmFlavour:
+        """The address-space rules this section asks for."""
+        flavour = FLAVOURS[self.flavour]
+        if self.stack_guard_gap_pages is not None:
+            flavour = attrs.evolve(flavour, stack_guard_gap=self.stack_guard_gap_pages * PAGE)
+        return flavour
+
+    def attach(self, k: Kernel) -> Process:
+        """Give the booted kernel ``k`` its process (``Scenario.boot`` calls this, so ``mmusim
+        run``, ``map`` and ``explore`` all run the same process)."""
+        return Process.attach(k, flavour=self.mm_flavour(), rlimit_stack=self.rlimit_stack)
 
 
 @attrs.frozen
@@ -142,6 +169,7 @@ class Scenario:
     bodies: Mapping[str, tuple[Op, ...]] = attrs.field(repr=False)
     expect: Expect
     partitions: tuple[PartitionSpec, ...] = ()
+    runtime: RuntimeSpec | None = None
 
     @property
     def main(self) -> tuple[Op, ...]:
@@ -174,8 +202,9 @@ class Scenario:
 
     def boot(self, check: Callable[[Kernel], None] | None = None) -> Kernel:
         """A fresh kernel of this scenario, booted and not yet run; ``check(kernel)`` runs after
-        every step (e.g. ``assert_invariants``)."""
-        return Kernel(
+        every step (e.g. ``assert_invariants``). With ``[runtime]``, the kernel has its process
+        (``Process.of(k)``)."""
+        k = Kernel(
             self.config.values,
             stacks=self.stack_objects(),
             main_body=self.main,
@@ -183,3 +212,6 @@ class Scenario:
             check=check,
             partitions=self.partition_objects(),
         )
+        if self.runtime is not None:
+            self.runtime.attach(k)
+        return k
