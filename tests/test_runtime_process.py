@@ -208,3 +208,20 @@ def test_the_explorers_fingerprint_sees_the_process() -> None:
 
     assert fingerprint(True) == fingerprint(True)
     assert fingerprint(True) != fingerprint(False)  # only the process's sigaction differs
+
+
+def test_an_alternate_stack_that_is_itself_a_growsdown_mapping_works() -> None:
+    # nanos / workerd: KJ maps its 64 KiB alternate signal stack MAP_GROWSDOWN; sigaltstack on it
+    # must work, and the signal frame is written into it (its top page committed on demand).
+    main = overflow_with_handler(altstack=False)
+    main = (
+        *main[:3],
+        op("mmap", name="alt", bytes=16 * PAGE, prot=("read", "write"), flags=("growsdown",)),
+        op("sigaltstack", mapping="alt"),
+        main[3],
+    )
+    k, p = run(main, NANOS, h=HANDLER)
+    assert "killed" not in k.facts and "errno" not in k.facts
+    assert fact(k, "sigsegv.stack") == "alternate" and "after" in k.facts
+    alt = p.space.find(fact(k, "alt") + 16 * PAGE - 1)
+    assert alt is not None and alt.growsdown and len(alt.committed) == 1  # the frame's page
