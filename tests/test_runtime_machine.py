@@ -37,6 +37,16 @@ def test_a_gap_too_small_is_caught() -> None:
     machine = RuntimeMachine.configured(policy=NanosGrowsdown(gap_pages=1), signals=False)
     with pytest.raises(PromiseBroken, match="went (silently )?into 's1'|overlap"):
         machine.check(FIND)
+    # The neighbour mapping's way: a push inside the stack lands, silently, in the neighbour.
+    for gap in (256, 1):
+        state = RuntimeMachine.configured(policy=NanosGrowsdown(gap_pages=gap), signals=False)()
+        state.create(pick=0)
+        state.neighbour(pages=2)  # placed by the address space, gap pages below the stack's top
+        if gap == 256:
+            state.touch(which=0, page=3, byte=8, cpu=0)  # refused (growth stops): safe
+            continue
+        with pytest.raises(PromiseBroken, match="inside s0 at .* went silently into 'm1'"):
+            state.touch(which=0, page=3, byte=8, cpu=0)
 
 
 @pytest.mark.parametrize("name", ["posix-reserve", "rethinkdb-coroutines"])
