@@ -26,7 +26,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check mmusim tests benchmarks
 	$(BIN)/mypy mmusim
 
-# Benchmarks against volatility3 (not part of CI; see benchmarks/README.md).
+# Benchmarks against volatility3 and the host kernel (not part of CI; see benchmarks/README.md).
 bench: $(BIN)/.installed
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/bench_translate.py
@@ -34,6 +34,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_kernel_cycle.py
 	$(BIN)/python benchmarks/bench_explore.py
 	$(BIN)/python benchmarks/bench_machine.py
+	$(BIN)/python benchmarks/bench_stacks.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

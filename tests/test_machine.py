@@ -112,7 +112,9 @@ def test_plugin_kernel_fixture_and_marker(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*unknown keyword(s)*bogus*(allowed: board, config, policy)*"])
+    result.stdout.fnmatch_lines(
+        ["*unknown keyword(s)*bogus*(allowed: board, config, policy, runtime_policy*"]
+    )
 
 
 def test_kernel_rejects_a_policy_that_does_not_fit_the_config() -> None:

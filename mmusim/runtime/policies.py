@@ -89,6 +89,9 @@ class RuntimeStackPolicy:
     name: ClassVar[str] = "custom"
     flavour: ClassVar[MmFlavour] = LINUX
     catches: ClassVar[frozenset[str]] = frozenset({"overflow", "underflow"})
+    # The stack's extent is RLIMIT_STACK, one limit for the whole process (a growsdown stack):
+    # a user of the policy (the property-test machine) makes every stack that size.
+    size_from_rlimit: ClassVar[bool] = False
 
     def space_flavour(self) -> MmFlavour:
         """The flavour the policy's address space runs (a broken variant may change it)."""
@@ -174,6 +177,7 @@ class NanosGrowsdown(RuntimeStackPolicy):
     name: ClassVar[str] = "nanos-growsdown"
     flavour: ClassVar[MmFlavour] = NANOS
     catches: ClassVar[frozenset[str]] = frozenset({"overflow"})
+    size_from_rlimit: ClassVar[bool] = True
     gap_pages: int = NANOS.stack_guard_gap // PAGE
 
     def space_flavour(self) -> MmFlavour:

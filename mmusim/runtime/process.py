@@ -104,8 +104,12 @@ class AltStack:
     sp: int
     size: int
 
-    def holds(self, addr: int) -> bool:
-        return self.sp <= addr < self.sp + self.size
+    def holds(self, sp: int) -> bool:
+        """Is a thread whose stack pointer is ``sp`` on this stack? Linux ``on_sig_stack``
+        (``include/linux/sched/signal.h``, stacks growing down): ``sp > ss_sp && sp - ss_sp <=
+        ss_size`` -- the top counts (an empty alternate stack in use), the base does not (a
+        stack just below it, not yet pushed to, is not on it)."""
+        return self.sp < sp <= self.sp + self.size
 
 
 @attrs.define(eq=False)

@@ -1,13 +1,15 @@
 """``mmusim.testing``: property tests for stack-mapping policies.
 
 * ``KernelMachine`` -- a Hypothesis ``RuleBasedStateMachine`` over a booted kernel (subclass it);
+* ``RuntimeMachine`` -- one over a runtime stack policy (``mmusim.runtime.policies``) and its
+  promise (``catches``), on bare page tables and, for signals, on the kernel with a process;
 * strategies for the MMU (``page_tables``, ``accesses``) and for configurations (``configs``);
 * thread specs and body steps (``ThreadSpec``, ``Push``, ``Call``, ``Underflow``, ...) with their
   strategies (``thread_specs``, ``steps``, ``schedules``);
 * ``boot_kernel`` -- a kernel for hand-written tests;
 * the pytest plugin (``mmusim.testing.plugin``, loaded through the ``pytest11`` entry point):
-  fixtures ``kernel`` and ``machine``, the ``mmusim`` marker, Hypothesis profiles ``ci``, ``dev``
-  and ``thorough``.
+  fixtures ``kernel``, ``machine`` and ``runtime_machine``, the ``mmusim`` marker, Hypothesis
+  profiles ``ci``, ``dev`` and ``thorough``.
 
 See ``docs/property-tests.md``.
 """
@@ -23,6 +25,7 @@ from mmusim.testing.hw import (
     paging_modes,
 )
 from mmusim.testing.machine import KernelMachine, boot_kernel
+from mmusim.testing.runtime import PromiseBroken, RuntimeMachine
 from mmusim.testing.specs import (
     DEFAULT_STACK_SIZES,
     Alloca,
@@ -56,8 +59,10 @@ __all__ = [
     "MappedStacks",
     "NoProtection",
     "Pop",
+    "PromiseBroken",
     "Push",
     "Sleep",
+    "RuntimeMachine",
     "StackPolicy",
     "Step",
     "ThreadSpec",

@@ -12,6 +12,9 @@ installing mmusim is enough).
   standard error is a terminal; ``--mmusim-no-progress`` turns it off).
 * ``kernel``: a booted kernel of that configuration (``main`` serves ``Kernel.post`` calls),
   whose invariants are checked after every step.
+* ``runtime_machine``: the ``RuntimeMachine`` (``mmusim.testing.runtime``) of the marker's
+  ``runtime_policy`` (a name of ``RUNTIME_POLICIES``, a ``RuntimeStackPolicy`` class or instance;
+  default ``posix-reserve``) and ``altstack_on_new_threads`` -- ``runtime_machine.check()``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from hypothesis import HealthCheck, Phase, settings
 from mmusim._progress import StatusLine, available, isatty
 from mmusim.kernel import Kernel, assert_invariants
 from mmusim.testing.machine import Campaign, KernelMachine, boot_kernel
+from mmusim.testing.runtime import RuntimeMachine
 
 _SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 # Hypothesis's explain phase traces every line the failing examples run, which makes shrinking a
@@ -62,9 +66,13 @@ settings.register_profile(
 )
 
 MARKER = (
-    "mmusim(board='qemu_x86_64', config=(), policy=None): the kernel the `kernel` and `machine` "
-    "fixtures boot -- a board, Kconfig fragment lines, and a StackPolicy (None: Kconfig's choice)"
+    "mmusim(board='qemu_x86_64', config=(), policy=None, runtime_policy=None, "
+    "altstack_on_new_threads=True): the kernel the `kernel` and `machine` fixtures boot -- a "
+    "board, Kconfig fragment lines, and a StackPolicy (None: Kconfig's choice); the runtime stack "
+    "policy (a name or a RuntimeStackPolicy) the `runtime_machine` fixture checks"
 )
+KERNEL_KEYS = ("board", "config", "policy")
+RUNTIME_KEYS = ("runtime_policy", "altstack_on_new_threads")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -87,17 +95,22 @@ def marker_options(request: pytest.FixtureRequest) -> dict[str, Any]:
     if mark.args:
         pytest.fail(
             f"{request.node.nodeid}: @pytest.mark.mmusim takes keywords only "
-            "(board=..., config=[...], policy=...)",
+            "(board=..., config=[...], policy=..., runtime_policy=...)",
             pytrace=False,
         )
-    bad = set(mark.kwargs) - {"board", "config", "policy"}
+    bad = set(mark.kwargs) - {*KERNEL_KEYS, *RUNTIME_KEYS}
     if bad:
         pytest.fail(
             f"{request.node.nodeid}: @pytest.mark.mmusim: unknown keyword(s) {sorted(bad)} "
-            "(allowed: board, config, policy)",
+            f"(allowed: {', '.join((*KERNEL_KEYS, *RUNTIME_KEYS))})",
             pytrace=False,
         )
     return dict(mark.kwargs)
+
+
+def kernel_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The marker's keywords that configure the kernel (``board``, ``config``, ``policy``)."""
+    return {k: v for k, v in marker_options(request).items() if k in KERNEL_KEYS}
 
 
 @pytest.fixture
@@ -106,11 +119,11 @@ def machine(request: pytest.FixtureRequest) -> Iterator[type[KernelMachine]]:
     with a progress line on the terminal (``campaign_line``)."""
     line = campaign_line(request)
     if line is None:
-        yield KernelMachine.configured(**marker_options(request))
+        yield KernelMachine.configured(**kernel_options(request))
         return
     KernelMachine.progress_reporter = line.update
     try:
-        yield KernelMachine.configured(**marker_options(request))
+        yield KernelMachine.configured(**kernel_options(request))
     finally:
         KernelMachine.progress_reporter = None
         line.close()
@@ -156,10 +169,21 @@ def campaign_line(request: pytest.FixtureRequest) -> CampaignLine | None:
 @pytest.fixture
 def kernel(request: pytest.FixtureRequest) -> Kernel:
     """A booted kernel of the ``mmusim`` marker's configuration, invariants checked every step."""
-    opts = marker_options(request)
+    opts = kernel_options(request)
     return boot_kernel(
         opts.get("board", KernelMachine.board),
         tuple(opts.get("config", ())),
         opts.get("policy"),
         check=assert_invariants,
+    )
+
+
+@pytest.fixture
+def runtime_machine(request: pytest.FixtureRequest) -> type[RuntimeMachine]:
+    """The ``RuntimeMachine`` of the marker's ``runtime_policy`` and ``altstack_on_new_threads``;
+    ``runtime_machine.check()`` runs it under the active Hypothesis profile."""
+    opts = marker_options(request)
+    return RuntimeMachine.configured(
+        policy=opts.get("runtime_policy"),
+        altstack_on_new_threads=opts.get("altstack_on_new_threads"),
     )
