@@ -10,7 +10,7 @@ from hypothesis import Phase, settings
 
 import mmusim.testing as mt
 from mmusim.runtime.policies import RUNTIME_POLICIES, HaikuAreas, NanosGrowsdown
-from mmusim.runtime.process import AltStack
+from mmusim.runtime.sigstate import AltStack
 from mmusim.testing import PromiseBroken, RuntimeMachine
 
 pytest_plugins = ["pytester"]

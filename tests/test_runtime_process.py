@@ -11,7 +11,8 @@ import pytest
 from helpers import X86_64_SMP, boot_kernel
 from mmusim.kernel import K_FOREVER, Kernel, Op, StackObject
 from mmusim.runtime import HAIKU, LINUX, NANOS, PAGE, MmFlavour, Prot
-from mmusim.runtime.process import MINSIGSTKSZ, USER_HI, Process
+from mmusim.runtime.process import USER_HI, Process
+from mmusim.runtime.sigstate import MINSIGSTKSZ
 
 STACK = StackObject("stack", 4096, True)
 

@@ -19,8 +19,9 @@ Public API:
   ``posix-reserve``, ``linux-guard-regions``, ``nanos-growsdown``, ``rethinkdb-coroutines``);
   ``stack_costs(policy)`` -- what one stack costs, as data.
 
-The address-space modules (``areas``, ``defs``, ``pager``) import only ``mmusim.hw``: they run
-on bare page tables too. ``process`` and ``kpager`` tie them to the kernel.
+The address-space modules (``defs``, ``area``, ``areas``, ``pager``, ``policies``) import only
+``mmusim.hw``: they run on bare page tables too. ``process`` (with ``sigstate``, its signal and
+coroutine state, and ``ops``, its ops) and ``kpager`` tie them to the kernel.
 """
 
 from mmusim.runtime.areas import AddressSpace, Area, allows, costs_delta, rights

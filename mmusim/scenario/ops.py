@@ -30,7 +30,7 @@ coroutine      newcoroutine): names of their own kinds, checked by ``Names.resol
 =============  =================================================================================
 
 The runtime's ops (``_RUNTIME_OPS``: mmap, sigaction, coroutines ... of
-``mmusim.runtime.process.OPS``) need a ``[runtime]`` section; their keys go into ``Op.args`` as
+``mmusim.runtime.ops.OPS``) need a ``[runtime]`` section; their keys go into ``Op.args`` as
 given (``do`` into ``Op.body``, ``on_jump`` as a tuple of ``Op``), where the process reads them,
 and the facts each records are defined for ``[expect]`` (``_RUNTIME_OP_FACTS``).
 
@@ -103,7 +103,7 @@ _OPS: dict[str, dict[str, tuple[str, bool]]] = {
     "mem_domain_add_thread": {"domain": ("domain", True), "thread": ("thread", True)},
 }
 
-# The runtime's ops (mmusim.runtime.process.OPS): they need a [runtime] section, and their keys
+# The runtime's ops (mmusim.runtime.ops.OPS): they need a [runtime] section, and their keys
 # go into ``Op.args`` as they are (``do`` into ``Op.body``), where the process reads them.
 _AT = {  # where a runtime op acts: a mapping (+ offset) or an address
     "mapping": ("area", False),

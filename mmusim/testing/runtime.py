@@ -64,7 +64,8 @@ from mmusim.runtime.areas import AddressSpace
 from mmusim.runtime.defs import MAP_ANONYMOUS, MAP_PRIVATE, PAGE, SIGSEGV, FaultOutcome, Prot
 from mmusim.runtime.pager import HwPager
 from mmusim.runtime.policies import RUNTIME_POLICIES, RtStack, RuntimeStackPolicy
-from mmusim.runtime.process import MINSIGSTKSZ, Process
+from mmusim.runtime.process import Process
+from mmusim.runtime.sigstate import MINSIGSTKSZ
 from mmusim.testing.config import load_board_config
 
 __all__ = ["PromiseBroken", "RuntimeMachine", "runtime_policy"]
