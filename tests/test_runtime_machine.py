@@ -9,7 +9,15 @@ import pytest
 from hypothesis import Phase, settings
 
 import mmusim.testing as mt
-from mmusim.runtime.policies import RUNTIME_POLICIES, HaikuAreas, NanosGrowsdown
+from mmusim.runtime.policies import (
+    RUNTIME_POLICIES,
+    HaikuAreas,
+    LinuxGuardRegions,
+    NanosGrowsdown,
+    PosixReserve,
+    RethinkdbCoroutines,
+    RuntimeStackPolicy,
+)
 from mmusim.runtime.sigstate import AltStack
 from mmusim.testing import PromiseBroken, RuntimeMachine
 
@@ -28,6 +36,18 @@ def test_every_runtime_policy_keeps_its_promise(name: str) -> None:
 def test_a_guard_left_present_is_caught(signals: bool) -> None:
     machine = RuntimeMachine.configured(policy=HaikuAreas(guard_present=True), signals=signals)
     with pytest.raises(PromiseBroken, match="overflow .* went silently"):
+        machine.check(FIND)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [PosixReserve(guard_present=True), LinuxGuardRegions(guard_present=True),
+     RethinkdbCoroutines(guard_present=True)],
+    ids=repr,
+)  # fmt: skip
+def test_every_other_policys_broken_variant_is_caught(policy: RuntimeStackPolicy) -> None:
+    machine = RuntimeMachine.configured(policy=policy, signals=False)
+    with pytest.raises(PromiseBroken):
         machine.check(FIND)
 
 

@@ -11,7 +11,10 @@ from mmusim.runtime import PAGE, AddressSpace, HwPager, Prot
 from mmusim.runtime.policies import (
     RUNTIME_POLICIES,
     HaikuAreas,
+    LinuxGuardRegions,
     NanosGrowsdown,
+    PosixReserve,
+    RethinkdbCoroutines,
     RuntimeStackPolicy,
     stack_costs,
 )
@@ -50,6 +53,9 @@ def test_each_policy_keeps_its_promise(name: str) -> None:
 def test_the_broken_variants_break_the_promise() -> None:
     assert "overflow" not in escapes_caught(HaikuAreas(guard_present=True))
     assert "overflow" in escapes_caught(HaikuAreas())
+    assert "underflow" not in escapes_caught(PosixReserve(guard_present=True))
+    assert "overflow" not in escapes_caught(LinuxGuardRegions(guard_present=True))
+    assert "overflow" not in escapes_caught(RethinkdbCoroutines(guard_present=True))
 
 
 def test_a_one_page_gap_lets_the_next_mapping_into_the_stacks_room() -> None:

@@ -25,7 +25,11 @@ above it, ``"underflow"``, faults). ``stack_costs`` measures a policy, as data.
 
 Deliberately broken variants (each a constructor argument) let the property tests show that the
 checks catch them: ``HaikuAreas(guard_present=True)`` leaves the lower guard mapped RW,
-``NanosGrowsdown(gap_pages=1)`` runs the flavour with a one-page gap.
+``PosixReserve(guard_present=True)`` opens the upper guard with the stack,
+``LinuxGuardRegions(guard_present=True)`` never installs the lower marker,
+``RethinkdbCoroutines(guard_present=True)`` leaves the stack unprotected (as RethinkDB's cap on
+protected coroutines does to idle ones), ``NanosGrowsdown(gap_pages=1)`` runs the flavour with a
+one-page gap.
 """
 
 from __future__ import annotations
@@ -141,12 +145,15 @@ class PosixReserve(RuntimeStackPolicy):
 
     name: ClassVar[str] = "posix-reserve"
     flavour: ClassVar[MmFlavour] = HAIKU
+    guard_present: bool = False  # broken: the mprotect also opens the upper guard page
 
     def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
         size = _size(size)
         base = space.mmap(size + 2 * PAGE, Prot.NONE, ANON | MAP_NORESERVE, name=name)
-        space.mprotect(base + PAGE, size, RW)
-        guards = ((base, base + PAGE), (base + PAGE + size, base + 2 * PAGE + size))
+        space.mprotect(base + PAGE, size + (PAGE if self.guard_present else 0), RW)
+        guards: tuple[tuple[int, int], ...] = ((base, base + PAGE),)
+        if not self.guard_present:
+            guards = (*guards, (base + PAGE + size, base + 2 * PAGE + size))
         return RtStack(name, base + PAGE, base + PAGE + size, guards, base, base + size + 2 * PAGE)
 
 
@@ -157,13 +164,17 @@ class LinuxGuardRegions(RuntimeStackPolicy):
 
     name: ClassVar[str] = "linux-guard-regions"
     flavour: ClassVar[MmFlavour] = LINUX
+    guard_present: bool = False  # broken: the lower guard marker is never installed
 
     def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
         size = _size(size)
         base = space.mmap(size + 2 * PAGE, RW, ANON, name=name)
-        space.madvise_guard_install(base, PAGE)
+        if not self.guard_present:
+            space.madvise_guard_install(base, PAGE)
         space.madvise_guard_install(base + PAGE + size, PAGE)
-        guards = ((base, base + PAGE), (base + PAGE + size, base + 2 * PAGE + size))
+        guards: tuple[tuple[int, int], ...] = ((base + PAGE + size, base + 2 * PAGE + size),)
+        if not self.guard_present:
+            guards = ((base, base + PAGE), *guards)
         return RtStack(name, base + PAGE, base + PAGE + size, guards, base, base + size + 2 * PAGE)
 
 
@@ -208,10 +219,15 @@ class RethinkdbCoroutines(RuntimeStackPolicy):
     name: ClassVar[str] = "rethinkdb-coroutines"
     flavour: ClassVar[MmFlavour] = LINUX
     catches: ClassVar[frozenset[str]] = frozenset({"overflow"})
+    # Broken: the stack left unprotected -- what RethinkDB's MAX_PROTECTED_COROS cap does to an
+    # idle coroutine (coroutines.cc unprotects the least recently entered beyond the cap).
+    guard_present: bool = False
 
     def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
         size = _size(size)
         base = space.mmap(size, RW, ANON, name=name)
+        if self.guard_present:
+            return RtStack(name, base + PAGE, base + size, (), base, base + size)
         space.mprotect(base, PAGE, Prot.NONE)
         return RtStack(name, base + PAGE, base + size, ((base, base + PAGE),), base, base + size)
 
