@@ -328,3 +328,17 @@ def test_an_extension_op_runs_in_the_body() -> None:
     k.extension_ops["hello"] = hello
     k.run()
     assert k.facts["greeting"] == ["hi from t"]
+
+
+def test_check_guards_remembers_its_answer_only_while_the_tables_are_unchanged() -> None:
+    from mmusim.kernel.invariants import check_guards
+
+    k = boot_kernel(X86_64_SMP, spawn("t", "stack", "b"), {"b": (Op("sleep", n=K_FOREVER),)},
+                    (STACK,))  # fmt: skip
+    k.run()
+    assert check_guards(k) == [] and check_guards(k) == []  # the second from memory
+    guard = k.thread("t").stack_info.mapped.addr - PAGE
+    k.pt.map(guard, 0x1000, 0x3)  # a bug maps the front guard: the tables' bytes change
+    assert check_guards(k) == [f"guards: t: guard page {guard:#x} is present"]
+    k.pt.unmap(guard)
+    assert check_guards(k) == []

@@ -241,6 +241,8 @@ class Engine:
         self.extension_ops = {}
         self.extension_checks = []
         self.extension_state = []
+        # Invariant checks' memory of their last answer (invariants.check_guards), by check.
+        self.check_memo: dict[str, Any] = {}
 
     # -- the CPU a routine runs on -------------------------------------------------------
 
