@@ -90,3 +90,31 @@ def test_costs_are_those_of_each_systems_layout() -> None:
     assert c["create"]["guard_markers"] == 2 and c["create"]["frames"] == 1  # the touched top
     assert c["destroy"]["frames"] == -1 and c["destroy"]["shootdowns"] == 1  # two CPUs
     assert stack_costs(HaikuAreas(), SIZE, live=10)["create"]["areas"] == 3
+
+
+@pytest.mark.parametrize("cls", [HaikuAreas, PosixReserve, LinuxGuardRegions, RethinkdbCoroutines])
+def test_a_multi_page_guard_catches_a_frame_that_jumps_one_page(cls: type) -> None:
+    # An unprobed frame of two pages writes 1.5 pages below the stack: past a one-page guard --
+    # into the next stack below, or its own upper guard (a fault blamed on the wrong stack) --
+    # but inside a three-page guard, whose fault is the stack's own.
+    for pages in (1, 3):
+        policy = cls(guard_pages=pages)
+        space = space_for(policy)
+        s = policy.create(space, "s", SIZE)
+        policy.create(space, "below", SIZE)  # top-down placement: just below s
+        landing = s.lo - PAGE - PAGE // 2
+        outcome = space.fault(landing, write=True)
+        if pages == 3:
+            assert not outcome.resolved and s.guard_of(landing), (cls.__name__, outcome)
+        else:
+            assert not s.guard_of(landing), (cls.__name__, outcome)
+            area = space.find(landing)
+            assert area is not None and area.name.startswith("below"), area
+
+
+def test_policies_print_as_code_with_their_non_default_fields() -> None:
+    assert repr(HaikuAreas()) == "HaikuAreas()"
+    assert repr(HaikuAreas(guard_present=True)) == "HaikuAreas(guard_present=True)"
+    assert repr(LinuxGuardRegions(guard_pages=4)) == "LinuxGuardRegions(guard_pages=4)"
+    with pytest.raises(ValueError, match="guard_pages 0 must be at least 1"):
+        PosixReserve(guard_pages=0).create(space_for(PosixReserve()), "s", SIZE)

@@ -29,12 +29,13 @@ checks catch them: ``HaikuAreas(guard_present=True)`` leaves the lower guard map
 ``LinuxGuardRegions(guard_present=True)`` never installs the lower marker,
 ``RethinkdbCoroutines(guard_present=True)`` leaves the stack unprotected (as RethinkDB's cap on
 protected coroutines does to idle ones), ``NanosGrowsdown(gap_pages=1)`` runs the flavour with a
-one-page gap.
+one-page gap. ``guard_pages`` (default 1) sizes each guard of the four guard-page policies: a
+multi-page guard catches an unprobed frame that would jump a one-page guard.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 
@@ -71,7 +72,7 @@ RW = Prot.READ | Prot.WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
 
 
-@attrs.define
+@attrs.define(repr=False)
 class RtStack:
     """A stack a runtime policy made: usable ``[lo, hi)`` (the stack pointer starts at ``hi``),
     the ranges that must fault (``guards``), and what ``destroy`` unmaps (``[start, end)``)."""
@@ -108,7 +109,21 @@ class RuntimeStackPolicy:
         space.munmap(s.start, s.end - s.start)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        """As code that rebuilds it, with the fields that differ from their defaults only
+        (``HaikuAreas(guard_present=True)``): a counterexample prints runnable and short."""
+        args = []
+        cls: Any = type(self)
+        if attrs.has(cls):
+            for f in attrs.fields(cls):
+                value = getattr(self, f.name)
+                if value != f.default:
+                    args.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(args)})"
+
+    def _guard(self, pages: int) -> int:
+        if pages < 1:
+            raise ValueError(f"{self.name}: guard_pages {pages} must be at least 1")
+        return pages * PAGE
 
 
 def _size(size: int) -> int:
@@ -117,7 +132,7 @@ def _size(size: int) -> int:
     return -(-size // PAGE) * PAGE
 
 
-@attrs.define
+@attrs.define(repr=False)
 class HaikuAreas(RuntimeStackPolicy):
     """The Haiku forum's program (reserve 16 MiB ``PROT_NONE``, map all but the first and last
     page RW): ``list_area`` shows three areas, "probably bad because a lot of coroutines can be
@@ -126,38 +141,40 @@ class HaikuAreas(RuntimeStackPolicy):
     name: ClassVar[str] = "haiku-areas"
     flavour: ClassVar[MmFlavour] = HAIKU
     guard_present: bool = False
+    guard_pages: int = 1  # each guard's size, in pages (more: a defence against big frames)
 
     def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
-        size = _size(size)
-        base = space.mmap(size + 2 * PAGE, Prot.NONE, ANON | MAP_NORESERVE, name=f"{name}:reserve")
-        lo = base if self.guard_present else base + PAGE
-        space.mmap(base + PAGE + size - lo, RW, ANON | MAP_FIXED, lo, name)
-        guards: tuple[tuple[int, int], ...] = ((base + PAGE + size, base + 2 * PAGE + size),)
+        size, g = _size(size), self._guard(self.guard_pages)
+        base = space.mmap(size + 2 * g, Prot.NONE, ANON | MAP_NORESERVE, name=f"{name}:reserve")
+        lo = base if self.guard_present else base + g
+        space.mmap(base + g + size - lo, RW, ANON | MAP_FIXED, lo, name)
+        guards: tuple[tuple[int, int], ...] = ((base + g + size, base + 2 * g + size),)
         if not self.guard_present:
-            guards = ((base, base + PAGE), *guards)
-        return RtStack(name, base + PAGE, base + PAGE + size, guards, base, base + size + 2 * PAGE)
+            guards = ((base, base + g), *guards)
+        return RtStack(name, base + g, base + g + size, guards, base, base + size + 2 * g)
 
 
-@attrs.define
+@attrs.define(repr=False)
 class PosixReserve(RuntimeStackPolicy):
     """One reservation, the usable part ``mprotect``-ed RW, the guards the non-present pages at
     each end of the same area (Haiku keeps per-page protections instead of splitting)."""
 
     name: ClassVar[str] = "posix-reserve"
     flavour: ClassVar[MmFlavour] = HAIKU
-    guard_present: bool = False  # broken: the mprotect also opens the upper guard page
+    guard_present: bool = False  # broken: the mprotect also opens the upper guard
+    guard_pages: int = 1
 
     def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
-        size = _size(size)
-        base = space.mmap(size + 2 * PAGE, Prot.NONE, ANON | MAP_NORESERVE, name=name)
-        space.mprotect(base + PAGE, size + (PAGE if self.guard_present else 0), RW)
-        guards: tuple[tuple[int, int], ...] = ((base, base + PAGE),)
+        size, g = _size(size), self._guard(self.guard_pages)
+        base = space.mmap(size + 2 * g, Prot.NONE, ANON | MAP_NORESERVE, name=name)
+        space.mprotect(base + g, size + (g if self.guard_present else 0), RW)
+        guards: tuple[tuple[int, int], ...] = ((base, base + g),)
         if not self.guard_present:
-            guards = (*guards, (base + PAGE + size, base + 2 * PAGE + size))
-        return RtStack(name, base + PAGE, base + PAGE + size, guards, base, base + size + 2 * PAGE)
+            guards = (*guards, (base + g + size, base + 2 * g + size))
+        return RtStack(name, base + g, base + g + size, guards, base, base + size + 2 * g)
 
 
-@attrs.define
+@attrs.define(repr=False)
 class LinuxGuardRegions(RuntimeStackPolicy):
     """One RW mapping with ``MADV_GUARD_INSTALL`` on its first and last page (Linux 6.13): no VMA
     split, the guards are PTE markers."""
@@ -165,20 +182,21 @@ class LinuxGuardRegions(RuntimeStackPolicy):
     name: ClassVar[str] = "linux-guard-regions"
     flavour: ClassVar[MmFlavour] = LINUX
     guard_present: bool = False  # broken: the lower guard marker is never installed
+    guard_pages: int = 1
 
     def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
-        size = _size(size)
-        base = space.mmap(size + 2 * PAGE, RW, ANON, name=name)
+        size, g = _size(size), self._guard(self.guard_pages)
+        base = space.mmap(size + 2 * g, RW, ANON, name=name)
         if not self.guard_present:
-            space.madvise_guard_install(base, PAGE)
-        space.madvise_guard_install(base + PAGE + size, PAGE)
-        guards: tuple[tuple[int, int], ...] = ((base + PAGE + size, base + 2 * PAGE + size),)
+            space.madvise_guard_install(base, g)
+        space.madvise_guard_install(base + g + size, g)
+        guards: tuple[tuple[int, int], ...] = ((base + g + size, base + 2 * g + size),)
         if not self.guard_present:
-            guards = ((base, base + PAGE), *guards)
-        return RtStack(name, base + PAGE, base + PAGE + size, guards, base, base + size + 2 * PAGE)
+            guards = ((base, base + g), *guards)
+        return RtStack(name, base + g, base + g + size, guards, base, base + size + 2 * g)
 
 
-@attrs.define
+@attrs.define(repr=False)
 class NanosGrowsdown(RuntimeStackPolicy):
     """nanos' ``mmap_growsdown_test``: map the gap plus the stack, keep only the top page mapped
     ``MAP_GROWSDOWN``; the stack grows on touch up to RLIMIT_STACK, and the gap below it is kept
@@ -210,7 +228,7 @@ class NanosGrowsdown(RuntimeStackPolicy):
         space.munmap(area.start, s.hi - area.start)
 
 
-@attrs.define
+@attrs.define(repr=False)
 class RethinkdbCoroutines(RuntimeStackPolicy):
     """RethinkDB's ``artificial_stack_t`` with ``enable_overflow_protection``: the lowest page of
     the allocation ``PROT_NONE`` (``checked_mprotect_page``), so a protected stack costs two
@@ -222,14 +240,15 @@ class RethinkdbCoroutines(RuntimeStackPolicy):
     # Broken: the stack left unprotected -- what RethinkDB's MAX_PROTECTED_COROS cap does to an
     # idle coroutine (coroutines.cc unprotects the least recently entered beyond the cap).
     guard_present: bool = False
+    guard_pages: int = 1  # RethinkDB protects one page; more is a variant
 
     def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
-        size = _size(size)
+        size, g = _size(size), self._guard(self.guard_pages)
         base = space.mmap(size, RW, ANON, name=name)
         if self.guard_present:
-            return RtStack(name, base + PAGE, base + size, (), base, base + size)
-        space.mprotect(base, PAGE, Prot.NONE)
-        return RtStack(name, base + PAGE, base + size, ((base, base + PAGE),), base, base + size)
+            return RtStack(name, base + g, base + size, (), base, base + size)
+        space.mprotect(base, g, Prot.NONE)
+        return RtStack(name, base + g, base + size, ((base, base + g),), base, base + size)
 
 
 RUNTIME_POLICIES: dict[str, type[RuntimeStackPolicy]] = {
