@@ -24,12 +24,16 @@ BLOCKED = str(BUNDLED_DIR / "explore" / "race_abort_blocked.toml")  # a violatio
 MMUSIM = [sys.executable, "-m", "mmusim"]
 
 
-def on_terminal(argv: list[str]) -> tuple[int, str]:
-    """Run ``mmusim ARGV`` with stdout and stderr on one pseudo-terminal of 120 columns; returns
-    the exit code and everything written, carriage returns included."""
+def on_terminal(
+    argv: list[str], *, cols: int = 120, cwd: Path | None = None, timeout: float = 120
+) -> tuple[int, str]:
+    """Run ``mmusim ARGV`` (or ``python ARGV`` when it starts with ``-m``) with stdout and stderr
+    on one pseudo-terminal of ``cols`` columns; returns the exit code and everything written,
+    carriage returns included."""
+    command = [sys.executable, *argv] if argv[0] == "-m" else [*MMUSIM, *argv]
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-    p = subprocess.Popen([*MMUSIM, *argv], stdin=slave, stdout=slave, stderr=slave)
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
+    p = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, cwd=cwd)
     os.close(slave)
     chunks = []
     while True:
@@ -41,7 +45,7 @@ def on_terminal(argv: list[str]) -> tuple[int, str]:
             break
         chunks.append(data)
     os.close(master)
-    return p.wait(timeout=120), b"".join(chunks).decode()
+    return p.wait(timeout=timeout), b"".join(chunks).decode()
 
 
 def test_explore_shows_progress_on_a_terminal_then_erases_it() -> None:
@@ -133,22 +137,7 @@ def run_pytest_on_terminal(tmp_path: Path, *extra: str) -> tuple[int, str]:
     (tmp_path / "test_campaign.py").write_text(CAMPAIGN)
     argv = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
             str(tmp_path / "test_campaign.py"), *extra]  # fmt: skip
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))
-    p = subprocess.Popen([sys.executable, *argv], stdin=slave, stdout=slave, stderr=slave,
-                         cwd=tmp_path)  # fmt: skip
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    return p.wait(timeout=300), b"".join(chunks).decode()
+    return on_terminal(argv, cols=160, cwd=tmp_path, timeout=300)
 
 
 def test_a_property_campaign_shows_its_examples_on_the_terminal(tmp_path: Path) -> None:
