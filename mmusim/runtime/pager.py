@@ -99,7 +99,119 @@ class Pager(Protocol):
         """Does the page hold a frame (present, or PROT_NONE with its frame kept)?"""
 
 
-class HwPager:
+class TablePager:
+    """The part of a ``Pager`` every page-table pager shares: the frames held per page, leaf
+    entries written into each of ``_tables()`` (counted one write per table), invalidations
+    collected until ``flush_tlb`` and sent to every TLB of ``_tlbs()`` (a shootdown when there is
+    more than one). A subclass says where frames, tables and TLBs come from."""
+
+    def __init__(self, mem: PhysMem, nx: bool) -> None:
+        self.mem = mem
+        self._nx = nx
+        self._held: dict[int, int] = {}  # page -> frame, present or not
+        self._pending: set[int] = set()
+        self.pte_writes = 0
+        self.shootdowns = 0
+        self.invalidations = 0  # invlpg executed, summed over CPUs
+
+    # -- what a subclass gives ---------------------------------------------------------------
+
+    def _tables(self) -> Sequence[PageTables]:
+        """Every set of page tables a user page goes into."""
+        raise NotImplementedError
+
+    def _lookup_tables(self) -> PageTables:
+        """The tables ``lookup`` reads."""
+        raise NotImplementedError
+
+    def _tlbs(self) -> Sequence[Tlb]:
+        raise NotImplementedError
+
+    def _new_frame(self, va: int) -> int:
+        """A free frame for page ``va`` (``MmError`` ENOMEM if there is none)."""
+        raise NotImplementedError
+
+    def _free_frame(self, frame: int) -> None:
+        raise NotImplementedError
+
+    # -- the Pager protocol --------------------------------------------------------------------
+
+    @property
+    def frames(self) -> int:
+        return len(self._held)
+
+    @property
+    def nx(self) -> bool:
+        return self._nx
+
+    def _flags(self, writable: bool, user: bool, exec: bool) -> int:
+        flags = PteFlags.P
+        if writable:
+            flags |= PteFlags.RW
+        if user:
+            flags |= PteFlags.US
+        if not exec and self._nx:
+            flags |= PteFlags.NX
+        return int(flags)
+
+    def map_page(self, va: int, writable: bool, user: bool, exec: bool) -> None:
+        if va in self._held:
+            raise ValueError(f"{type(self).__name__}.map_page: {va:#x} already holds a frame")
+        frame = self._new_frame(va)
+        self.mem.zero_frame(frame // PAGE)
+        self._held[va] = frame
+        if writable or user or exec:
+            for pt in self._tables():
+                pt.map(va, frame, self._flags(writable, user, exec))
+                self.pte_writes += 1
+
+    def unmap_page(self, va: int) -> None:
+        frame = self._held.pop(va)
+        for pt in self._tables():
+            if pt.lookup(va) is not None:
+                pt.unmap(va)
+                self.pte_writes += 1
+                self._pending.add(va)
+        self._free_frame(frame)
+
+    def protect_page(self, va: int, writable: bool, user: bool, exec: bool) -> None:
+        frame = self._held[va]
+        for pt in self._tables():
+            present = pt.lookup(va) is not None
+            if not (writable or user or exec):
+                if present:
+                    pt.unmap(va)
+                    self.pte_writes += 1
+                    self._pending.add(va)
+                continue
+            flags = self._flags(writable, user, exec)
+            if present:
+                pt.set_flags(va, flags)
+                self._pending.add(va)
+            else:
+                pt.map(va, frame, flags)
+            self.pte_writes += 1
+
+    def flush_tlb(self) -> None:
+        if not self._pending:
+            return
+        tlbs = self._tlbs()
+        for tlb in tlbs:
+            for va in sorted(self._pending):
+                tlb.invlpg(va)
+                self.invalidations += 1
+        if len(tlbs) > 1:
+            self.shootdowns += 1
+        self._pending.clear()
+
+    def lookup(self, va: int) -> PteRights | None:
+        return leaf_rights(self._lookup_tables(), va, self._nx)
+
+    def resident(self, va: int) -> bool:
+        return va in self._held
+
+
+class HwPager(TablePager):
     """A ``Pager`` on ``mmusim.hw.PageTables``.
 
     Frames for pages come from ``frames`` (an iterable of page-aligned physical addresses; by
@@ -119,46 +231,32 @@ class HwPager:
         table_frames: Iterable[int] | None = None,
         nxe: bool = True,
     ) -> None:
-        self.mem = mem
-        self.nxe = nxe and mode.has_nx
+        super().__init__(mem, nxe and mode.has_nx)
+        self.nxe = self._nx
         tables = iter(table_frames) if table_frames is not None else _counter(0x10_0000)
         self.pt = PageTables(mem, mode, lambda: next(tables), nxe=self.nxe)
         self._frames = iter(frames) if frames is not None else _counter(0x100_0000)
         self._free: list[int] = []
-        self._tlbs = [t.tlb if isinstance(t, Cpu) else t for t in tlbs]
-        self._held: dict[int, int] = {}  # page -> frame, present or not
-        self._pending: set[int] = set()
-        self.pte_writes = 0
-        self.shootdowns = 0
-        self.invalidations = 0  # invlpg executed, summed over CPUs
-
-    @property
-    def frames(self) -> int:
-        return len(self._held)
+        self._tlb_list = [t.tlb if isinstance(t, Cpu) else t for t in tlbs]
 
     @property
     def table_pages(self) -> int:
         return len(self.pt.table_frames)
 
     @property
-    def nx(self) -> bool:
-        return self.nxe
-
-    @property
     def cr3(self) -> int:
         return self.pt.root
 
-    def _flags(self, writable: bool, user: bool, exec: bool) -> int:
-        flags = PteFlags.P
-        if writable:
-            flags |= PteFlags.RW
-        if user:
-            flags |= PteFlags.US
-        if not exec and self.nxe:
-            flags |= PteFlags.NX
-        return int(flags)
+    def _tables(self) -> Sequence[PageTables]:
+        return (self.pt,)
 
-    def _alloc(self, va: int) -> int:
+    def _lookup_tables(self) -> PageTables:
+        return self.pt
+
+    def _tlbs(self) -> Sequence[Tlb]:
+        return self._tlb_list
+
+    def _new_frame(self, va: int) -> int:
         if self._free:
             return heapq.heappop(self._free)
         try:
@@ -166,57 +264,8 @@ class HwPager:
         except StopIteration:
             raise MmError("ENOMEM", f"HwPager.map_page({va:#x}): ENOMEM: out of frames") from None
 
-    def map_page(self, va: int, writable: bool, user: bool, exec: bool) -> None:
-        if va in self._held:
-            raise ValueError(f"HwPager.map_page: {va:#x} already holds a frame")
-        frame = self._alloc(va)
-        self.mem.zero_frame(frame // PAGE)
-        self._held[va] = frame
-        if writable or user or exec:
-            self.pt.map(va, frame, self._flags(writable, user, exec))
-            self.pte_writes += 1
-
-    def unmap_page(self, va: int) -> None:
-        frame = self._held.pop(va)
-        if self.pt.lookup(va) is not None:
-            self.pt.unmap(va)
-            self.pte_writes += 1
-            self._pending.add(va)
+    def _free_frame(self, frame: int) -> None:
         heapq.heappush(self._free, frame)
-
-    def protect_page(self, va: int, writable: bool, user: bool, exec: bool) -> None:
-        frame = self._held[va]
-        present = self.pt.lookup(va) is not None
-        if not (writable or user or exec):
-            if present:
-                self.pt.unmap(va)
-                self.pte_writes += 1
-                self._pending.add(va)
-            return
-        flags = self._flags(writable, user, exec)
-        if present:
-            self.pt.set_flags(va, flags)
-            self._pending.add(va)
-        else:
-            self.pt.map(va, frame, flags)
-        self.pte_writes += 1
-
-    def flush_tlb(self) -> None:
-        if not self._pending:
-            return
-        for tlb in self._tlbs:
-            for va in sorted(self._pending):
-                tlb.invlpg(va)
-                self.invalidations += 1
-        if len(self._tlbs) > 1:
-            self.shootdowns += 1
-        self._pending.clear()
-
-    def lookup(self, va: int) -> PteRights | None:
-        return leaf_rights(self.pt, va, self.nxe)
-
-    def resident(self, va: int) -> bool:
-        return va in self._held
 
     def _check(self) -> None:
         """Page tables well formed; every present leaf is a page this pager holds, at its frame;
@@ -238,4 +287,4 @@ def _counter(start: int) -> Iterator[int]:
         addr += PAGE
 
 
-__all__ = ["HwPager", "Pager", "PteRights"]
+__all__ = ["HwPager", "Pager", "PteRights", "TablePager", "leaf_rights"]
