@@ -133,56 +133,65 @@ def _size(size: int) -> int:
 
 
 @attrs.define(repr=False)
-class HaikuAreas(RuntimeStackPolicy):
+class GuardPagePolicy(RuntimeStackPolicy):
+    """A policy whose guards are pages of its own layout: ``guard_pages`` sizes each guard (more
+    than one: a defence against big frames); ``guard_present`` is the broken variant, one guard
+    left usable (which one: each policy's docstring)."""
+
+    guard_present: bool = False
+    guard_pages: int = 1
+
+    def _between_guards(self, name: str, base: int, size: int, g: int, missing: str) -> RtStack:
+        """The stack ``[base + g, base + g + size)`` between a lower and an upper guard of ``g``
+        bytes, the ``missing`` one ("lower" or "upper") left out when ``guard_present``."""
+        lower, upper = (base, base + g), (base + g + size, base + 2 * g + size)
+        guards: tuple[tuple[int, int], ...] = (lower, upper)
+        if self.guard_present:
+            guards = (upper,) if missing == "lower" else (lower,)
+        return RtStack(name, base + g, base + g + size, guards, base, base + size + 2 * g)
+
+
+@attrs.define(repr=False)
+class HaikuAreas(GuardPagePolicy):
     """The Haiku forum's program (reserve 16 MiB ``PROT_NONE``, map all but the first and last
     page RW): ``list_area`` shows three areas, "probably bad because a lot of coroutines can be
     created". ``guard_present``: broken, the lower guard mapped RW too."""
 
     name: ClassVar[str] = "haiku-areas"
     flavour: ClassVar[MmFlavour] = HAIKU
-    guard_present: bool = False
-    guard_pages: int = 1  # each guard's size, in pages (more: a defence against big frames)
 
     def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
         size, g = _size(size), self._guard(self.guard_pages)
         base = space.mmap(size + 2 * g, Prot.NONE, ANON | MAP_NORESERVE, name=f"{name}:reserve")
         lo = base if self.guard_present else base + g
         space.mmap(base + g + size - lo, RW, ANON | MAP_FIXED, lo, name)
-        guards: tuple[tuple[int, int], ...] = ((base + g + size, base + 2 * g + size),)
-        if not self.guard_present:
-            guards = ((base, base + g), *guards)
-        return RtStack(name, base + g, base + g + size, guards, base, base + size + 2 * g)
+        return self._between_guards(name, base, size, g, "lower")
 
 
 @attrs.define(repr=False)
-class PosixReserve(RuntimeStackPolicy):
+class PosixReserve(GuardPagePolicy):
     """One reservation, the usable part ``mprotect``-ed RW, the guards the non-present pages at
-    each end of the same area (Haiku keeps per-page protections instead of splitting)."""
+    each end of the same area (Haiku keeps per-page protections instead of splitting).
+    ``guard_present``: broken, the mprotect also opens the upper guard."""
 
     name: ClassVar[str] = "posix-reserve"
     flavour: ClassVar[MmFlavour] = HAIKU
-    guard_present: bool = False  # broken: the mprotect also opens the upper guard
-    guard_pages: int = 1
 
     def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
         size, g = _size(size), self._guard(self.guard_pages)
         base = space.mmap(size + 2 * g, Prot.NONE, ANON | MAP_NORESERVE, name=name)
         space.mprotect(base + g, size + (g if self.guard_present else 0), RW)
-        guards: tuple[tuple[int, int], ...] = ((base, base + g),)
-        if not self.guard_present:
-            guards = (*guards, (base + g + size, base + 2 * g + size))
-        return RtStack(name, base + g, base + g + size, guards, base, base + size + 2 * g)
+        return self._between_guards(name, base, size, g, "upper")
 
 
 @attrs.define(repr=False)
-class LinuxGuardRegions(RuntimeStackPolicy):
+class LinuxGuardRegions(GuardPagePolicy):
     """One RW mapping with ``MADV_GUARD_INSTALL`` on its first and last page (Linux 6.13): no VMA
-    split, the guards are PTE markers."""
+    split, the guards are PTE markers. ``guard_present``: broken, the lower marker is never
+    installed."""
 
     name: ClassVar[str] = "linux-guard-regions"
     flavour: ClassVar[MmFlavour] = LINUX
-    guard_present: bool = False  # broken: the lower guard marker is never installed
-    guard_pages: int = 1
 
     def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
         size, g = _size(size), self._guard(self.guard_pages)
@@ -190,10 +199,7 @@ class LinuxGuardRegions(RuntimeStackPolicy):
         if not self.guard_present:
             space.madvise_guard_install(base, g)
         space.madvise_guard_install(base + g + size, g)
-        guards: tuple[tuple[int, int], ...] = ((base + g + size, base + 2 * g + size),)
-        if not self.guard_present:
-            guards = ((base, base + g), *guards)
-        return RtStack(name, base + g, base + g + size, guards, base, base + size + 2 * g)
+        return self._between_guards(name, base, size, g, "lower")
 
 
 @attrs.define(repr=False)
@@ -229,7 +235,7 @@ class NanosGrowsdown(RuntimeStackPolicy):
 
 
 @attrs.define(repr=False)
-class RethinkdbCoroutines(RuntimeStackPolicy):
+class RethinkdbCoroutines(GuardPagePolicy):
     """RethinkDB's ``artificial_stack_t`` with ``enable_overflow_protection``: the lowest page of
     the allocation ``PROT_NONE`` (``checked_mprotect_page``), so a protected stack costs two
     VMAs; nothing above it (``catches`` overflow only)."""
@@ -237,10 +243,9 @@ class RethinkdbCoroutines(RuntimeStackPolicy):
     name: ClassVar[str] = "rethinkdb-coroutines"
     flavour: ClassVar[MmFlavour] = LINUX
     catches: ClassVar[frozenset[str]] = frozenset({"overflow"})
-    # Broken: the stack left unprotected -- what RethinkDB's MAX_PROTECTED_COROS cap does to an
-    # idle coroutine (coroutines.cc unprotects the least recently entered beyond the cap).
-    guard_present: bool = False
-    guard_pages: int = 1  # RethinkDB protects one page; more is a variant
+    # guard_present: broken, the stack left unprotected -- what RethinkDB's MAX_PROTECTED_COROS
+    # cap does to an idle coroutine (coroutines.cc unprotects the least recently entered beyond
+    # the cap). RethinkDB protects one page; guard_pages > 1 is a variant.
 
     def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
         size, g = _size(size), self._guard(self.guard_pages)
