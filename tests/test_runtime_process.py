@@ -18,7 +18,7 @@ STACK = StackObject("stack", 4096, True)
 
 
 def op(kind: str, do: tuple[Op, ...] = (), **args: Any) -> Op:
-    return Op(kind, body=do, args=tuple(sorted(args.items())))
+    return Op(kind, body=do, args=args)
 
 
 def run(

@@ -16,6 +16,7 @@ Lock discipline (xv6 style, at the declaration):
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -80,6 +81,13 @@ class StackInfo:
     mapped: MappedInfo = attrs.field(factory=MappedInfo)
 
 
+def _sorted_args(
+    args: Mapping[str, Any] | Iterable[tuple[str, Any]],
+) -> tuple[tuple[str, Any], ...]:
+    """``Op.args`` as sorted (name, value) pairs, from a mapping or from pairs."""
+    return tuple(sorted(dict(args).items()))
+
+
 @attrs.frozen
 class Op:
     """One step of a thread body. ``kind`` selects the meaning of the other fields:
@@ -131,9 +139,9 @@ class Op:
     domain: str = ""  # a memory domain's name (mmusim.kernel.domain)
     parts: tuple[str, ...] = ()  # memory partitions, by name
     line: int = 0  # where the op came from (scenario file line), for messages
-    # The arguments of an op a layer above the kernel adds (Kernel.extension_ops), as sorted
-    # (name, value) pairs: hashable, like every other field.
-    args: tuple[tuple[str, Any], ...] = ()
+    # The arguments of an op a layer above the kernel adds (Kernel.extension_ops): given as a
+    # mapping (or pairs), kept as sorted (name, value) pairs -- hashable, like every other field.
+    args: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_sorted_args)
 
     def arg(self, name: str, default: Any = None) -> Any:
         """The extension op argument ``name`` (``default`` if absent)."""

@@ -291,7 +291,7 @@ class _OpReader:
             self.names.define("label", str(args.get("name", "mmap")), path)
         for fact in _RUNTIME_OP_FACTS.get(kind, ()):
             self.names.define("label", fact, path)
-        return Op(kind, body=body, args=tuple(sorted(args.items())), line=self.doc.line(path))
+        return Op(kind, body=body, args=args, line=self.doc.line(path))
 
     def words(self, vkind: str, value: Any, path: KeyPath) -> tuple[str, ...]:
         """An array of protection (``prot``) or mmap flag (``mapflags``) names."""

@@ -407,7 +407,7 @@ class RuntimeMachine(RuleBasedStateMachine):
         alt = MINSIGSTKSZ + 4096
 
         def op(kind: str, body: tuple[Op, ...] = (), **args: Any) -> Op:
-            return Op(kind, body=body, args=tuple(sorted(args.items())))
+            return Op(kind, body=body, args=args)
 
         main = (
             op("sigaction", handler="h", onstack=True),
