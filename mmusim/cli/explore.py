@@ -171,17 +171,17 @@ def _search(model: Model, args: argparse.Namespace, show: bool) -> tuple[Result,
     complete search finds a violation, the reported one is the minimal violation. ``show``: draw
     a progress line for each phase (``mmusim.cli.progress``)."""
     if args.pct:
-        with search_progress(show, "pct", total=args.runs) as line:
+        with search_progress(show, "pct", total=args.runs) as update:
             result = pct(model, depth=args.depth, runs=args.runs, seed=args.seed,
-                         on_progress=line.update if line else None)  # fmt: skip
+                         on_progress=update)  # fmt: skip
         return result, result
     bounds = {"max_preemptions": args.max_preemptions, "max_states": args.max_states}
-    with search_progress(show, "explore") as line:
-        result = explore(model, **bounds, on_progress=line.update if line else None)
+    with search_progress(show, "explore") as update:
+        result = explore(model, **bounds, on_progress=update)
     if result.violation is None:
         return result, result
-    with search_progress(show, "minimal trace") as line:
-        found = minimal(model, **bounds, on_progress=line.update if line else None)
+    with search_progress(show, "minimal trace") as update:
+        found = minimal(model, **bounds, on_progress=update)
     if found.violation is None:  # bounded by max_states: keep the one we have
         return result, result
     return result, found

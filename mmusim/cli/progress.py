@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, TextIO
 
@@ -93,14 +93,15 @@ class ExploreProgress:
 @contextmanager
 def search_progress(
     enabled: bool, phase: str, total: int | None = None
-) -> Iterator[ExploreProgress | None]:
-    """A status line for one search phase (None when not ``enabled``), erased on leaving."""
+) -> Iterator[Callable[[Any], None] | None]:
+    """A status line for one search phase, erased on leaving: yields the search's
+    ``on_progress`` callback (None when not ``enabled``)."""
     if not enabled:
         yield None
         return
     line = ExploreProgress(phase, sys.stderr, total)
     try:
-        yield line
+        yield line.update
     finally:
         line.close()
 
