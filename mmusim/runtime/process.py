@@ -202,15 +202,16 @@ class Process:
         hw = k.cpu.hw
         interrupted = hw.sp
         alt = st.altstack
-        on_alt = alt is not None and alt.holds(interrupted)
-        if sa.onstack and alt is not None and not on_alt:
+        use_alt = sa.onstack and alt is not None and not alt.holds(interrupted)
+        if use_alt:
+            assert alt is not None
             top, where = alt.sp + alt.size, "the alternate signal stack"
         else:
             top, where = interrupted - (RED_ZONE if k.word == 8 else 0), "the interrupted stack"
             if sa.onstack and alt is None:
                 where += " (SA_ONSTACK, but this thread has no alternate stack)"
         frame = ((top - SIGFRAME_BYTES) & ~0xF) - k.word  # get_sigframe: aligned, then a slot
-        k.record("sigsegv.stack", "alternate" if where == "the alternate signal stack" else "same")
+        k.record("sigsegv.stack", "alternate" if use_alt else "same")
         yield Point(t.name, f"setup_rt_frame at {frame:#x} on {where}")
         failed = self._write_frame(frame)
         if failed is not None:
