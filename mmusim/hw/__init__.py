@@ -6,7 +6,9 @@ Public API (the kernel and the tools use only these names):
 * ``PagingMode`` / ``MODES`` / ``PteFlags`` / ``PfErrorCode`` / ``Access`` -- modes as data, bits;
 * ``ControlState`` / ``translate`` -> ``Translation | PageFault | GeneralProtection`` -- the walker;
 * ``Tlb`` -- a per-CPU TLB; ``Cpu`` -- registers and memory access through TLB + walker, ``Trap``;
-* ``PageTables`` -- a page-table builder (map/unmap pages and ranges, ``_check``).
+* ``PageTables`` -- a page-table builder (map/unmap pages and ranges, ``_check``);
+* ``PROLOGUES``, ``checked_prologue_fails``, ``probe_addresses``, ``STACK_*`` -- what compilers
+  put at a function's entry to protect its stack (``mmusim.hw.prologue``).
 """
 
 from mmusim.hw.cpu import Cpu, Trap
@@ -29,6 +31,16 @@ from mmusim.hw.paging import (
     is_canonical,
 )
 from mmusim.hw.physmem import FRAME_SIZE, ImageMem, PhysMem
+from mmusim.hw.prologue import (
+    PROBE_INTERVAL,
+    PROLOGUES,
+    STACK_BIG,
+    STACK_GUARD,
+    STACK_NOSPLIT,
+    STACK_SMALL,
+    checked_prologue_fails,
+    probe_addresses,
+)
 from mmusim.hw.tlb import Tlb, TlbEntry
 from mmusim.hw.walk import (
     ControlState,
@@ -51,7 +63,13 @@ __all__ = [
     "MODE_PAE",
     "PF_ERROR_BIT_NAMES",
     "PF_VECTOR",
+    "PROBE_INTERVAL",
+    "PROLOGUES",
     "SS_VECTOR",
+    "STACK_BIG",
+    "STACK_GUARD",
+    "STACK_NOSPLIT",
+    "STACK_SMALL",
     "Access",
     "ControlState",
     "Cpu",
@@ -68,9 +86,11 @@ __all__ = [
     "TlbEntry",
     "Translation",
     "Trap",
+    "checked_prologue_fails",
     "error_code_names",
     "is_canonical",
     "load_pdptes",
+    "probe_addresses",
     "rights_allow",
     "translate",
 ]

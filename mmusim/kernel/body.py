@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from mmusim.hw import Trap
+from mmusim.hw import PROLOGUES, STACK_GUARD, Trap, checked_prologue_fails, probe_addresses
 from mmusim.kernel import abort, domain, fault, lifecycle, mm, sched
 from mmusim.kernel.engine import Region
 from mmusim.kernel.facts import fact
@@ -152,7 +152,7 @@ def _memory_access(k: Kernel, t: KThread, op: Op) -> Generator[Any, None, Trap |
             hw.pop(op.n)
             access_done(t)
         elif op.kind == "call":
-            yield from call(k, t, op.n, op.probe)
+            yield from call(k, t, op)
         elif op.kind in ("touch", "write"):
             addr = address(k, t, op)
             yield Point(
@@ -203,22 +203,57 @@ def push(k: Kernel, t: KThread, n: int) -> Routine:
         left -= chunk
 
 
-def call(k: Kernel, t: KThread, frame: int, probe: bool) -> Routine:
-    """CALL a function whose frame is ``frame`` bytes: push the return address, ``sub sp, frame``
-    (probing each page on the way down with -fstack-clash-protection), write the lowest local,
-    then return."""
-    hw = k.cpu.hw
-    entry_sp = hw.sp
+def call(k: Kernel, t: KThread, op: Op) -> Routine:
+    """CALL a function (``Op`` ``call``) compiled with ``op.prologue`` (or the kernel's build
+    default): ``_call`` runs it ``op.depth`` deep."""
+    prologue = op.prologue or ("probed" if op.probe else k.prologue)
+    if prologue not in PROLOGUES:
+        raise KernelAssert(f"call: prologue {prologue!r}: allowed {', '.join(PROLOGUES)}")
+    yield from _call(k, t, op, prologue, 1)
+
+
+def _call(k: Kernel, t: KThread, op: Op, prologue: str, level: int) -> Routine:
+    """Push the return address; a checked prologue compares against the stack's guard and calls
+    ``morestack`` (the runtime's, ``Kernel.stack_runtime``; without one the check fails as a
+    fatal stack overflow); then the frame (``_frame``); then ``leave; ret`` to the stack pointer
+    the call began with -- relocated if a runtime moved the stack meanwhile."""
+    entry_sp = k.cpu.hw.sp
+    mark = len(t.stack_moves)
     yield from push(k, t, k.word)
+    sp = k.cpu.hw.sp
+    frame = op.n
+    if op.where == "bottom":  # a frame reaching op.offset bytes past the stack's bottom
+        frame = max(sp - current_stack(k, t)[0] + op.offset, 0)
+    if prologue == "checked" and needs_morestack(k, t, sp, frame):
+        yield Point(t.name, f"prologue: SP {sp:#x} less a {frame}-byte frame is at or below "
+                    "stackguard0: call morestack")  # fmt: skip
+        rt = k.stack_runtime
+        grown = rt is not None and (
+            yield from rt.morestack(k, t, frame, lambda: _frame(k, t, op, prologue, frame, level))
+        )
+        if not grown:
+            yield from fault.stack_check_fail(
+                k, t, f"a {frame}-byte frame at SP {sp:#x} fails the stack check, and nothing "
+                "can grow this stack"
+            )  # fmt: skip
+    else:
+        yield from _frame(k, t, op, prologue, frame, level)
+    k.cpu.hw.sp = relocated(t, entry_sp, mark)
+
+
+def _frame(k: Kernel, t: KThread, op: Op, prologue: str, frame: int, level: int) -> Routine:
+    """``sub sp, frame`` (probing each page on the way down when ``prologue`` is "probed":
+    -fstack-clash-protection), write the lowest local, then the function's body: the next level
+    of the recursion, or ``op.body``."""
     hw = k.cpu.hw
     top = hw.sp
-    if probe:
-        while hw.sp - PAGE > top - frame:
-            hw.sp -= PAGE
-            yield Point(t.name, f"probe {hw.sp:#x}", res=touches_pages(pages_of(hw.sp, hw.sp + 8)))
+    if prologue == "probed":
+        for probe in probe_addresses(top, frame, PAGE):
+            hw.sp = probe
+            yield Point(t.name, f"probe {probe:#x}", res=touches_pages(pages_of(probe, probe + 8)))
             hw = k.cpu.hw
-            note_escape(k, t, hw.sp, hw.sp + k.word, f"probe {hw.sp:#x}")
-            hw.write(hw.sp, bytes(k.word))
+            note_escape(k, t, probe, probe + k.word, f"probe {probe:#x}")
+            hw.write(probe, bytes(k.word))
             access_done(t)
     hw.sp = top - frame
     yield Point(
@@ -230,7 +265,40 @@ def call(k: Kernel, t: KThread, frame: int, probe: bool) -> Routine:
     note_escape(k, t, hw.sp, hw.sp + k.word, f"write the lowest local at {hw.sp:#x}")
     hw.write(hw.sp, bytes([FILL]) * k.word)
     access_done(t)
-    hw.sp = entry_sp  # leave; ret
+    if level < op.depth:
+        yield from _call(k, t, op, prologue, level + 1)
+    else:
+        yield from run_ops(k, t, op.body)
+
+
+def current_stack(k: Kernel, t: KThread) -> tuple[int, int]:
+    """``[lo, hi)`` of the stack ``t`` runs on: the runtime's (a coroutine's, a goroutine's, a
+    stack of the process's own), else the thread's stack object as its policy placed it
+    (``StackPolicy.extent``: what the guards sit around, and what escapes are judged by)."""
+    rt = k.stack_runtime
+    got = rt.current_stack(k, t) if rt is not None else None
+    if got is not None:
+        return got
+    return k.policy.extent(k, t)
+
+
+def needs_morestack(k: Kernel, t: KThread, sp: int, frame: int) -> bool:
+    """A checked prologue's verdict: the runtime's for its stacks; on a thread's own stack the
+    guard is the object's bottom + StackGuard (as Go sets ``stackguard0 = lo + StackGuard``)."""
+    rt = k.stack_runtime
+    verdict = rt.needs_morestack(k, t, sp, frame) if rt is not None else None
+    if verdict is not None:
+        return verdict
+    return checked_prologue_fails(sp, frame, current_stack(k, t)[0] + STACK_GUARD)
+
+
+def relocated(t: KThread, sp: int, mark: int = 0) -> int:
+    """A stack pointer saved before the stack moves ``t.stack_moves[mark:]``, where it is now
+    (Go's ``adjustframe`` adjusts saved frame pointers the same way)."""
+    for lo, hi, delta in t.stack_moves[mark:]:
+        if lo <= sp <= hi:
+            sp += delta
+    return sp
 
 
 def address(k: Kernel, t: KThread, op: Op) -> int:

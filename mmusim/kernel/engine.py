@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable, Generator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 from sortedcontainers import SortedKeyList
@@ -51,6 +51,24 @@ PageTableSwitch = Callable[["Kernel", "PerCpu", KThread], None]
 # k_mem_page_fault's place (kernel/mmu.c): asked first about a #PF of a thread body's access;
 # True means "resolved, retry the access" (see Engine.mem_page_fault).
 MemPageFault = Callable[["Kernel", KThread, Trap], Generator[Any, None, bool]]
+
+
+# Stacks a layer above the kernel manages itself (Engine.stack_runtime; mmusim.runtime's Go
+# stacks): what the thread's current stack is, and what a checked prologue does on it.
+class StackRuntime(Protocol):
+    def current_stack(self, k: Kernel, t: KThread) -> tuple[int, int] | None:
+        """``[lo, hi)`` of the stack ``t`` runs on, if the layer gave it one; else None."""
+
+    def needs_morestack(self, k: Kernel, t: KThread, sp: int, frame: int) -> bool | None:
+        """A checked prologue's verdict on the layer's stack (None: not one of its stacks)."""
+
+    def morestack(
+        self, k: Kernel, t: KThread, frame: int, callee: Callable[[], Generator[Any, None, None]]
+    ) -> Generator[Any, None, bool]:
+        """Make room for ``frame`` and run ``callee`` (the function from its frame on) there;
+        False when the stack is not the layer's (the kernel then fails the check)."""
+
+
 # An op kind a layer above the kernel adds to thread bodies (Engine.extension_ops).
 ExtensionOp = Callable[["Kernel", KThread, Op], Generator[Any, None, None]]
 SWITCHED_OUT = "switched out"  # KThread.pending while its generator sits at `yield SwitchOut`
@@ -178,6 +196,11 @@ class Engine:
     # The state of such a layer, for the explorer's fingerprint: each returns (plain data, the
     # suspended generators the layer drives itself -- e.g. coroutines -- whose frames count).
     extension_state: list[Callable[[Kernel], tuple[Any, list[Generator[Any, Any, Any]]]]]
+    # Such a layer's stacks (Go's): see StackRuntime. None: every stack is a thread's own.
+    stack_runtime: StackRuntime | None
+    # The prologue the thread bodies were compiled with, where a call does not say
+    # (mmusim.hw.prologue.PROLOGUES): a build flag, as -fstack-clash-protection is.
+    prologue: str
 
     def __init__(
         self,
@@ -241,6 +264,8 @@ class Engine:
         self.extension_ops = {}
         self.extension_checks = []
         self.extension_state = []
+        self.stack_runtime = None
+        self.prologue = "unprobed"
         # Invariant checks' memory of their last answer (invariants.check_guards), by check.
         self.check_memo: dict[str, Any] = {}
 

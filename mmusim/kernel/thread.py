@@ -95,9 +95,12 @@ class Op:
     ===============  ==========================================================================
     push             push ``n`` bytes (word by word, as PUSH does)
     pop              pop ``n`` bytes
-    call             call a function with a frame of ``n`` bytes; ``probe`` touches every page
-                     of the frame from the top first (-fstack-clash-protection); the function
-                     writes its lowest local, then returns
+    call             call a function with a frame of ``n`` bytes (``where="bottom"``: a frame
+                     reaching ``offset`` bytes past the bottom of the stack the thread runs on);
+                     its ``prologue`` (``mmusim.hw.prologue.PROLOGUES``; "" = the kernel's
+                     build default, ``Kernel.prologue``; ``probe`` = "probed") claims the frame;
+                     the function writes its lowest local, runs ``body`` (``depth`` > 1: calls
+                     itself ``depth`` deep, the innermost running ``body``), then returns
     touch            write a word at ``where`` + ``offset``; where is start | end | sp | front_guard
                      | rear_guard | mapped (stack_info.mapped.addr) -- of the running thread
     write / read     write (read) a word at absolute address ``addr``, or at mapping ``target``
@@ -131,6 +134,8 @@ class Op:
     offset: int = 0
     addr: int = 0
     probe: bool = False
+    prologue: str = ""  # call: "unprobed" | "probed" | "checked"; "" = Kernel.prologue
+    depth: int = 1  # call: how deep the function recurses
     user: bool = False
     prio: int = 0
     stack: str = ""
@@ -191,6 +196,9 @@ class KThread:
     stack_ready: bool = False  # setup_thread_stack has finished (its guards are in place)
     mbox_wait: bool = False  # PENDING on its own mailbox (the ``serve`` op)
     escape: Any = attrs.field(default=None, repr=False)  # the StackEscape of the access in flight
+    # Stacks a runtime moved under the thread (Go's copystack): (old lo, old hi, delta), in order;
+    # a saved stack pointer inside a moved stack is relocated on return (body.relocated).
+    stack_moves: list[tuple[int, int, int]] = attrs.field(factory=list, repr=False)
     # With USERSPACE (mmusim.kernel.domain); guarded by z_mem_domain_lock:
     mem_domain: KMemDomain | None = attrs.field(default=None, repr=False)  # mem_domain_info
     ptables: PageTables | None = attrs.field(default=None, repr=False)  # arch.ptables

@@ -48,8 +48,9 @@ from pathlib import Path
 from typing import Any
 
 from mmusim._text import TooLarge, not_utf8, read_text
+from mmusim.hw import PROLOGUES
 from mmusim.kconfig import Config, ConfigError, boards, load_config
-from mmusim.kernel import K_MEM_PARTITION_ATTRS
+from mmusim.kernel import K_MEM_PARTITION_ATTRS, Op
 from mmusim.runtime import FLAVOURS
 from mmusim.scenario.document import (
     Document,
@@ -62,7 +63,7 @@ from mmusim.scenario.document import (
 )
 from mmusim.scenario.expr import EXPR_HELP, Expr, ExprError
 from mmusim.scenario.names import Names
-from mmusim.scenario.ops import read_bodies
+from mmusim.scenario.ops import compiled_with, read_bodies
 from mmusim.scenario.schema import (
     Expect,
     FactExpect,
@@ -201,7 +202,7 @@ class _Reader:
         self.doc.keys(
             raw,
             (),
-            ("scenario", "stacks", "partitions", "runtime", "bodies", "expect"),
+            ("scenario", "build", "stacks", "partitions", "runtime", "bodies", "expect"),
             ("scenario", "bodies"),
         )
         head = self.head(raw["scenario"])
@@ -210,6 +211,8 @@ class _Reader:
         parts = self.partitions(raw.get("partitions", {}), {s.name for s in stacks}, config)
         runtime = self.runtime(raw["runtime"]) if "runtime" in raw else None
         bodies = read_bodies(self.doc, self.names, raw["bodies"], runtime=runtime is not None)
+        if "build" in raw:
+            bodies = self.build(raw["build"], bodies)
         ncpus = config_ncpus(config)
         self.names.resolve({s.name for s in stacks}, set(bodies), ncpus, [p.name for p in parts])
         self.check_domain_ops(config)
@@ -333,6 +336,40 @@ class _Reader:
                 raise doc.err((*p, key), "not a page-aligned address (a multiple of 4096, >= 0)")
             out.append(PartitionSpec(name, size, attr, addr, stack, offset))
         return tuple(out)
+
+    def build(self, raw: Any, bodies: dict[str, tuple[Op, ...]]) -> dict[str, tuple[Op, ...]]:
+        """``[build]``: how the bodies were compiled. ``prologue`` is every body's function
+        prologue (``mmusim.hw.PROLOGUES``, a compiler flag such as -fstack-clash-protection),
+        ``prologue_of`` a body's own (``{ NAME = "checked" }``); a call's own ``prologue`` or
+        ``probe`` wins."""
+        doc, p = self.doc, ("build",)
+        tbl = doc.table(raw, p)
+        doc.keys(tbl, p, ("prologue", "prologue_of"), ())
+
+        def prologue(value: Any, path: KeyPath) -> str:
+            if value not in PROLOGUES:
+                shown = value if isinstance(value, str) else ""
+                raise doc.err(
+                    path,
+                    f"unknown prologue {value!r} ({hint(shown, PROLOGUES)}allowed: "
+                    f"{choices(PROLOGUES)})",
+                )
+            return str(value)
+
+        default = prologue(tbl["prologue"], (*p, "prologue")) if "prologue" in tbl else None
+        own = doc.table(tbl.get("prologue_of", {}), (*p, "prologue_of"))
+        for name in own:
+            if name not in bodies:
+                raise doc.err(
+                    (*p, "prologue_of", name),
+                    f"no body named {name!r} ({hint(name, list(bodies))}allowed: "
+                    f"{choices(bodies)})",
+                )
+        out = {}
+        for name, ops in bodies.items():
+            kind = prologue(own[name], (*p, "prologue_of", name)) if name in own else default
+            out[name] = compiled_with(ops, kind) if kind else ops
+        return out
 
     def runtime(self, raw: Any) -> RuntimeSpec:
         """``[runtime]``: flavour, rlimit_stack, stack_guard_gap_pages (a process on the kernel).

@@ -43,13 +43,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
+from mmusim.hw import PROLOGUES
 from mmusim.kernel import K_FOREVER, K_NO_WAIT, Op
 from mmusim.runtime import FLAVOURS
 from mmusim.scenario.document import Document, choices, describe, hint, is_kind
 from mmusim.scenario.names import Names
 from mmusim.scenario.toml_lines import KeyPath
 
-__all__ = ["OP_KINDS", "RUNTIME_OP_KINDS", "read_bodies"]
+__all__ = ["OP_KINDS", "RUNTIME_OP_KINDS", "compiled_with", "read_bodies"]
 
 FLAVOUR_NAMES = tuple(FLAVOURS)
 
@@ -64,7 +67,14 @@ _ACCESS = {  # write and read: a word at an address, in a mapping, or at a recor
 _OPS: dict[str, dict[str, tuple[str, bool]]] = {
     "push": {"bytes": ("int+", True)},
     "pop": {"bytes": ("int+", True)},
-    "call": {"frame": ("int+", True), "probe": ("bool", False)},
+    "call": {
+        "frame": ("int0", False),
+        "past_bottom": ("int", False),
+        "prologue": ("prologue", False),
+        "probe": ("bool", False),
+        "depth": ("int+", False),
+        "do": ("ops", False),
+    },
     "touch": {"where": ("where", True), "offset": ("int", False)},
     "write": _ACCESS,
     "read": _ACCESS,
@@ -194,6 +204,24 @@ def read_bodies(
     return out
 
 
+def compiled_with(ops: tuple[Op, ...], prologue: str) -> tuple[Op, ...]:
+    """``ops`` as built with ``prologue`` (``[build]``): every ``call`` that names no prologue
+    of its own gets it, in nested bodies too (``repeat``, ``call``'s and runtime ops' ``do``,
+    ``on_jump``)."""
+    out = []
+    for op in ops:
+        changes: dict[str, Any] = {}
+        if op.body:
+            changes["body"] = compiled_with(op.body, prologue)
+        if op.kind == "call" and not op.prologue and not op.probe:
+            changes["prologue"] = prologue
+        jump = op.arg("on_jump")
+        if jump:
+            changes["args"] = {**dict(op.args), "on_jump": compiled_with(tuple(jump), prologue)}
+        out.append(attrs.evolve(op, **changes) if changes else op)
+    return tuple(out)
+
+
 class _OpReader:
     def __init__(self, doc: Document, names: Names, runtime: bool = False) -> None:
         self.doc = doc
@@ -236,6 +264,18 @@ class _OpReader:
                     f"{kind} needs exactly one of addr, mapping, at (got "
                     f"{', '.join(given) or 'none'})",
                 )
+        if kind == "call":
+            given = [k for k in ("frame", "past_bottom") if k in raw]
+            if len(given) != 1:
+                raise err(
+                    path,
+                    "call needs exactly one of frame (bytes), past_bottom (bytes past the "
+                    f"bottom of the stack) (got {', '.join(given) or 'none'})",
+                )
+            if raw.get("probe") and raw.get("prologue", "probed") != "probed":
+                raise err((*path, "probe"), 'probe = true is prologue = "probed"; give one')
+            if "past_bottom" in raw and raw.get("depth", 1) != 1:
+                raise err((*path, "depth"), "a past_bottom frame is one call deep (depth = 1)")
         if kind == "create" and "delay" not in raw:
             fields["n"] = K_NO_WAIT
         if kind in ("record", "exhaust"):  # the name the value is recorded under
@@ -315,7 +355,10 @@ class _OpReader:
         """Check one key's value by its value kind and put it in ``out`` (``Op``'s arguments)."""
         err = self.doc.err
         if vkind in ("int", "int+", "int0"):
-            out[key if key in ("offset", "addr", "prio") else "n"] = self.integer(
+            if key == "past_bottom":  # a call's frame, relative to the stack's bottom
+                out["where"], out["offset"] = "bottom", self.integer(vkind, value, path)
+                return
+            out[key if key in ("offset", "addr", "prio", "depth") else "n"] = self.integer(
                 vkind, value, path
             )
         elif vkind == "bool":
@@ -330,6 +373,15 @@ class _OpReader:
                     f"unknown place {value!r} ({hint(shown, _WHERE)}allowed: {choices(_WHERE)})",
                 )
             out["where"] = value
+        elif vkind == "prologue":
+            if value not in PROLOGUES:
+                shown = value if isinstance(value, str) else ""
+                raise err(
+                    path,
+                    f"unknown prologue {value!r} ({hint(shown, PROLOGUES)}allowed: "
+                    f"{choices(PROLOGUES)})",
+                )
+            out["prologue"] = value
         elif vkind == "ticks":
             if value == "forever":
                 out["n"] = K_FOREVER
