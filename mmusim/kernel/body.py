@@ -325,6 +325,9 @@ def address(k: Kernel, t: KThread, op: Op) -> int:
         "front_guard": base - PAGE // 2,
         "rear_guard": base + (info.mapped.sz or (t.stack.obj_len if t.stack else 0)) + PAGE // 2,
     }
+    if where in ("bottom", "top"):  # of the stack the thread runs on now (current_stack)
+        lo, hi = current_stack(k, t)
+        return (lo if where == "bottom" else hi) + op.offset
     if where not in bases:
         raise KernelAssert(f"{t.name}: touch where={where!r}: allowed {sorted(bases)}")
     return bases[where] + op.offset

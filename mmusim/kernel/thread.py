@@ -102,7 +102,8 @@ class Op:
                      the function writes its lowest local, runs ``body`` (``depth`` > 1: calls
                      itself ``depth`` deep, the innermost running ``body``), then returns
     touch            write a word at ``where`` + ``offset``; where is start | end | sp | front_guard
-                     | rear_guard | mapped (stack_info.mapped.addr) -- of the running thread
+                     | rear_guard | mapped (stack_info.mapped.addr) -- of the running thread --
+                     or bottom | top of the stack it runs on now (``body.current_stack``)
     write / read     write (read) a word at absolute address ``addr``, or at mapping ``target``
                      + ``offset`` (a k_mem_map region the body mapped)
     sleep            k_sleep(``n`` ticks); ``n == K_FOREVER`` sleeps forever

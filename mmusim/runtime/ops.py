@@ -171,7 +171,11 @@ def op_on_stack(p: Process, t: KThread, o: Op) -> Routine:
     sp = addr + int(o.arg("offset", length))
     yield Point(t.name, f"switch to stack {name} at {sp:#x}")
     p.k.cpu.hw.sp = sp
-    yield from run_ops(p.k, t, o.body)
+    outer, st.stack = st.stack, (addr, addr + length)
+    try:
+        yield from run_ops(p.k, t, o.body)
+    finally:
+        st.stack = outer
     p.k.cpu.hw.sp = saved
 
 

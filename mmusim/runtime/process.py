@@ -32,7 +32,7 @@ current coroutine is what a SIGSEGV handler asks to attribute a fault.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from mmusim.hw import Trap
@@ -107,6 +107,7 @@ class Process:
         k.mem_page_fault = p.page_fault
         k.extension_checks.append(p.check_invariants)
         k.extension_state.append(p.state)
+        k.stack_runtime = p
         for kind, fn in OPS.items():
             k.extension_ops[kind] = _bind(p, fn)
         return p
@@ -268,6 +269,30 @@ class Process:
             hw.sp = home
         yield from k_thread_abort(self.k, t)
         raise AssertionError("kill: a killed thread ran again")  # pragma: no cover
+
+    # -- the stacks threads run on (Kernel.stack_runtime) -----------------------------------
+
+    def current_stack(self, k: Kernel, t: KThread) -> tuple[int, int] | None:
+        """The stack ``t`` runs on, if the process gave it one: its coroutine's, else the
+        ``on_stack`` mapping's; None on the thread's own stack."""
+        st = self.threads.get(t.name)
+        if st is None:
+            return None
+        if st.coroutine is not None:
+            return st.coroutine.lo, st.coroutine.hi
+        return st.stack
+
+    def needs_morestack(self, k: Kernel, t: KThread, sp: int, frame: int) -> bool | None:
+        """No stack of the process grows on a prologue's request: the kernel's check applies
+        (a checked prologue against the stack's bottom + StackGuard)."""
+        return None
+
+    def morestack(
+        self, k: Kernel, t: KThread, frame: int, callee: Callable[[], Routine]
+    ) -> Generator[Any, None, bool]:
+        """Nothing can grow the process's stacks on request: the check fails."""
+        return False
+        yield  # pragma: no cover  (a routine)
 
     # -- attribution -------------------------------------------------------------------------
 

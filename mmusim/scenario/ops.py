@@ -163,7 +163,7 @@ _RUNTIME_OP_FACTS = {
     "classify_fault": ("report", "report.coroutine"),
 }
 
-_WHERE = ("start", "end", "sp", "mapped", "front_guard", "rear_guard")
+_WHERE = ("start", "end", "sp", "mapped", "front_guard", "rear_guard", "bottom", "top")
 
 # Value kinds that are names: (what a message calls it, the Op field it fills, the kind of name
 # it uses (checked by Names.resolve) or None, the kind of name it defines (Names.define) or None).
