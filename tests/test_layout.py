@@ -146,6 +146,9 @@ ALLOWED = {
     "explore": {"_text", "hw", "kernel", "runtime", "kconfig", "scenario"},
     "testing": {"_progress", "hw", "kernel", "runtime", "kconfig"},
     "render": {"hw", "kernel", "runtime", "kconfig", "scenario", "explore"},
+    # `mmusim compare`: runs attacks on every stack strategy and measures their costs; above
+    # runtime, kernel and render (like explore), below cli.
+    "compare": {"_text", "hw", "kernel", "runtime", "kconfig", "scenario", "explore", "render"},
     "cli": {
         "_text",
         "_progress",
@@ -156,6 +159,7 @@ ALLOWED = {
         "scenario",
         "explore",
         "render",
+        "compare",
         "examples",
         "mutants",
     },  # fmt: skip

@@ -1,0 +1,1 @@
+"""``mmusim compare``: the same attacks on every stack strategy, side by side."""
