@@ -52,6 +52,7 @@ COMMAND_HELP: dict[str, str] = {
     "run": "run scenario files (default: the bundled Zephyr test ports) and report verdicts",
     "map": "show the kernel address space of a scenario (guards, stacks, free space)",
     "explore": "explore every interleaving of a scenario's CPUs; report a minimal counterexample",
+    "compare": "run one battery of stack attacks on every stack strategy, side by side",
     "replay": "replay a saved counterexample trace step by step",
 }
 """Each subcommand's one-line help: its module's parser and the lazy ``--help`` stubs

@@ -273,18 +273,20 @@ def _frame(k: Kernel, t: KThread, op: Op, prologue: str, frame: int, level: int)
 
 def current_stack(k: Kernel, t: KThread) -> tuple[int, int]:
     """``[lo, hi)`` of the stack ``t`` runs on: the runtime's (a coroutine's, a goroutine's, a
-    stack of the process's own), else the thread's stack object as its policy placed it
-    (``StackPolicy.extent``: what the guards sit around, and what escapes are judged by)."""
+    stack of the process's own), else the thread's stack buffer (``stack_info.start`` and
+    ``size``: what its frames may use; the object around it may reserve more, such as the legacy
+    guard page)."""
     rt = k.stack_runtime
     got = rt.current_stack(k, t) if rt is not None else None
     if got is not None:
         return got
-    return k.policy.extent(k, t)
+    info = t.stack_info
+    return info.start, info.start + info.size
 
 
 def needs_morestack(k: Kernel, t: KThread, sp: int, frame: int) -> bool:
     """A checked prologue's verdict: the runtime's for its stacks; on a thread's own stack the
-    guard is the object's bottom + StackGuard (as Go sets ``stackguard0 = lo + StackGuard``)."""
+    guard is the buffer's bottom + StackGuard (as Go sets ``stackguard0 = lo + StackGuard``)."""
     rt = k.stack_runtime
     verdict = rt.needs_morestack(k, t, sp, frame) if rt is not None else None
     if verdict is not None:
