@@ -392,8 +392,56 @@ def _judge_runtime(
     return _cell(True, "t", True, reason, recovered, f"caught: {how}")
 
 
+GO_MAX_STACK = 64 * 1024  # compare's maxstacksize (Go's is 1 GB: same outcome, sooner)
+
+
 def _go_cell(info: PolicyInfo, attack: str, board: str) -> dict[str, Any]:
-    raise NotImplementedError("go")
+    """A process whose thread ``t`` runs the attack as goroutine ``g`` (``go``), compiled as Go
+    compiles: every call with the checked prologue. Another goroutine's stack (a heap block
+    allocated first) lies below ``g``'s. ``max_stack`` is ``GO_MAX_STACK``, not Go's 1 GB: the
+    deep recursion meets it after 96 KiB instead of after a billion bytes."""
+    pol = RUNTIME_POLICIES[info.name](max_stack=GO_MAX_STACK)  # type: ignore[call-arg]
+    cfg = _config(info, board)
+    watch = Watch()
+    attack_body = (MARK, *attack_ops(attack, "checked"), WENT_ON)
+    main = (Op("create", target="t", stack="tstack", label="worker", n=K_FOREVER, prio=-1),
+            Op("start", target="t"), Op("join", target="t"))  # fmt: skip
+    worker = (Op("go", body=attack_body, args={"name": "g"}),)
+    k = Kernel(cfg.values, stacks=(StackObject("tstack", PAGE, False),), main_body=main,
+               bodies={"worker": worker})  # fmt: skip
+    p = Process.attach(k, flavour=pol.space_flavour(), go_policy=pol)  # type: ignore[arg-type]
+    k.extension_ops["compare_mark"] = _mark_op(watch)
+    watch.read = _reader(k)
+    other = p.go.heap.alloc(2048)  # another goroutine's stack, below g's
+    watch.ranges = [("another goroutine's stack", *other)]
+    k.run()
+    hit = watch.changed()
+    facts = k.facts
+    counters = {key: int(facts.get(f"go.{key}", [0])[-1]) for key in ("splits", "copies",
+                                                                        "bytes_copied")}
+    grew = f"{counters['splits']} splits" if info.name == "go-segmented" else (
+        f"{counters['copies']} copies, {counters['bytes_copied']} bytes copied")
+    fatal = facts.get("go.fatal")
+    if fatal:
+        who = facts["go.fatal.goroutine"][0]
+        how = (f"the check called morestack ({grew}) until the stack would pass "
+               f"{GO_MAX_STACK} bytes: \"{fatal[0]}\", the program exits")
+        if hit:
+            return _cell(False, who, who == "g", "throw", False,
+                         f"not caught: wrote over {', '.join(hit)} first; {how}", **counters)
+        return _cell(True, who, who == "g", "throw", False, f"caught: {how}", **counters)
+    went_on = "went_on" in facts
+    if hit:
+        return _cell(False, None, None, None, went_on,
+                     f"not caught: wrote over {', '.join(hit)}; g went on", **counters)
+    if facts.get("go.growth"):
+        label = "split" if info.name == "go-segmented" else "copied"
+        return _cell(True, "g", True, "morestack", went_on,
+                     f"caught by the prologue check: morestack grew the stack ({grew}); g went on",
+                     label=label, **counters)  # fmt: skip
+    return _cell(False, None, None, None, went_on,
+                 f"not caught: wrote {_escaped(attack)} unnoticed (no prologue checks a plain "
+                 "write); g went on", **counters)  # fmt: skip
 
 
 def policy_unavailable(info: PolicyInfo, board: str) -> str | None:

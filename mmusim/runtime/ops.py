@@ -245,6 +245,67 @@ def op_coro_yield(p: Process, t: KThread, o: Op) -> Routine:
     yield CORO_YIELD
 
 
+def op_go(p: Process, t: KThread, o: Op) -> Routine:
+    """Run ``do`` as goroutine ``name`` on a fresh Go stack of the process's Go policy (its
+    starting size, or ``bytes``): its calls' checked prologues grow the stack (the process's
+    ``morestack``). When it ends, its stack goes back to the heap; the growth counters are
+    recorded (``go.splits``, ``go.copies``, ``go.bytes_copied``)."""
+    rt = p.go
+    name = str(o.arg("name"))
+    if name in rt.gs:
+        raise KernelAssert(f"go: goroutine {name!r} is running (line {o.line})")
+    g = rt.newg(name, o.arg("bytes"))
+    st = p.thread(t)
+    hw = p.k.cpu.hw
+    saved = hw.sp
+    if st.home_sp is None:
+        st.home_sp = saved
+    yield Point(t.name, f"go {name}: a {g.hi - g.lo}-byte stack at {g.lo:#x}")
+    outer, st.g = st.g, g
+    p.k.cpu.hw.sp = g.hi
+    try:
+        yield from run_ops(p.k, t, o.body)
+    finally:
+        st.g = outer
+        p.k.record("go.splits", g.splits)
+        p.k.record("go.copies", g.copies)
+        p.k.record("go.bytes_copied", g.bytes_copied)
+        if name in rt.gs:
+            rt.freeg(g)
+    p.k.cpu.hw.sp = saved
+
+
+def op_go_pointer(p: Process, t: KThread, o: Op) -> Routine:
+    """Take the address of a local: push a word holding the stack pointer, registered as
+    pointer ``name`` of the running goroutine (a slot of its stack map: a copy relocates it)."""
+    g = _goroutine(p, t, o)
+    hw = p.k.cpu.hw
+    yield Point(t.name, f"pointer {o.arg('name')} = {hw.sp:#x}")
+    p.k.cpu.hw.sp = p.go.record_pointer(g, str(o.arg("name")), p.k.cpu.hw.sp)
+
+
+def op_go_deref(p: Process, t: KThread, o: Op) -> Routine:
+    """Read through pointer ``name``: its value and whether it is stale (outside the goroutine's
+    live stack: a copy forgot it) are recorded as ``go.pointer`` and ``go.stale``."""
+    g = _goroutine(p, t, o)
+    name = str(o.arg("name"))
+    if name not in g.ptrs:
+        raise KernelAssert(f"go_deref: no pointer named {name!r} (line {o.line})")
+    yield Point(t.name, f"read through pointer {name}")
+    value, stale = p.go.deref(g, name)
+    p.k.record("go.pointer", value)
+    p.k.record("go.stale", stale)
+    if stale:
+        p.k.printk(f"runtime: {t.name}: pointer {name} = {value:#x} is outside {g.name}'s stack")
+
+
+def _goroutine(p: Process, t: KThread, o: Op) -> Any:
+    g = p.thread(t).g
+    if g is None:
+        raise KernelAssert(f"{o.kind}: not in a goroutine (line {o.line})")
+    return g
+
+
 def op_classify_fault(p: Process, t: KThread, o: Op) -> Routine:
     """In a SIGSEGV handler, RethinkDB's ``fatal_signal_handler``: if the thread's current
     coroutine's guard page holds ``si_addr`` (``is_coroutine_stack_overflow``), report a
@@ -276,6 +337,9 @@ OPS: dict[str, Any] = {
     "coro_switch": op_coro_switch,
     "coro_yield": op_coro_yield,
     "classify_fault": op_classify_fault,
+    "go": op_go,
+    "go_pointer": op_go_pointer,
+    "go_deref": op_go_deref,
 }
 """The op kinds a process adds to thread bodies (``Kernel.extension_ops``); each reads its
 arguments with ``Op.arg``."""

@@ -28,6 +28,14 @@ stack").
 Coroutines (as RethinkDB's ``coro_t``): several stacks per thread; ``coro_switch NAME`` runs the
 coroutine on its own stack until it yields back (``coro_yield``) or ends, and the thread's
 current coroutine is what a SIGSEGV handler asks to attribute a fault.
+
+Goroutines (``go`` op, ``mmusim.runtime.gostack``): a body run on a Go stack of the process's Go
+policy (``go_policy``; default ``GoCopying()``), carved from its Go heap. The process is the
+kernel's ``stack_runtime``: a checked prologue on a goroutine's stack is judged against the
+goroutine's ``stackguard0`` and, when it fails, the process's ``morestack`` splits (segmented)
+or copies (copying) the stack and runs the rest of the call there; a copy is recorded in
+``KThread.stack_moves`` so the calls below return to the moved stack. A stack that would exceed
+``max_stack`` is Go's ``throw("stack overflow")``: fatal to the program (``go_throw``).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from mmusim.runtime.defs import (
     FaultOutcome,
     MmFlavour,
 )
+from mmusim.runtime.gostack import G, GoCopying, GoRuntime, GoStackOverflow, GoStackPolicy
 from mmusim.runtime.kpager import KernelPager
 from mmusim.runtime.ops import OPS
 from mmusim.runtime.sigstate import (
@@ -84,7 +93,13 @@ USER_HI = 0x8000_0000
 class Process:
     """One process on a kernel (module docstring). Build it with ``Process.attach``."""
 
-    def __init__(self, k: Kernel, flavour: MmFlavour, rlimit_stack: int | None) -> None:
+    def __init__(
+        self,
+        k: Kernel,
+        flavour: MmFlavour,
+        rlimit_stack: int | None,
+        go_policy: GoStackPolicy | None = None,
+    ) -> None:
         self.k = k
         self.pager = KernelPager(k)
         self.space = AddressSpace(self.pager, USER_LO, USER_HI, flavour=flavour,
@@ -94,16 +109,24 @@ class Process:
         self.coroutines: dict[str, Coroutine] = {}
         self.mappings: dict[str, tuple[int, int]] = {}  # name -> (address, length)
         self.killed: str | None = None  # why the process was killed, if it was
+        self.go_policy: GoStackPolicy = go_policy if go_policy is not None else GoCopying()
+        self._go: GoRuntime | None = None
         self._checked: tuple[int, int] | None = None  # check_invariants' mark of the last pass
 
     @classmethod
     def attach(
-        cls, k: Kernel, *, flavour: MmFlavour = LINUX, rlimit_stack: int | None = None
+        cls,
+        k: Kernel,
+        *,
+        flavour: MmFlavour = LINUX,
+        rlimit_stack: int | None = None,
+        go_policy: GoStackPolicy | None = None,
     ) -> Process:
-        """Give ``k`` a process: install its page-fault hook and its ops."""
+        """Give ``k`` a process: install its page-fault hook, its ops and its stack runtime;
+        ``go_policy``: how its goroutines' stacks grow (default ``GoCopying()``)."""
         if k.mem_page_fault is not None:
             raise KernelAssert("Process.attach: the kernel already has a page-fault hook")
-        p = cls(k, flavour, rlimit_stack)
+        p = cls(k, flavour, rlimit_stack, go_policy)
         k.mem_page_fault = p.page_fault
         k.extension_checks.append(p.check_invariants)
         k.extension_state.append(p.state)
@@ -129,7 +152,8 @@ class Process:
                        tuple(a.guards), tuple(sorted(a.page_prot.items()))) for a in self.space)  # fmt: skip
         threads = tuple(
             (name, (st.altstack.sp, st.altstack.size) if st.altstack else None, st.in_handler,
-             tuple(j.sp for j in st.jmpbufs), st.coroutine.name if st.coroutine else None)
+             tuple(j.sp for j in st.jmpbufs), st.coroutine.name if st.coroutine else None,
+             (st.g.name, tuple(st.g.segments), tuple(st.g.ptrs.items())) if st.g else None)
             for name, st in sorted(self.threads.items())
         )  # fmt: skip
         coros = tuple((c.name, c.sp, c.done) for c in self.coroutines.values())
@@ -273,26 +297,85 @@ class Process:
     # -- the stacks threads run on (Kernel.stack_runtime) -----------------------------------
 
     def current_stack(self, k: Kernel, t: KThread) -> tuple[int, int] | None:
-        """The stack ``t`` runs on, if the process gave it one: its coroutine's, else the
-        ``on_stack`` mapping's; None on the thread's own stack."""
+        """The stack ``t`` runs on, if the process gave it one: its goroutine's (the current
+        segment), its coroutine's, else the ``on_stack`` mapping's; None on its own stack."""
         st = self.threads.get(t.name)
         if st is None:
             return None
+        if st.g is not None:
+            return st.g.lo, st.g.hi
         if st.coroutine is not None:
             return st.coroutine.lo, st.coroutine.hi
         return st.stack
 
     def needs_morestack(self, k: Kernel, t: KThread, sp: int, frame: int) -> bool | None:
-        """No stack of the process grows on a prologue's request: the kernel's check applies
-        (a checked prologue against the stack's bottom + StackGuard)."""
-        return None
+        """On a goroutine's stack, the Go runtime's prologue check (against its
+        ``stackguard0``, as its policy builds it); elsewhere None: the kernel's check applies."""
+        st = self.threads.get(t.name)
+        if st is None or st.g is None:
+            return None
+        return self.go.needs_morestack(st.g, sp, frame)
 
     def morestack(
         self, k: Kernel, t: KThread, frame: int, callee: Callable[[], Routine]
     ) -> Generator[Any, None, bool]:
-        """Nothing can grow the process's stacks on request: the check fails."""
-        return False
-        yield  # pragma: no cover  (a routine)
+        """``runtime.morestack`` for a goroutine: grow its stack (a new segment, or a copy into
+        one twice as big, ``GoRuntime.morestack``) and run ``callee`` there; after a split,
+        return to the old segment (``lessstack``). False off a goroutine's stack: nothing grows
+        it. A stack beyond ``max_stack`` is fatal (``go_throw``)."""
+        st = self.threads.get(t.name)
+        if st is None or st.g is None:
+            return False
+        g, rt = st.g, self.go
+        try:
+            growth = rt.morestack(g, k.cpu.hw.sp, frame)
+        except GoStackOverflow as e:
+            yield from self.go_throw(t, g, str(e))
+            raise AssertionError("morestack: a thrown goroutine ran on")  # pragma: no cover
+        k.record("go.growth", growth.kind)
+        if growth.kind == "split":
+            yield Point(t.name, f"morestack: {g.name} splits: a {growth.size}-byte segment at "
+                        f"{growth.segment[0] if growth.segment else 0:#x}")  # fmt: skip
+            k.cpu.hw.sp = growth.new_sp
+            yield from callee()
+            k.cpu.hw.sp = rt.lessstack(g, growth)
+            return True
+        assert growth.old is not None
+        yield Point(t.name, f"morestack: {g.name}'s stack copied into {growth.size} bytes at "
+                    f"{g.lo:#x} ({growth.old[1] - growth.old_sp} bytes used, moved by "
+                    f"{growth.delta:+#x})")  # fmt: skip
+        t.stack_moves.append((growth.old[0], growth.old[1], growth.delta))
+        k.cpu.hw.sp = growth.new_sp
+        yield from callee()
+        return True
+
+    # -- goroutines --------------------------------------------------------------------------
+
+    @property
+    def go(self) -> GoRuntime:
+        """The process's Go runtime, made on first use (its heap is the first Go stack's)."""
+        if self._go is None:
+            self._go = GoRuntime(self.space, self.go_policy, KernelMem(self))
+        return self._go
+
+    def go_throw(self, t: KThread, g: G, message: str) -> Routine:
+        """Go's ``throw``: the runtime prints the message and the goroutine's name, and the
+        whole program exits (status 2). Here thread ``t`` ends with it."""
+        # DEVIATION(runtime-kill-thread): as for a SIGSEGV kill, only this thread ends.
+        for line in message.splitlines():
+            self.k.printk(f"runtime: {t.name}: {line}")
+        self.k.printk(f"runtime: {t.name}: goroutine {g.name} [running]")
+        self.k.record("go.fatal", message.splitlines()[-1])
+        self.k.record("go.fatal.goroutine", g.name)
+        self.killed = message.splitlines()[-1]
+        t.exit_reason = "fatal error: stack overflow"
+        hw = self.k.cpu.hw
+        hw.cpl = 0
+        home = self.thread(t).home_sp
+        if home is not None:
+            hw.sp = home
+        yield from k_thread_abort(self.k, t)
+        raise AssertionError("go_throw: a dead thread ran again")  # pragma: no cover
 
     # -- attribution -------------------------------------------------------------------------
 
@@ -302,6 +385,32 @@ class Process:
             if co.guard is not None and co.guard[0] <= addr < co.guard[1]:
                 return co
         return None
+
+
+class KernelMem:
+    """Go stack memory as the running CPU sees it (``gostack.Mem``): reads and writes through
+    the kernel's MMU, a demand fault resolved by the address space as a fault of the process
+    would be (the Go heap's pages are committed when it is made, so none is expected)."""
+
+    def __init__(self, p: Process) -> None:
+        self.p = p
+
+    def read(self, va: int, n: int) -> bytes:
+        return self._retry(lambda: self.p.k.cpu.hw.read(va, n), va)
+
+    def write(self, va: int, data: bytes) -> None:
+        self._retry(lambda: self.p.k.cpu.hw.write(va, data), va, write=True)
+
+    def _retry(self, access: Callable[[], Any], va: int, write: bool = False) -> Any:
+        for _ in range(4):
+            try:
+                return access()
+            except Trap as trap:
+                addr = trap.cr2 if trap.cr2 is not None else va
+                outcome = self.p.space.fault(addr, write)
+                if not outcome.resolved:
+                    raise KernelAssert(f"Go runtime: access at {addr:#x}: {outcome}") from trap
+        raise KernelAssert(f"Go runtime: access at {va:#x} keeps faulting")  # pragma: no cover
 
 
 def _bind(p: Process, fn: Any) -> Any:

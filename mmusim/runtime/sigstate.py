@@ -88,6 +88,7 @@ class ThreadRt:
     altstack: AltStack | None = None
     home_sp: int | None = None  # the stack pointer on the thread's own stack, when it left it
     stack: tuple[int, int] | None = None  # [lo, hi) of the on_stack mapping it runs on, if any
+    g: Any = None  # the goroutine (mmusim.runtime.gostack.G) it runs, if any
     in_handler: int = 0
     jmpbufs: list[JmpBuf] = attrs.Factory(list)
     coroutine: Coroutine | None = None

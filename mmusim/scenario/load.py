@@ -69,6 +69,7 @@ from mmusim.scenario.schema import (
     FactExpect,
     FaultExpect,
     PartitionSpec,
+    GO_STACKS,
     RuntimeSpec,
     Scenario,
     StackSpec,
@@ -376,7 +377,9 @@ class _Reader:
         The facts the process records on any fault (``killed``, ``sigsegv.*``) exist from here."""
         doc, p = self.doc, ("runtime",)
         tbl = doc.table(raw, p)
-        doc.keys(tbl, p, ("flavour", "rlimit_stack", "stack_guard_gap_pages"), ("flavour",))
+        doc.keys(
+            tbl, p, ("flavour", "rlimit_stack", "stack_guard_gap_pages", "go_stacks"), ("flavour",)
+        )
         flavour = doc.typed(tbl, p, "flavour", "str")
         if flavour not in FLAVOURS:
             raise doc.err(
@@ -395,9 +398,16 @@ class _Reader:
             raise doc.err(
                 (*p, "stack_guard_gap_pages"), f"{gap} is negative (allowed: an integer >= 0)"
             )
+        go = doc.opt(tbl, p, "go_stacks", "str", None)
+        if go is not None and go not in GO_STACKS:
+            raise doc.err(
+                (*p, "go_stacks"),
+                f"unknown Go stacks {go!r} ({hint(go, list(GO_STACKS))}allowed: "
+                f"{choices(GO_STACKS)})",
+            )
         for fact in RUNTIME_FACTS:
             self.names.define("label", fact, p)
-        return RuntimeSpec(flavour, rlimit, gap)
+        return RuntimeSpec(flavour, rlimit, gap, go)
 
     def check_domain_ops(self, config: Config) -> None:
         """Memory-domain ops need CONFIG_USERSPACE (mem_domain.c is built only with it)."""

@@ -147,6 +147,9 @@ _RUNTIME_OPS: dict[str, dict[str, tuple[str, bool]]] = {
     "coro_switch": {"name": ("coroutine", True)},
     "coro_yield": {},
     "classify_fault": {},
+    "go": {"name": ("newgoroutine", True), "bytes": ("int+", False), "do": ("ops", True)},
+    "go_pointer": {"name": ("pointer", True)},
+    "go_deref": {"name": ("pointer", True)},
 }
 _OPS.update(_RUNTIME_OPS)
 OP_KINDS = tuple(sorted(_OPS))
@@ -161,6 +164,9 @@ _RUNTIME_OP_FACTS = {
     "madvise_guard": ("errno", "madvise_guard.errno", "areas"),
     "sigaltstack": ("errno",),
     "classify_fault": ("report", "report.coroutine"),
+    "go": ("go.splits", "go.copies", "go.bytes_copied", "go.growth", "go.fatal",
+           "go.fatal.goroutine"),
+    "go_deref": ("go.pointer", "go.stale"),
 }
 
 _WHERE = ("start", "end", "sp", "mapped", "front_guard", "rear_guard", "bottom", "top")
@@ -184,6 +190,8 @@ _NAMED: dict[str, tuple[str, str, str | None, str | None]] = {
     "newarea": ("mapping", "args", None, "area"),
     "coroutine": ("coroutine", "args", "coroutine", None),
     "newcoroutine": ("coroutine", "args", None, "coroutine"),
+    "newgoroutine": ("goroutine", "args", None, None),
+    "pointer": ("pointer", "args", None, None),
 }
 
 

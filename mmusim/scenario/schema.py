@@ -32,7 +32,7 @@ import attrs
 
 from mmusim.kconfig import Config, load_config
 from mmusim.kernel import K_MEM_PARTITION_ATTRS, Kernel, KMemPartition, Op, StackObject
-from mmusim.runtime import FLAVOURS, PAGE, MmFlavour, Process
+from mmusim.runtime import FLAVOURS, PAGE, GoCopying, GoSegmented, MmFlavour, Process
 from mmusim.scenario.expr import Expr
 
 __all__ = [
@@ -76,6 +76,9 @@ class PartitionSpec:
     offset: int = 0
 
 
+GO_STACKS = {"segmented": GoSegmented, "copying": GoCopying}  # [runtime] go_stacks
+
+
 @attrs.frozen
 class RuntimeSpec:
     """``[runtime]``: the kernel gets one process (``mmusim.runtime.Process``) of ``flavour``
@@ -86,6 +89,7 @@ class RuntimeSpec:
     flavour: str
     rlimit_stack: int | None = None
     stack_guard_gap_pages: int | None = None
+    go_stacks: str | None = None  # "segmented" or "copying": how goroutines' stacks grow
 
     def mm_flavour(self) -> MmFlavour:
         """The address-space rules this section asks for."""
@@ -97,7 +101,10 @@ class RuntimeSpec:
     def attach(self, k: Kernel) -> Process:
         """Give the booted kernel ``k`` its process (``Scenario.boot`` calls this, so ``mmusim
         run``, ``map`` and ``explore`` all run the same process)."""
-        return Process.attach(k, flavour=self.mm_flavour(), rlimit_stack=self.rlimit_stack)
+        go = GO_STACKS[self.go_stacks]() if self.go_stacks else None
+        return Process.attach(
+            k, flavour=self.mm_flavour(), rlimit_stack=self.rlimit_stack, go_policy=go
+        )
 
 
 @attrs.frozen
