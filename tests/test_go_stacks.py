@@ -7,11 +7,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import Phase, settings
 
+import mmusim.testing as mt
 from mmusim.hw import MODE_IA32E, ControlState, Cpu, PhysMem, Tlb
 from mmusim.runtime import (
     STACK_BIG,
     STACK_GUARD,
     STACK_MIN,
+    STACK_NOSPLIT,
     STACK_SMALL,
     AddressSpace,
     CpuMem,
@@ -61,7 +63,7 @@ def test_prologue_tiers_at_their_boundaries(frame: int, sp_at_boundary: int) -> 
     assert prologue_needs_morestack(sp_at_boundary, frame, GUARD)
     assert not prologue_needs_morestack(sp_at_boundary + 1, frame, GUARD)
     # What passes leaves the frame above stack.lo + StackNosplit (the nosplit room).
-    assert sp_at_boundary + 1 - frame > GUARD - STACK_GUARD + 800 - STACK_SMALL
+    assert sp_at_boundary + 1 - frame > GUARD - STACK_GUARD + STACK_NOSPLIT
 
 
 def test_big_frame_check_does_not_wrap() -> None:
@@ -202,3 +204,23 @@ def test_configured_machines_are_shared_and_print_as_code() -> None:
     assert a.__name__ == "GoStackMachine.configured(policy=GoCopying(forget_pointer=True))"
     with pytest.raises(ValueError, match="unknown Go stack policy 'haiku-areas'"):
         GoStackMachine.configured(policy="haiku-areas")()
+
+
+def test_counterexample_prints_as_code_that_reproduces_it() -> None:
+    machine = GoStackMachine.configured(policy=GoSegmented(off_by_one_frame=True))
+    with pytest.raises(PromiseBroken) as info:
+        machine.check(CI)
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    code = notes[
+        notes.index("state = ") : notes.index("state.teardown()") + len("state.teardown()")
+    ]
+    invariants = {"consistent", "stacks_disjoint", "pointers_live", "frames_intact"}
+    steps = [line for line in code.splitlines() if line[6:-2] not in invariants]
+    assert steps == [
+        "state = GoStackMachine.configured(policy=GoSegmented(off_by_one_frame=True))()",
+        "state.spawn()",
+        "state.recurse(frame=1024, n=8, which=0)",
+        "state.teardown()",
+    ], code  # shrunk to: one goroutine, eight 1024-byte frames (the eighth 64 bytes below)
+    with pytest.raises(PromiseBroken, match=r"1024-byte frame of g0 .* \(64 bytes below\)"):
+        exec(compile(code, "<counterexample>", "exec"), dict(vars(mt), GoSegmented=GoSegmented))
