@@ -36,7 +36,6 @@ the copy skips the most recently recorded pointer slot, which then points into t
 
 from __future__ import annotations
 
-import weakref
 from typing import ClassVar, Literal, Protocol
 
 import attrs
@@ -175,13 +174,12 @@ class CpuMem:
 
 # -- the heap --------------------------------------------------------------------------------------
 
-_HEAPS: weakref.WeakKeyDictionary[AddressSpace, GoHeap] = weakref.WeakKeyDictionary()
-
 
 class GoHeap:
     """The stack memory of one address space: RW arenas (areas named ``go-heap``), committed
     when made, cut into power-of-two blocks by a buddy allocator (lowest address first:
-    deterministic). ``GoHeap.of(space)`` is the space's one heap."""
+    deterministic). ``GoHeap.of(space)`` is the space's one heap (kept in
+    ``space.extensions``)."""
 
     def __init__(self, space: AddressSpace, mem: Mem | None = None, arena: int = ARENA) -> None:
         if arena < STACK_MIN or arena & (arena - 1) or arena % PAGE:
@@ -197,10 +195,11 @@ class GoHeap:
     def of(cls, space: AddressSpace, mem: Mem | None = None, *, arena: int = ARENA) -> GoHeap:
         """The heap of ``space`` (made on first use, with one arena of ``arena`` bytes); ``mem``,
         if given, becomes the heap's (freed blocks are poisoned through it)."""
-        heap = _HEAPS.get(space)
+        heap = space.extensions.get("go-heap")
         if heap is None:
-            heap = _HEAPS[space] = cls(space, mem, arena)
+            heap = space.extensions["go-heap"] = cls(space, mem, arena)
             heap._grow(heap.arena)
+        assert isinstance(heap, GoHeap), heap
         if mem is not None:
             heap.mem = mem
         return heap
