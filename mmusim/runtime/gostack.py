@@ -21,10 +21,11 @@ What is modelled, with where it was read (golang/go):
   RW arenas once, populates them, and hands out power-of-two blocks (a buddy allocator: a model
   choice). Freed stack memory is filled with ``POISON`` (as Go's ``stackPoisonCopy`` debugging
   switch fills the old stack after a copy), so a pointer that was not relocated reads poison.
-* Segmented stacks (Go 1.2; the Go 1.3 release notes: contiguous stacks remove the "hot split"
-  of a calculation repeatedly crossing a segment boundary): ``morestack`` links a new segment of
-  at least ``segment_size`` (8 KiB, Go 1.2's starting stack per the Go 1.4 release notes, which
-  cut it to 2048 bytes); returning from the frame that split frees it (``lessstack``). The
+* Segmented stacks (Go 1.2; the Go 1.3 release notes: contiguous stacks eliminate the "hot
+  spot" of a calculation that repeatedly steps across a segment boundary, often called the hot
+  split): ``morestack`` links a new segment of at least ``segment_size`` (8 KiB: the Go 1.2
+  release notes lift the starting stack from 4 KB to 8 KB, the Go 1.4 ones cut it to 2048
+  bytes); returning from the frame that split frees it (``lessstack``). The
   modern constants are used for both (a model choice: Go 1.2's differed in detail); the total of
   a goroutine's segments is bounded by ``max_stack`` (``runtime/debug.SetMaxStack``, Go 1.2).
 
