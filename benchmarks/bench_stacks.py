@@ -108,6 +108,8 @@ class Host:
             base = self.mmap(size, PROT_RW, ANON)
             self.mprotect(base, PAGE, PROT_NONE)
             return base + size, (base, size)
+        if policy.startswith("go-"):
+            raise Unavailable("a Go stack is a block of the Go heap: no per-stack host call")
         raise ValueError(policy)
 
 

@@ -183,7 +183,7 @@ def test_imports_go_down_the_layers(module: str) -> None:
     assert not bad, f"{module} ({part}) imports {bad}: allowed {sorted(ALLOWED[part])}"
 
 
-@pytest.mark.parametrize("module", ["area", "areas", "defs", "pager", "policies"])
+@pytest.mark.parametrize("module", ["area", "areas", "defs", "gostack", "pager", "policies"])
 def test_the_address_space_modules_import_only_hw(module: str) -> None:
     deps = {_part(d) for d in GRAPH[f"mmusim.runtime.{module}"]} - {"runtime", ""}
     assert deps <= {"hw"}, f"mmusim.runtime.{module} imports {sorted(deps)}: only hw"

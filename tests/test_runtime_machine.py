@@ -9,6 +9,7 @@ import pytest
 from hypothesis import Phase, settings
 
 import mmusim.testing as mt
+from mmusim.runtime.gostack import GoStackPolicy
 from mmusim.runtime.policies import (
     RUNTIME_POLICIES,
     HaikuAreas,
@@ -27,9 +28,19 @@ CI = settings.get_profile("ci")
 FIND = settings(CI, phases=[Phase.explicit, Phase.reuse, Phase.generate])  # no shrinking
 
 
-@pytest.mark.parametrize("name", sorted(RUNTIME_POLICIES))
+# Go's stacks have no guard and no mapping of their own: GoStackMachine checks them
+# (tests/test_go_stacks.py), and this machine refuses them.
+GUARDED = sorted(n for n, p in RUNTIME_POLICIES.items() if not issubclass(p, GoStackPolicy))
+
+
+@pytest.mark.parametrize("name", GUARDED)
 def test_every_runtime_policy_keeps_its_promise(name: str) -> None:
     RuntimeMachine.configured(policy=name).check(CI)
+
+
+def test_gos_policies_are_left_to_their_own_machine() -> None:
+    with pytest.raises(ValueError, match="checked by GoStackMachine"):
+        RuntimeMachine.configured(policy="go-copying")()
 
 
 @pytest.mark.parametrize("signals", [True, False], ids=["with-signals", "bare"])

@@ -15,12 +15,17 @@ Public API:
   address space in the kernel's page tables (``KernelPager``), demand faults and SIGSEGV
   delivery through the kernel's ``mem_page_fault`` hook, and its ops (mmap, sigaction,
   sigaltstack, sigsetjmp, coroutines: ``OPS``);
-* ``RuntimeStackPolicy`` and the five strategies of ``RUNTIME_POLICIES`` (``haiku-areas``,
-  ``posix-reserve``, ``linux-guard-regions``, ``nanos-growsdown``, ``rethinkdb-coroutines``);
-  ``stack_costs(policy)`` -- what one stack costs, as data.
+* ``RuntimeStackPolicy`` and the seven strategies of ``RUNTIME_POLICIES`` (``haiku-areas``,
+  ``posix-reserve``, ``linux-guard-regions``, ``nanos-growsdown``, ``rethinkdb-coroutines``,
+  ``go-segmented``, ``go-copying``); ``stack_costs(policy)`` -- what one stack costs, as data;
+* Go's stacks (``gostack``): ``GoSegmented`` and ``GoCopying`` (``GoStackPolicy``), ``GoRuntime``
+  (``newg``, ``freeg``, ``needs_morestack``, ``morestack``, ``lessstack``, ``record_pointer``,
+  ``deref``) over a ``GoHeap`` of the address space, ``G``, ``Growth``, ``GoStackOverflow``,
+  ``prologue_needs_morestack``, the ``Mem`` protocol and ``CpuMem``, and Go's ``STACK_*``
+  constants.
 
-The address-space modules (``defs``, ``area``, ``areas``, ``pager``, ``policies``) import only
-``mmusim.hw``: they run on bare page tables too. ``process`` (with ``sigstate``, its signal and
+The address-space modules (``defs``, ``area``, ``areas``, ``pager``, ``policies``, ``gostack``)
+import only ``mmusim.hw``: they run on bare page tables too. ``process`` (with ``sigstate``, its signal and
 coroutine state, and ``ops``, its ops) and ``kpager`` tie them to the kernel.
 """
 
@@ -45,6 +50,25 @@ from mmusim.runtime.defs import (
     MmError,
     MmFlavour,
     Prot,
+)
+from mmusim.runtime.gostack import (
+    STACK_BIG,
+    STACK_GUARD,
+    STACK_MIN,
+    STACK_NOSPLIT,
+    STACK_SMALL,
+    CpuMem,
+    G,
+    GoCopying,
+    GoHeap,
+    GoMemFault,
+    GoRuntime,
+    GoSegmented,
+    GoStackOverflow,
+    GoStackPolicy,
+    Growth,
+    Mem,
+    prologue_needs_morestack,
 )
 from mmusim.runtime.kpager import KernelPager
 from mmusim.runtime.pager import HwPager, Pager, PteRights
@@ -78,15 +102,31 @@ __all__ = [
     "SEGV_ACCERR",
     "SEGV_MAPERR",
     "SIGSEGV",
+    "STACK_BIG",
+    "STACK_GUARD",
+    "STACK_MIN",
+    "STACK_NOSPLIT",
+    "STACK_SMALL",
     "USER_HI",
     "USER_LO",
     "AddressSpace",
     "Area",
+    "CpuMem",
     "FaultOutcome",
+    "G",
+    "GoCopying",
+    "GoHeap",
+    "GoMemFault",
+    "GoRuntime",
+    "GoSegmented",
+    "GoStackOverflow",
+    "GoStackPolicy",
+    "Growth",
     "HaikuAreas",
     "HwPager",
     "KernelPager",
     "MapFlag",
+    "Mem",
     "LinuxGuardRegions",
     "MmError",
     "MmFlavour",
@@ -101,6 +141,7 @@ __all__ = [
     "RuntimeStackPolicy",
     "allows",
     "costs_delta",
+    "prologue_needs_morestack",
     "rights",
     "stack_costs",
 ]

@@ -85,6 +85,9 @@ class AddressSpace:
         self.check = check
         self.areas: SortedKeyList = SortedKeyList(key=operator.attrgetter("start"))
         self._serial = 0
+        # What a runtime built on the space keeps with it, by name (Go's heap: "go-heap"), so
+        # that it lives and dies with the space.
+        self.extensions: dict[str, object] = {}
 
     # -- lookup -----------------------------------------------------------------------------
 

@@ -21,6 +21,10 @@ above it, ``"underflow"``, faults). ``stack_costs`` measures a policy, as data.
                                       the next lower mapping (nanos ``mmap_growsdown_test``)
 ``rethinkdb-coroutines``    Linux     RethinkDB's coroutine stacks: the lowest page of each
                                       ``PROT_NONE`` (two VMAs per stack), nothing above
+``go-segmented``            Linux     Go <= 1.2: heap blocks, no guard, a checked prologue;
+                                      growth links a segment (``mmusim.runtime.gostack``)
+``go-copying``              Linux     Go >= 1.3: heap blocks, no guard, a checked prologue;
+                                      growth copies the stack into one twice as big
 ==========================  ========  ======================================================
 
 Deliberately broken variants (each a constructor argument) let the property tests show that the
@@ -101,6 +105,10 @@ class RuntimeStackPolicy:
     def space_flavour(self) -> MmFlavour:
         """The flavour the policy's address space runs (a broken variant may change it)."""
         return self.flavour
+
+    def prepare(self, space: AddressSpace) -> None:
+        """Make what the policy's stacks share in ``space`` before the first stack (Go's heap
+        arena); ``stack_costs`` calls it before measuring. Default: nothing."""
 
     def create(self, space: AddressSpace, name: str, size: int) -> RtStack:
         raise NotImplementedError(f"{type(self).__name__}.create")
@@ -256,6 +264,8 @@ class RethinkdbCoroutines(GuardPagePolicy):
         return RtStack(name, base + g, base + size, ((base, base + g),), base, base + size)
 
 
+# Go's two (mmusim.runtime.gostack, which builds on this module) add themselves when that module
+# is imported -- as the package's __init__ always does first.
 RUNTIME_POLICIES: dict[str, type[RuntimeStackPolicy]] = {
     p.name: p for p in (HaikuAreas, PosixReserve, LinuxGuardRegions, NanosGrowsdown,
                         RethinkdbCoroutines)
@@ -274,6 +284,7 @@ def stack_costs(
     pager = HwPager(mem, MODE_IA32E, tlbs=[Tlb(), Tlb()])
     space = AddressSpace(pager, 0x4000_0000, 0x7F00_0000_0000, flavour=policy.space_flavour(),
                          rlimit_stack=max(size, PAGE))  # fmt: skip
+    policy.prepare(space)  # shared by every stack (Go's heap): not the measured stack's cost
     for i in range(live):
         policy.create(space, f"live{i}", size)
     before = space.costs()

@@ -3,6 +3,8 @@
 * ``KernelMachine`` -- a Hypothesis ``RuleBasedStateMachine`` over a booted kernel (subclass it);
 * ``RuntimeMachine`` -- one over a runtime stack policy (``mmusim.runtime.policies``) and its
   promise (``catches``), on bare page tables and, for signals, on the kernel with a process;
+* ``GoStackMachine`` -- one over Go's goroutine stacks (``mmusim.runtime.gostack``): checked
+  prologues, segmented and copying growth, pointers relocated, on bare page tables;
 * strategies for the MMU (``page_tables``, ``accesses``) and for configurations (``configs``);
 * thread specs and body steps (``ThreadSpec``, ``Push``, ``Call``, ``Underflow``, ...) with their
   strategies (``thread_specs``, ``steps``, ``schedules``);
@@ -16,6 +18,7 @@ See ``docs/property-tests.md``.
 
 from mmusim.kernel import LegacyGuard, MappedStacks, NoProtection, StackPolicy
 from mmusim.testing.config import BoardConfig, configs
+from mmusim.testing.gomachine import GoStackMachine
 from mmusim.testing.hw import (
     AddressSpace,
     MemoryAccess,
@@ -54,6 +57,7 @@ __all__ = [
     "paging_modes",
     "Alloca",
     "Call",
+    "GoStackMachine",
     "KernelMachine",
     "LegacyGuard",
     "MappedStacks",

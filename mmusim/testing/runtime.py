@@ -62,6 +62,7 @@ from mmusim.hw import MODE_IA32E, ControlState, Cpu, PhysMem, Tlb, Trap
 from mmusim.kernel import K_FOREVER, Kernel, Op, StackObject
 from mmusim.runtime.areas import AddressSpace
 from mmusim.runtime.defs import MAP_ANONYMOUS, MAP_PRIVATE, PAGE, SIGSEGV, FaultOutcome, Prot
+from mmusim.runtime.gostack import GoStackPolicy
 from mmusim.runtime.pager import HwPager
 from mmusim.runtime.policies import RUNTIME_POLICIES, RtStack, RuntimeStackPolicy
 from mmusim.runtime.process import Process
@@ -124,6 +125,10 @@ class RuntimeMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.pol = runtime_policy(self.policy)
+        if isinstance(self.pol, GoStackPolicy):
+            # Its stacks are blocks of one heap mapping, with no guard: nothing this machine
+            # checks (guards, a stack's own mapping) applies. Its machine checks its prologue.
+            raise ValueError(f"{self.pol!r}: Go's stacks are checked by GoStackMachine")
         self.rlimit = -(-max(self.stack_sizes) // PAGE) * PAGE
         mem = PhysMem()
         tlbs = [Tlb(), Tlb()]
