@@ -42,13 +42,20 @@ from typing import ClassVar, Literal, Protocol
 import attrs
 from sortedcontainers import SortedSet
 
-from mmusim.hw import Cpu, Trap
+from mmusim.hw import (
+    STACK_BIG,
+    STACK_GUARD,
+    STACK_NOSPLIT,
+    STACK_SMALL,
+    Cpu,
+    Trap,
+    checked_prologue_fails,
+)
 from mmusim.runtime.areas import AddressSpace
 from mmusim.runtime.defs import (
     LINUX,
     MAP_ANONYMOUS,
     MAP_PRIVATE,
-    MASK64,
     PAGE,
     FaultOutcome,
     MmFlavour,
@@ -80,12 +87,10 @@ __all__ = [
     "prologue_needs_morestack",
 ]
 
+# StackSmall, StackBig, StackNosplit and StackGuard are the compiler's (the prologue's):
+# mmusim.hw.prologue has them, and its checked_prologue_fails is the check itself.
 STACK_SYSTEM = 0  # stackSystem: 0 on Linux
 STACK_MIN = 2048  # stackMin; fixedStack = stackMin + stackSystem rounded up to a power of two
-STACK_SMALL = 128  # abi.StackSmall: a frame this small is checked against SP alone
-STACK_BIG = 4096  # abi.StackBig: above it the prologue guards against wraparound
-STACK_NOSPLIT = 800  # stackNosplit (StackNosplitBase x StackGuardMultiplier 1)
-STACK_GUARD = STACK_NOSPLIT + STACK_SYSTEM + STACK_SMALL  # stackGuard = 928
 MAX_STACK = 1_000_000_000  # maxstacksize on 64-bit, set by runtime.main
 PTR_SIZE = 8
 POISON = 0xDD  # a model choice: the byte freed stack memory is filled with
@@ -100,24 +105,11 @@ def prologue_needs_morestack(
     sp: int, frame: int, stackguard0: int, *, off_by_one_frame: bool = False
 ) -> bool:
     """Does the prologue of a function with a ``frame``-byte frame call ``morestack``? ``sp`` is
-    the stack pointer after the CALL pushed the return address (obj6.go ``stacksplit``, amd64):
-
-    * ``frame <= StackSmall``: ``CMPQ SP, stackguard0; JLS morestack``;
-    * ``frame <= StackBig``: ``LEAQ -(frame-StackSmall)(SP), tmp; CMPQ tmp, stackguard0; JLS``;
-    * larger: ``MOVQ SP, tmp; SUBQ $(frame-StackSmall), tmp; JCS morestack`` (a borrow: the
-      subtraction wrapped) then the same ``CMPQ``/``JLS``.
-
-    ``off_by_one_frame``: the broken prologue that forgets the callee's frame (the first tier for
-    every frame)."""
-    if frame <= STACK_SMALL or off_by_one_frame:
-        return sp <= stackguard0
-    if frame <= STACK_BIG:
-        # The runtime keeps SP above StackBig, so the LEAQ cannot wrap; masked as the CPU does.
-        return (sp - (frame - STACK_SMALL)) & MASK64 <= stackguard0
-    tmp = sp - (frame - STACK_SMALL)
-    if tmp < 0:  # JCS: the SUBQ borrowed
-        return True
-    return tmp <= stackguard0
+    the stack pointer after the CALL pushed the return address: Go's check in its three tiers
+    (``mmusim.hw.checked_prologue_fails``, from obj6.go ``stacksplit``).
+    ``off_by_one_frame``: the broken prologue that forgets the callee's frame (the first tier,
+    ``CMPQ SP, stackguard0``, for every frame)."""
+    return checked_prologue_fails(sp, 0 if off_by_one_frame else frame, stackguard0)
 
 
 def _pow2(n: int) -> int:
