@@ -276,12 +276,14 @@ def op_go(p: Process, t: KThread, o: Op) -> Routine:
 
 
 def op_go_pointer(p: Process, t: KThread, o: Op) -> Routine:
-    """Take the address of a local: push a word holding the stack pointer, registered as
-    pointer ``name`` of the running goroutine (a slot of its stack map: a copy relocates it)."""
+    """Take the address of a local: push a local word, then a word holding its address,
+    registered as pointer ``name`` of the running goroutine (a slot of its stack map: a copy
+    relocates it)."""
     g = _goroutine(p, t, o)
-    hw = p.k.cpu.hw
-    yield Point(t.name, f"pointer {o.arg('name')} = {hw.sp:#x}")
-    p.k.cpu.hw.sp = p.go.record_pointer(g, str(o.arg("name")), p.k.cpu.hw.sp)
+    local = p.k.cpu.hw.sp - 8
+    yield Point(t.name, f"a local at {local:#x}; pointer {o.arg('name')} = its address")
+    p.go.mem.write(local, bytes(8))
+    p.k.cpu.hw.sp = p.go.record_pointer(g, str(o.arg("name")), local)
 
 
 def op_go_deref(p: Process, t: KThread, o: Op) -> Routine:

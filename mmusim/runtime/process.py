@@ -331,7 +331,7 @@ class Process:
             growth = rt.morestack(g, k.cpu.hw.sp, frame)
         except GoStackOverflow as e:
             yield from self.go_throw(t, g, str(e))
-            raise AssertionError("morestack: a thrown goroutine ran on")  # pragma: no cover
+            raise AssertionError("morestack: a thrown goroutine ran on") from e  # pragma: no cover
         k.record("go.growth", growth.kind)
         if growth.kind == "split":
             yield Point(t.name, f"morestack: {g.name} splits: a {growth.size}-byte segment at "
@@ -365,6 +365,8 @@ class Process:
         for line in message.splitlines():
             self.k.printk(f"runtime: {t.name}: {line}")
         self.k.printk(f"runtime: {t.name}: goroutine {g.name} [running]")
+        for key in ("splits", "copies", "bytes_copied"):
+            self.k.record(f"go.{key}", getattr(g, key))
         self.k.record("go.fatal", message.splitlines()[-1])
         self.k.record("go.fatal.goroutine", g.name)
         self.killed = message.splitlines()[-1]
@@ -396,7 +398,7 @@ class KernelMem:
         self.p = p
 
     def read(self, va: int, n: int) -> bytes:
-        return self._retry(lambda: self.p.k.cpu.hw.read(va, n), va)
+        return bytes(self._retry(lambda: self.p.k.cpu.hw.read(va, n), va))
 
     def write(self, va: int, data: bytes) -> None:
         self._retry(lambda: self.p.k.cpu.hw.write(va, data), va, write=True)

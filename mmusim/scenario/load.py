@@ -65,11 +65,11 @@ from mmusim.scenario.expr import EXPR_HELP, Expr, ExprError
 from mmusim.scenario.names import Names
 from mmusim.scenario.ops import compiled_with, read_bodies
 from mmusim.scenario.schema import (
+    GO_STACKS,
     Expect,
     FactExpect,
     FaultExpect,
     PartitionSpec,
-    GO_STACKS,
     RuntimeSpec,
     Scenario,
     StackSpec,

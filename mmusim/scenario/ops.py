@@ -164,8 +164,14 @@ _RUNTIME_OP_FACTS = {
     "madvise_guard": ("errno", "madvise_guard.errno", "areas"),
     "sigaltstack": ("errno",),
     "classify_fault": ("report", "report.coroutine"),
-    "go": ("go.splits", "go.copies", "go.bytes_copied", "go.growth", "go.fatal",
-           "go.fatal.goroutine"),
+    "go": (
+        "go.splits",
+        "go.copies",
+        "go.bytes_copied",
+        "go.growth",
+        "go.fatal",
+        "go.fatal.goroutine",
+    ),
     "go_deref": ("go.pointer", "go.stale"),
 }
 
