@@ -73,8 +73,12 @@ def test_guard_pages_catch_a_probed_big_frame_but_not_an_unprobed_one(
 
 
 def test_the_guard_gap_catches_an_unprobed_big_frame(matrix: dict[str, Any]) -> None:
+    # The frame lands in the 256-page gap, which placement keeps free: the fault finds the
+    # stack above it, and the growth is refused (here by RLIMIT_STACK, vmap_from_vaddr's first
+    # test) -- where a one-page guard let the same frame write over the mapping below.
     c = cell(matrix, "nanos-growsdown", "big-frame-unprobed")
-    assert c["caught"] and c["reason"] == "SIGSEGV SEGV_MAPERR" and "gap" in c["outcome"]
+    assert c["caught"] and c["reason"] == "SIGSEGV SEGV_MAPERR"
+    assert "beyond RLIMIT_STACK" in c["outcome"]
 
 
 def test_guards_on_both_sides_catch_an_underflow_one_sided_ones_do_not(
@@ -107,6 +111,21 @@ def test_a_zephyr_kernel_stack_overflows_first_into_its_reserved_page(
     c = cell(matrix, "zephyr-mapped", "overflow-byte")
     assert not c["caught"] and c.get("label") == "reserved" and "wrote over" not in c["outcome"]
     assert cell(matrix, "zephyr-legacy", "overflow-byte")["caught"]
+
+
+def test_go_grows_where_guard_pages_kill(matrix: dict[str, Any]) -> None:
+    for policy in ("go-segmented", "go-copying"):
+        for attack in ("overflow-byte", "big-frame-unprobed", "hot-split"):
+            c = cell(matrix, policy, attack)
+            assert c["caught"] and c["recovered"] and c["reason"] == "morestack", (policy, c)
+        c = cell(matrix, policy, "deep-recursion")
+        assert c["caught"] and not c["recovered"] and c["attributed_to"] == "g"
+        assert "fatal error: stack overflow" in c["outcome"]
+    assert cell(matrix, "go-segmented", "hot-split")["splits"] == 100
+    assert cell(matrix, "go-copying", "hot-split")["copies"] == 1
+    row = next(p for p in matrix["policies"] if p["name"] == "go-copying")
+    assert row["costs"]["copies"] >= 5 and row["costs"]["bytes_copied"] > 0
+    assert row["costs"]["areas"] == 0 and row["costs"]["splits"] == 0
 
 
 def test_an_unknown_cell_is_refused() -> None:

@@ -31,7 +31,6 @@ from typing import Any
 
 import attrs
 
-from mmusim.hw import Trap
 from mmusim.kconfig import load_config
 from mmusim.kernel import K_FOREVER, Kernel, KThread, Op, StackObject
 from mmusim.kernel.fatal import REASONS
@@ -153,33 +152,35 @@ class Watch:
 
     ranges: list[tuple[str, int, int]] = attrs.Factory(list)  # owner, lo, hi
     before: dict[str, list[bytes | None]] = attrs.Factory(dict)
-    read: Callable[[int], bytes | None] | None = None
+    read: Callable[[int, int], bytes | None] | None = None
     find: Callable[[], list[tuple[str, int, int]]] | None = None  # the ranges, found at mark
     reserved: bool = False  # the attacker's stack object reserves memory below its buffer
 
     def snapshot(self) -> dict[str, list[bytes | None]]:
+        """Each range's bytes, a page (or the part of one in the range) at a time."""
         assert self.read is not None
-        return {name: [self.read(va) for va in range(lo & ~(PAGE - 1), hi, PAGE)]
-                for name, lo, hi in self.ranges}  # fmt: skip
+        out = {}
+        for name, lo, hi in self.ranges:
+            cuts = [lo, *range((lo | (PAGE - 1)) + 1, hi, PAGE), hi]
+            out[name] = [self.read(a, b - a) for a, b in zip(cuts, cuts[1:], strict=False)]
+        return out
 
     def changed(self) -> list[str]:
         after = self.snapshot()
         return [name for name, _, _ in self.ranges if after[name] != self.before.get(name)]
 
 
-def _reader(k: Kernel) -> Callable[[int], bytes | None]:
-    """Read a page through CPU 0's MMU at CPL 0 (None: not mapped), as a debugger would."""
+def _reader(k: Kernel) -> Callable[[int, int], bytes | None]:
+    """Read bytes of one page through the kernel's page tables (a software walk: no TLB fill,
+    no A/D update, so the harness leaves no trace in the machine), None if not mapped."""
 
-    def read(va: int) -> bytes | None:
-        hw = k.cpus[0].hw
-        saved = hw.cpl
-        hw.cpl = 0
-        try:
-            return hw.read(va, PAGE)
-        except Trap:
+    def read(va: int, n: int) -> bytes | None:
+        hit = k.pt.lookup(va)
+        if hit is None:
             return None
-        finally:
-            hw.cpl = saved
+        _, _, entry, size = hit
+        frame = entry & ~(size - 1) & ((1 << 52) - 1)  # the frame bits: no flags, no XD
+        return k.mem.read(frame + (va & (size - 1)), n)
 
     return read
 
@@ -226,22 +227,23 @@ def _config(info: PolicyInfo, board: str) -> Any:
 
 
 def _kernel_cell(info: PolicyInfo, attack: str, board: str) -> dict[str, Any]:
-    """Zephyr: thread ``t`` on stack ``s``, threads ``below``/``above`` asleep on the stacks
-    defined (and created) before and after it."""
+    """Zephyr: thread ``t`` on stack ``s``, threads ``neighbour1``/``neighbour2`` asleep on the
+    stacks defined (and created) before and after it (where their stacks lie is the policy's
+    placement: in place in definition order, or in the virtual region as mapped)."""
     cfg = _config(info, board)
     watch = Watch()
     sleep = (Op("sleep", n=K_FOREVER),)
     main = (
-        Op("create", target="below", stack="nb", label="sleeper", prio=-2),
+        Op("create", target="neighbour1", stack="n1", label="sleeper", prio=-2),
         Op("create", target="t", stack="s", label="attack", prio=-1, n=K_FOREVER),
-        Op("create", target="above", stack="na", label="sleeper", prio=-2),
+        Op("create", target="neighbour2", stack="n2", label="sleeper", prio=-2),
         Op("start", target="t"),
         Op("join", target="t"),
     )
     k = Kernel(
         cfg.values,
-        stacks=(StackObject("nb", NEIGHBOUR_SIZE, True), StackObject("s", STACK_SIZE, True),
-                StackObject("na", NEIGHBOUR_SIZE, True)),
+        stacks=(StackObject("n1", NEIGHBOUR_SIZE, True), StackObject("s", STACK_SIZE, True),
+                StackObject("n2", NEIGHBOUR_SIZE, True)),
         main_body=main,
         bodies={"sleeper": sleep, "attack": (MARK, *attack_ops(attack), WENT_ON)},
     )  # fmt: skip
@@ -251,7 +253,9 @@ def _kernel_cell(info: PolicyInfo, attack: str, board: str) -> dict[str, Any]:
     def find() -> list[tuple[str, int, int]]:
         t = k.thread("t")
         watch.reserved = attack != "underflow" and k.policy.extent(k, t)[0] < t.stack_info.start
-        return [(f"{n}'s stack", *k.policy.extent(k, k.thread(n))) for n in ("below", "above")]
+        return [
+            (f"{n}'s stack", *k.policy.extent(k, k.thread(n))) for n in ("neighbour1", "neighbour2")
+        ]
 
     watch.find = find
     k.run()
@@ -283,7 +287,19 @@ def _kernel_cell(info: PolicyInfo, attack: str, board: str) -> dict[str, Any]:
     if hit:
         return _cell(False, fault["thread"], fault["thread"] == "t", reason, False,
                      f"not caught: wrote over {', '.join(hit)} first, then {died}")  # fmt: skip
-    return _cell(True, fault["thread"], fault["thread"] == "t", reason, False, f"caught: {died}")
+    return _cell(
+        True,
+        fault["thread"],
+        fault["thread"] == "t",
+        reason,
+        False,
+        f"caught: {died}",
+        label="aborted",
+    )
+
+
+def _count(n: int, one: str, many: str = "") -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _escaped(attack: str) -> str:
@@ -357,7 +373,7 @@ def _judge_runtime(
         grown = p.space.find(s.hi - 1)
         if grown is not None and grown.growsdown:
             return _cell(False, None, None, None, True,
-                         f"grown to {(s.hi - grown.start) // 1024} KiB; t went on")  # fmt: skip
+                         f"grown to {(s.hi - grown.start) // 1024} KiB; t went on", label="grown")  # fmt: skip
         return _cell(
             False,
             None,
@@ -377,7 +393,7 @@ def _judge_runtime(
         if hit:
             return _cell(False, who, right, reason, False,
                          f"not caught: wrote over {', '.join(hit)} first; {how}")  # fmt: skip
-        return _cell(True, who, right, reason, False, f"caught: {how}")
+        return _cell(True, who, right, reason, False, f"caught: {how}", label="crashed")
     killed = facts.get("killed")
     if killed:
         how = f"killed: {killed[0]}"
@@ -389,7 +405,8 @@ def _judge_runtime(
     if hit:
         return _cell(False, "t", True, reason, recovered,
                      f"not caught: wrote over {', '.join(hit)} first; {how}")  # fmt: skip
-    return _cell(True, "t", True, reason, recovered, f"caught: {how}")
+    label = "longjmp" if recovered else "killed"
+    return _cell(True, "t", True, reason, recovered, f"caught: {how}", label=label)
 
 
 GO_MAX_STACK = 64 * 1024  # compare's maxstacksize (Go's is 1 GB: same outcome, sooner)
@@ -417,23 +434,45 @@ def _go_cell(info: PolicyInfo, attack: str, board: str) -> dict[str, Any]:
     k.run()
     hit = watch.changed()
     facts = k.facts
-    counters = {key: int(facts.get(f"go.{key}", [0])[-1]) for key in ("splits", "copies",
-                                                                        "bytes_copied")}
-    grew = f"{counters['splits']} splits" if info.name == "go-segmented" else (
-        f"{counters['copies']} copies, {counters['bytes_copied']} bytes copied")
+    counters = {
+        key: int(facts.get(f"go.{key}", [0])[-1]) for key in ("splits", "copies", "bytes_copied")
+    }
+    grew = (
+        _count(counters["splits"], "split")
+        if info.name == "go-segmented"
+        else f"{_count(counters['copies'], 'copy', 'copies')}, {counters['bytes_copied']} bytes copied"
+    )
     fatal = facts.get("go.fatal")
     if fatal:
         who = facts["go.fatal.goroutine"][0]
-        how = (f"the check called morestack ({grew}) until the stack would pass "
-               f"{GO_MAX_STACK} bytes: \"{fatal[0]}\", the program exits")
+        how = (
+            f"the check called morestack ({grew}) until the stack would pass "
+            f'{GO_MAX_STACK} bytes: "{fatal[0]}", the program exits'
+        )
         if hit:
-            return _cell(False, who, who == "g", "throw", False,
-                         f"not caught: wrote over {', '.join(hit)} first; {how}", **counters)
-        return _cell(True, who, who == "g", "throw", False, f"caught: {how}", **counters)
+            return _cell(
+                False,
+                who,
+                who == "g",
+                "throw",
+                False,
+                f"not caught: wrote over {', '.join(hit)} first; {how}",
+                **counters,
+            )
+        return _cell(
+            True, who, who == "g", "throw", False, f"caught: {how}", label="thrown", **counters
+        )
     went_on = "went_on" in facts
     if hit:
-        return _cell(False, None, None, None, went_on,
-                     f"not caught: wrote over {', '.join(hit)}; g went on", **counters)
+        return _cell(
+            False,
+            None,
+            None,
+            None,
+            went_on,
+            f"not caught: wrote over {', '.join(hit)}; g went on",
+            **counters,
+        )
     if facts.get("go.growth"):
         label = "split" if info.name == "go-segmented" else "copied"
         return _cell(True, "g", True, "morestack", went_on,

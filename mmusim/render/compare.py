@@ -170,9 +170,11 @@ _COL = 10  # one attack column: a 9-character word and its mark
 
 
 _TEXT_KEY = (
-    "caught and went on: grown, longjmp, split, copied, handled, recovered; caught and died: "
-    "killed (a signal), aborted (a kernel fatal error), died; not caught: silent; * the fault "
-    "was blamed on the wrong owner (see the notes at the end)"
+    "caught and went on: grown, longjmp (a handler on the alternate stack jumped back), split, "
+    "copied (Go's morestack); caught and died: killed (a signal), aborted (a kernel fatal "
+    "error), crashed (the handler's abort), thrown (Go's fatal error); not caught: silent, "
+    "reserved (into the thread's own stack object, below its buffer); * the fault was blamed on "
+    "the wrong owner (see the notes at the end)"
 )
 
 
@@ -377,9 +379,17 @@ def _mark(right: int, top: int) -> str:
 
 
 _LEGEND = (
-    ("recovered", "caught, and the program went on: grown, longjmp, split, copied, handled"),
-    ("died", "caught, and the thread or process died: killed (a signal), aborted (K_ERR_*)"),
-    ("missed", "not caught: the access went through (silent)"),
+    ("recovered", "caught, and the program went on: grown, longjmp, split, copied"),
+    (
+        "died",
+        "caught, and the thread or process died: killed (a signal), aborted (K_ERR_*), "
+        "crashed (abort()), thrown (Go's fatal error)",
+    ),
+    (
+        "missed",
+        "not caught: the access went through (silent; reserved: into the thread's own "
+        "stack object)",
+    ),
 )
 
 
