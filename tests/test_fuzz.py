@@ -493,6 +493,7 @@ OPTIONS = {
     "explore": ["--max-states", "--pct", "--runs", "--trace", "--mutant"],
     "replay": ["--scenario"],
     "menuconfig": ["--board", "-o", "--output"],
+    "compare": ["--policy", "--board", "--json", "--svg", "--no-timing"],
 }
 
 

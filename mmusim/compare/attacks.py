@@ -221,6 +221,11 @@ def _cell(caught: bool, who: str | None, right: bool | None, reason: str | None,
             "reason": reason, "recovered": recovered, "outcome": outcome, **extra}  # fmt: skip
 
 
+def _missed(went_on: bool, outcome: str, **extra: Any) -> dict[str, Any]:
+    """A cell the strategy did not catch: no one blamed, no reason."""
+    return _cell(False, None, None, None, went_on, f"not caught: {outcome}", **extra)
+
+
 def _config(info: PolicyInfo, board: str) -> Any:
     extra = tuple(("compare", i, line) for i, line in enumerate(info.config, 1))
     return load_config(board, extra_lines=extra)
@@ -272,7 +277,7 @@ def _kernel_cell(info: PolicyInfo, attack: str, board: str) -> dict[str, Any]:
             else (f"wrote {_escaped(attack)} unnoticed")
         )
         extra = {"label": "reserved"} if watch.reserved and not hit else {}
-        return _cell(False, None, None, None, went_on, f"not caught: {where}; t went on", **extra)
+        return _missed(went_on, f"{where}; t went on", **extra)
     reason = KERNEL_REASONS.get(fault["reason"], str(fault["reason"]))
     how = (
         "a failed stack check"
@@ -368,20 +373,12 @@ def _judge_runtime(
     went_on = "went_on" in facts
     if "sigsegv.si_addr" not in facts:
         if hit:
-            return _cell(False, None, None, None, went_on,
-                         f"not caught: wrote over {', '.join(hit)}; t went on")  # fmt: skip
+            return _missed(went_on, f"wrote over {', '.join(hit)}; t went on")
         grown = p.space.find(s.hi - 1)
         if grown is not None and grown.growsdown:
             return _cell(False, None, None, None, True,
                          f"grown to {(s.hi - grown.start) // 1024} KiB; t went on", label="grown")  # fmt: skip
-        return _cell(
-            False,
-            None,
-            None,
-            None,
-            went_on,
-            f"not caught: wrote {_escaped(attack)} unnoticed; t went on",
-        )
+        return _missed(went_on, f"wrote {_escaped(attack)} unnoticed; t went on")
     addr = facts["sigsegv.si_addr"][0]
     reason = f"SIGSEGV {facts['sigsegv.si_code'][0]}"
     why = facts["sigsegv.reason"][0]
@@ -464,23 +461,14 @@ def _go_cell(info: PolicyInfo, attack: str, board: str) -> dict[str, Any]:
         )
     went_on = "went_on" in facts
     if hit:
-        return _cell(
-            False,
-            None,
-            None,
-            None,
-            went_on,
-            f"not caught: wrote over {', '.join(hit)}; g went on",
-            **counters,
-        )
+        return _missed(went_on, f"wrote over {', '.join(hit)}; g went on", **counters)
     if facts.get("go.growth"):
         label = "split" if info.name == "go-segmented" else "copied"
         return _cell(True, "g", True, "morestack", went_on,
                      f"caught by the prologue check: morestack grew the stack ({grew}); g went on",
                      label=label, **counters)  # fmt: skip
-    return _cell(False, None, None, None, went_on,
-                 f"not caught: wrote {_escaped(attack)} unnoticed (no prologue checks a plain "
-                 "write); g went on", **counters)  # fmt: skip
+    return _missed(went_on, f"wrote {_escaped(attack)} unnoticed (no prologue checks a plain "
+                   "write); g went on", **counters)  # fmt: skip
 
 
 def policy_unavailable(info: PolicyInfo, board: str) -> str | None:

@@ -201,7 +201,7 @@ class Model:
             parts += [t.name, int(t.state), info.start, info.size, info.mapped.addr, info.mapped.sz,
                       t.switch_handle, t.sp, t.cpl, t.exit_reason, t.generation, t.wake_tick,
                       tuple(w.name for w in t.join_waiters),
-                      t.mem_domain.name if t.mem_domain else None]  # fmt: skip
+                      t.mem_domain.name if t.mem_domain else None, tuple(t.stack_moves)]  # fmt: skip
             if t.gen is not None:
                 _frames(t.gen, parts)
             else:

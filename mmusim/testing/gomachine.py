@@ -66,7 +66,7 @@ from mmusim.runtime.gostack import (
 )
 from mmusim.runtime.pager import HwPager
 from mmusim.runtime.policies import RUNTIME_POLICIES
-from mmusim.testing.runtime import PromiseBroken, event
+from mmusim.testing.runtime import PromiseBroken, configured_subclass, event
 
 __all__ = ["FRAMES", "GoStackMachine", "go_policy"]
 
@@ -144,21 +144,7 @@ class GoStackMachine(RuleBasedStateMachine):
         """A subclass with these settings, named by the call that makes it (a falsifying
         example prints as ``state = GoStackMachine.configured(policy=GoCopying(...))()``). The
         same arguments give the same class."""
-        args: list[str] = []
-        attrs_: dict[str, Any] = {"__module__": cls.__module__}
-        if policy is not None:
-            shown = policy.__name__ if isinstance(policy, type) else repr(policy)
-            args.append(f"policy={shown}")
-            attrs_["policy"] = policy
-        if max_stack is not None:
-            args.append(f"max_stack={max_stack!r}")
-            attrs_["max_stack"] = max_stack
-        name = f"{cls.__name__}.configured({', '.join(args)})"
-        key = f"{cls.__module__}.{cls.__qualname__}:{name}"
-        made = _CONFIGURED.get(key)
-        if made is None:
-            made = _CONFIGURED[key] = type(name, (cls,), attrs_)
-        return made
+        return configured_subclass(cls, _CONFIGURED, policy=policy, max_stack=max_stack)
 
     @classmethod
     def check(cls, settings: Any = None) -> None:

@@ -45,7 +45,7 @@ threads' own ops.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from hypothesis import event as _event
 from hypothesis import strategies as st
@@ -82,10 +82,31 @@ MAX_NEIGHBOURS = 4
 _CONFIGURED: dict[str, type[RuntimeMachine]] = {}
 
 PolicyArg = RuntimeStackPolicy | type[RuntimeStackPolicy] | str
+M = TypeVar("M", bound=RuleBasedStateMachine)
 
 
 class PromiseBroken(AssertionError):
     """A runtime policy broke its promise, or an invariant of the address space failed."""
+
+
+def configured_subclass(cls: type[M], made: dict[str, type[M]], **settings: Any) -> type[M]:
+    """A subclass of machine ``cls`` with the ``settings`` that are not None as class
+    attributes, named by the call that makes it (``RuntimeMachine.configured(policy=...)``), so
+    that a falsifying example prints as runnable code; the same settings give the same class
+    (kept in ``made``). A policy class shows as its name, anything else as its repr."""
+    args: list[str] = []
+    attrs: dict[str, Any] = {"__module__": cls.__module__}
+    for key, value in settings.items():
+        if value is None:
+            continue
+        shown = value.__name__ if isinstance(value, type) else repr(value)
+        args.append(f"{key}={shown}")
+        attrs[key] = value
+    name = f"{cls.__name__}.configured({', '.join(args)})"
+    key = f"{cls.__module__}.{cls.__qualname__}:{name}"
+    if key not in made:
+        made[key] = type(name, (cls,), attrs)
+    return made[key]
 
 
 def runtime_policy(policy: PolicyArg) -> RuntimeStackPolicy:
@@ -154,27 +175,14 @@ class RuntimeMachine(RuleBasedStateMachine):
         """A subclass with these settings, named by the call that makes it -- a falsifying
         example prints as ``state = RuntimeMachine.configured(policy=HaikuAreas(...))()``,
         runnable where the policy's class is in scope. The same arguments give the same class."""
-        args: list[str] = []
-        attrs: dict[str, Any] = {"__module__": cls.__module__}
-        if policy is not None:
-            shown = policy.__name__ if isinstance(policy, type) else repr(policy)
-            args.append(f"policy={shown}")
-            attrs["policy"] = policy
-        if stack_sizes is not None:
-            args.append(f"stack_sizes={tuple(stack_sizes)!r}")
-            attrs["stack_sizes"] = tuple(stack_sizes)
-        if altstack_on_new_threads is not None:
-            args.append(f"altstack_on_new_threads={altstack_on_new_threads!r}")
-            attrs["altstack_on_new_threads"] = altstack_on_new_threads
-        if signals is not None:
-            args.append(f"signals={signals!r}")
-            attrs["signals"] = signals
-        name = f"{cls.__name__}.configured({', '.join(args)})"
-        key = f"{cls.__module__}.{cls.__qualname__}:{name}"
-        made = _CONFIGURED.get(key)
-        if made is None:
-            made = _CONFIGURED[key] = type(name, (cls,), attrs)
-        return made
+        return configured_subclass(
+            cls,
+            _CONFIGURED,
+            policy=policy,
+            stack_sizes=None if stack_sizes is None else tuple(stack_sizes),
+            altstack_on_new_threads=altstack_on_new_threads,
+            signals=signals,
+        )
 
     @classmethod
     def check(cls, settings: Any = None) -> None:
