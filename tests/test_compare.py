@@ -128,6 +128,37 @@ def test_go_grows_where_guard_pages_kill(matrix: dict[str, Any]) -> None:
     assert row["costs"]["areas"] == 0 and row["costs"]["splits"] == 0
 
 
+def test_a_board_that_cannot_give_a_strategy_says_why(capsys: pytest.CaptureFixture[str]) -> None:
+    out = compare(["zephyr-mapped", "haiku-areas"], "qemu_x86_atom_virt", timing=False)
+    mapped, haiku = out["policies"]
+    assert mapped["attacks"] == {} and "identity-mapped" in mapped["unavailable"]
+    assert haiku["attacks"]["overflow-byte"]["caught"]
+    assert main(["compare", "--board", "qemu_x86_atom_virt", "--policy", "zephyr-mapped",
+                 "--no-timing"]) == 0  # fmt: skip
+    assert "not run on this board:" in capsys.readouterr().out
+
+
+def test_the_runtime_and_go_strategies_run_in_pae_mode_too() -> None:
+    out = compare(["posix-reserve", "go-copying"], "qemu_x86", timing=False)
+    for row in out["policies"]:
+        for name, c in row["attacks"].items():
+            assert c.get("label") != "error", (row["name"], name, c)
+    assert out["policies"][0]["attacks"]["overflow-byte"]["recovered"]
+
+
+def test_a_kernel_assertion_in_a_cell_is_its_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmusim.compare as mc
+    from mmusim.kernel import KernelAssert
+
+    def broken(policy: str, attack: str, board: str) -> dict[str, Any]:
+        raise KernelAssert("k_thread_create: something Zephyr would assert on")
+
+    monkeypatch.setattr(mc, "run_cell", broken)
+    row = mc.compare(["none"], timing=False)["policies"][0]
+    c = row["attacks"]["overflow-byte"]
+    assert c["label"] == "error" and "k_thread_create" in c["outcome"] and not c["caught"]
+
+
 def test_an_unknown_cell_is_refused() -> None:
     with pytest.raises(KeyError):
         run_cell("no-such-policy", "overflow-byte")

@@ -226,3 +226,23 @@ def test_an_alternate_stack_that_is_itself_a_growsdown_mapping_works() -> None:
     assert fact(k, "sigsegv.stack") == "alternate" and "after" in k.facts
     alt = p.space.find(fact(k, "alt") + 16 * PAGE - 1)
     assert alt is not None and alt.growsdown and len(alt.committed) == 1  # the frame's page
+
+
+@pytest.mark.parametrize("board", ["qemu_x86", "qemu_x86_64"])
+def test_a_process_works_on_every_paging_mode_of_the_boards(board: str) -> None:
+    # PAE (qemu_x86): the CPU walks with the PDPT entries it loaded at the last CR3 write, so
+    # the window's page directory must exist before (KernelPager preallocates it, as Linux's
+    # PAE pgd_alloc does) -- a regression test: made later, every touch faulted for ever.
+    from mmusim.kconfig import load_config
+
+    cfg = load_config(board).values
+    main = (
+        op("mmap", name="s", bytes=4 * PAGE, prot=("read", "write")),
+        op("on_stack", (Op("push", n=2 * PAGE),), mapping="s"),
+    )
+    k = Kernel(cfg, stacks=(STACK,), main_body=main, bodies={})
+    p = Process.attach(k, flavour=LINUX)
+    k.run(max_steps=20_000)
+    p._check()
+    assert k.faults == [] and "killed" not in k.facts
+    assert len(next(iter(p.space)).committed) == 2

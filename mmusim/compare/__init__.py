@@ -27,6 +27,7 @@ from mmusim.compare.attacks import (
     run_cell,
 )
 from mmusim.compare.costs import policy_costs
+from mmusim.kernel import KernelAssert
 
 __all__ = [
     "ATTACKS",
@@ -42,6 +43,16 @@ __all__ = [
 ]
 
 GROWTH_KEYS = ("splits", "copies", "bytes_copied")
+
+
+def _cell_or_error(policy: str, attack: str, board: str) -> dict[str, Any]:
+    """``run_cell``; a kernel assertion in the run is the cell's verdict ("error"), not a crash."""
+    try:
+        return run_cell(policy, attack, board)
+    except KernelAssert as e:
+        return {"caught": False, "attributed_to": None, "attribution_right": None,
+                "reason": None, "recovered": False, "label": "error",
+                "outcome": f"error: the run stopped on a kernel assertion: {e}"}  # fmt: skip
 
 
 def compare(
@@ -72,8 +83,8 @@ def compare(
             row.update(unavailable=why, attacks={}, costs={})
             rows.append(row)
             continue
-        cells = {a.name: run_cell(info.name, a.name, board) for a in ATTACKS}
-        costs = policy_costs(info.name, STACK_SIZE, cycles=200 if timing else 1)
+        cells = {a.name: _cell_or_error(info.name, a.name, board) for a in ATTACKS}
+        costs = policy_costs(info.name, STACK_SIZE, cycles=200 if timing else 1, board=board)
         if not timing:
             costs["cycles_per_second"] = None
         if info.family == "go":

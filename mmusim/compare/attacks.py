@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from mmusim.kconfig import load_config
+from mmusim.kconfig import ConfigError, load_config
 from mmusim.kernel import K_FOREVER, Kernel, KThread, Op, StackObject
 from mmusim.kernel.fatal import REASONS
 from mmusim.kernel.policy import policy_for_config
@@ -477,7 +477,10 @@ def policy_unavailable(info: PolicyInfo, board: str) -> str | None:
         return None
     want = {"zephyr-mapped": "MappedStacks", "zephyr-legacy": "LegacyGuard",
             "none": "NoProtection"}[info.name]  # fmt: skip
-    got = type(policy_for_config(_config(info, board).values)).__name__
+    try:
+        got = type(policy_for_config(_config(info, board).values)).__name__
+    except ConfigError as e:
+        return f"{board}'s Kconfig refuses {' '.join(info.config)}: {e.reason}"
     if got != want:
         return f"{board}'s Kconfig with {' '.join(info.config)} gives {got}, not {want}"
     return None

@@ -29,7 +29,7 @@ and ``shootdowns`` the sum of its ``create`` and ``destroy`` numbers.
 
 Kernel policies -- ``zephyr-mapped`` (``CONFIG_THREAD_STACK_MEM_MAPPED=y``), ``zephyr-legacy``
 (the legacy guard page, ``CONFIG_X86_STACK_PROTECTION`` without mapped stacks) and ``none``
-(neither) -- run a kernel on ``qemu_x86_64`` (two CPUs): ``main`` creates a thread on a kernel
+(neither) -- run a kernel on ``board`` (default ``qemu_x86_64``, two CPUs): ``main`` creates a thread on a kernel
 stack object of ``size`` bytes (``k_thread_create``, ``K_NO_WAIT``) and sleeps a tick, in which
 the thread pushes 64 bytes and sleeps for ever; then ``main`` aborts and joins it. The thread is
 not running when it is aborted, so ``k_thread_abort_cleanup`` unmaps its stack at once: nothing is
@@ -75,17 +75,19 @@ COST_KEYS = (
 _THREAD, _STACK = "x", "sx"
 
 
-def policy_costs(name: str, size: int = 16384, *, cycles: int = 200) -> dict[str, Any]:
+def policy_costs(
+    name: str, size: int = 16384, *, cycles: int = 200, board: str = BOARD
+) -> dict[str, Any]:
     """The costs of one stack of ``size`` bytes under strategy ``name`` (a kernel policy of
-    ``KERNEL_POLICIES`` or a runtime policy of ``RUNTIME_POLICIES``), with ``cycles`` timed
-    create + push + destroy cycles for ``cycles_per_second``. Keys: ``COST_KEYS`` (see the module
-    docstring); ``splits``, ``copies`` and ``bytes_copied`` are None. Raises ValueError for an
-    unknown name."""
+    ``KERNEL_POLICIES``, measured on ``board``, or a runtime policy of ``RUNTIME_POLICIES``),
+    with ``cycles`` timed create + push + destroy cycles for ``cycles_per_second``. Keys:
+    ``COST_KEYS`` (see the module docstring); ``splits``, ``copies`` and ``bytes_copied`` are
+    None. Raises ValueError for an unknown name."""
     if cycles < 1:
         raise ValueError(f"policy_costs: cycles must be at least 1, not {cycles}")
     if name in KERNEL_POLICIES:
-        out = _kernel_costs(name, size)
-        rate = _kernel_rate(name, size, cycles)
+        out = _kernel_costs(name, size, board)
+        rate = _kernel_rate(name, size, cycles, board)
     elif name in RUNTIME_POLICIES:
         policy = RUNTIME_POLICIES[name]()
         out = _runtime_costs(policy, size)
@@ -137,9 +139,9 @@ _CYCLE = (
 _BODIES = {"short": (Op("push", n=64), Op("sleep", n=K_FOREVER))}
 
 
-def _kernel(name: str, size: int, main: tuple[Op, ...]) -> Kernel:
+def _kernel(name: str, size: int, main: tuple[Op, ...], board: str) -> Kernel:
     lines = KERNEL_POLICIES[name]
-    cfg = load_config(BOARD, extra_lines=[("compare", i, ln) for i, ln in enumerate(lines, 1)])
+    cfg = load_config(board, extra_lines=[("compare", i, ln) for i, ln in enumerate(lines, 1)])
     stack = StackObject(_STACK, size, False)  # K_KERNEL_STACK_DEFINE: a kernel thread's
     return Kernel(cfg.values, stacks=(stack,), main_body=main, bodies=_BODIES)
 
@@ -174,9 +176,9 @@ def _snapshot(k: Kernel, pte: _PteCounter) -> dict[str, int]:
     }
 
 
-def _kernel_costs(name: str, size: int) -> dict[str, int]:
+def _kernel_costs(name: str, size: int, board: str) -> dict[str, int]:
     main = (*_CYCLE, Op("record", target="clock", label="gone"))
-    k = _kernel(name, size, main)
+    k = _kernel(name, size, main, board)
     pte = _PteCounter(k)
     before = _snapshot(k, pte)
     k.run(until=lambda kk: "made" in kk.facts)
@@ -194,7 +196,7 @@ def _kernel_costs(name: str, size: int) -> dict[str, int]:
     }
 
 
-def _kernel_rate(name: str, size: int, cycles: int) -> float:
+def _kernel_rate(name: str, size: int, cycles: int, board: str) -> float:
     """Cycles per second of ``main`` creating, running, aborting and joining a thread, timed
     between two ``record`` ops around a ``repeat`` (as ``benchmarks/bench_kernel_cycle.py``)."""
     main = (
@@ -202,7 +204,7 @@ def _kernel_rate(name: str, size: int, cycles: int) -> float:
         Op("repeat", n=cycles, body=_CYCLE),
         Op("record", target="clock", label="end"),
     )
-    k = _kernel(name, size, main)
+    k = _kernel(name, size, main, board)
     k.run(until=lambda kk: "start" in kk.facts)
     t = time.perf_counter()
     k.run(until=lambda kk: "end" in kk.facts)

@@ -217,6 +217,12 @@ def render_compare_text(result: Mapping[str, Any]) -> str:
             subsequent_indent="    ",
         )
     lines += ["", *_costs_text(policies, name_w)]
+    missing = [p for p in policies if p.get("unavailable")]
+    if missing:
+        lines += ["", "not run on this board:"]
+        for p in missing:
+            lines += textwrap.wrap(f"{p['name']}: {p['unavailable']}", width=108,
+                                   subsequent_indent="   ")  # fmt: skip
     if notes:
         lines += ["", "wrong attributions:"]
         for i, note in enumerate(notes, 1):

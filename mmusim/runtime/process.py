@@ -101,7 +101,7 @@ class Process:
         go_policy: GoStackPolicy | None = None,
     ) -> None:
         self.k = k
-        self.pager = KernelPager(k)
+        self.pager = KernelPager(k, (USER_LO, USER_HI))
         self.space = AddressSpace(self.pager, USER_LO, USER_HI, flavour=flavour,
                                   rlimit_stack=rlimit_stack)  # fmt: skip
         self.sigactions: dict[int, SigAction] = {}
