@@ -126,7 +126,7 @@ def page_fault(k: Kernel, t: KThread, trap: Trap, sp: int) -> Generator[Any, Non
     yield from k_thread_abort(k, t)  # from the exception stack
 
 
-# Zephyr's software-raised fatal errors enter through this vector (arch/x86/include/kernel_arch_data.h).
+# Zephyr's software-raised fatal errors enter through this vector (include/zephyr/arch/x86/arch.h).
 Z_X86_OOPS_VECTOR = 32
 
 
@@ -135,6 +135,8 @@ def stack_check_fail(k: Kernel, t: KThread, what: str) -> Generator[Any, None, N
     thread's own stack): ``z_except_reason(K_ERR_STACK_CHK_FAIL)``, as Zephyr's
     ``_StackCheckHandler`` raises it (``kernel/compiler_stack_protect.c``) -- on x86 the oops
     vector -- and the thread is aborted. No access was made: nothing below the stack was written."""
+    # DEVIATION(checked-prologue-zephyr): Zephyr has no checked prologue; a failed check on a
+    # thread's own stack is treated as its stack canary's failure is.
     k.printk(f"E: {t.name}: {what}")
     fatal_fault(k, t, Z_X86_OOPS_VECTOR, None, 0, K_ERR_STACK_CHK_FAIL, k.cpu.hw.sp)
     yield from k_thread_abort(k, t)
