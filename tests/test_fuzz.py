@@ -494,6 +494,7 @@ OPTIONS = {
     "replay": ["--scenario"],
     "menuconfig": ["--board", "-o", "--output"],
     "compare": ["--policy", "--board", "--json", "--svg", "--no-timing"],
+    "quiz": ["--seed", "--mode", "--level", "--answers", "--json", "--image-out"],
 }
 
 

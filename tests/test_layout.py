@@ -149,6 +149,8 @@ ALLOWED = {
     # `mmusim compare`: runs attacks on every stack strategy and measures their costs; above
     # runtime, kernel and render (like explore), below cli.
     "compare": {"_text", "hw", "kernel", "runtime", "kconfig", "scenario", "explore", "render"},
+    # `mmusim quiz`: problems made with the machine, answered by its walker, shown by render.
+    "quiz": {"hw", "render"},
     "cli": {
         "_text",
         "_progress",
@@ -160,6 +162,7 @@ ALLOWED = {
         "explore",
         "render",
         "compare",
+        "quiz",
         "examples",
         "mutants",
     },  # fmt: skip

@@ -56,6 +56,7 @@ COMMANDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("mmusim.cli.map", "add_scenario_map_command", ("map",)),
     ("mmusim.cli.explore", "add_explore_commands", ("explore", "replay")),
     ("mmusim.cli.compare", "add_compare_command", ("compare",)),
+    ("mmusim.cli.quiz", "add_quiz_command", ("quiz",)),
 )
 """The subcommands in ``--help``'s order: (module, the function in it that adds them, their
 names). Their one-line help is ``COMMAND_HELP``'s, so ``--help`` need not import the modules."""

@@ -1,0 +1,12 @@
+"""``mmusim quiz``: seeded problems about paging and stack protection, with worked answers from
+the real model (docs/quiz.md).
+
+Public API: ``translate_problem(seed, mode, level)`` -> ``TranslateProblem`` (its ``text()``,
+``answers_text()``, ``to_json()``, ``image``), ``QUIZ_KINDS``.
+"""
+
+from mmusim.quiz.translate import LEVELS, Question, TranslateProblem, translate_problem
+
+QUIZ_KINDS = ("translate",)
+
+__all__ = ["LEVELS", "QUIZ_KINDS", "Question", "TranslateProblem", "translate_problem"]
