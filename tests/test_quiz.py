@@ -96,6 +96,7 @@ def test_the_image_is_the_one_before_any_access(tmp_path: Path) -> None:
         (["quiz", "translate", "--level", "4"], "argument --level"),
         (["quiz", "translate", "--mode", "64"], "argument --mode"),
         (["quiz", "translate", "--image-out", "/nonexistent-dir/q.img"], "--image-out: cannot"),
+        (["quiz", "tlb", "--image-out", "/tmp/x.img"], "--image-out: only translate"),
     ],
 )
 def test_bad_input_is_one_line(
@@ -108,3 +109,30 @@ def test_bad_input_is_one_line(
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tlb_answers_follow_from_who_invalidated(mode: str) -> None:
+    from mmusim.quiz import tlb_problem
+
+    seen = set()
+    for seed in range(150):
+        p = tlb_problem(seed, mode)
+        warmed = {c for c, _ in p.warm}
+        cleared = {"none": set(), "invlpg on CPU 0": {0}, "shootdown": {0, 1}}[p.invalidation]
+        for (cpu, _access), a in zip(p.questions, p.answers, strict=True):
+            stale = a["ok"] and a["stale"]
+            seen.add((p.invalidation, stale))
+            if stale:  # only a CPU that cached the entry and was not told can use it
+                assert cpu in warmed and cpu not in cleared, (seed, p.to_json())
+            if p.change == "unmap" and cpu in cleared | ({0, 1} - warmed):
+                assert not a["ok"] and a["cr2"] == 0x0040_2000, (seed, p.to_json())
+    assert ("none", True) in seen and ("shootdown", True) not in seen
+    assert ("invlpg on CPU 0", True) in seen  # CPU 1 kept the stale entry
+
+
+def test_tlb_problems_are_the_same_every_time() -> None:
+    argv = ["quiz", "tlb", "--seed", "11", "--mode", "pae", "--answers"]
+    assert cli(argv) == cli(argv)
+    code, text = cli(["quiz", "tlb", "--seed", "11", "--json"])
+    assert code == 0 and json.loads(text)["questions"][0]["answer"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from mmusim.cli.common import COMMAND_HELP, fail, parse_seed
 from mmusim.hw import MODES
-from mmusim.quiz import LEVELS, QUIZ_KINDS, translate_problem
+from mmusim.quiz import LEVELS, QUIZ_KINDS, tlb_problem, translate_problem
 from mmusim.scenario.document import display_path
 
 __all__ = ["add_quiz_command", "cmd_quiz"]
@@ -24,7 +24,9 @@ def add_quiz_command(subparsers: argparse._SubParsersAction[Any]) -> None:
         "every machine), and with --answers its worked answer, computed by the model itself. "
         "translate: page tables in a memory image, control bits and a list of accesses; for "
         "each, the physical address or the fault (vector, error code, CR2), the walks shown as "
-        "`mmusim walk` prints them.",
+        "`mmusim walk` prints them. tlb: a page-table entry changed while two CPUs may cache it "
+        "(no invalidation, invlpg on one CPU, a shootdown); which CPU uses a stale "
+        "translation. --level applies to translate only.",
     )
     p.add_argument("kind", metavar="KIND", choices=QUIZ_KINDS,
                    help=f"the kind of problem: {', '.join(QUIZ_KINDS)}")  # fmt: skip
@@ -41,6 +43,15 @@ def add_quiz_command(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def cmd_quiz(args: argparse.Namespace) -> int:
+    if args.kind == "tlb":
+        if args.image_out is not None:
+            return fail("quiz", "--image-out: only translate problems have a memory image")
+        tlb = tlb_problem(args.seed, args.mode)
+        if args.json:
+            print(json.dumps(tlb.to_json(), indent=2))
+        else:
+            print(tlb.text() + (tlb.answers_text() if args.answers else ""), end="")
+        return 0
     problem = translate_problem(args.seed, args.mode, args.level)
     if args.image_out is not None:
         try:
