@@ -150,7 +150,7 @@ ALLOWED = {
     # runtime, kernel and render (like explore), below cli.
     "compare": {"_text", "hw", "kernel", "runtime", "kconfig", "scenario", "explore", "render"},
     # `mmusim quiz`: problems made with the machine, answered by its walker, shown by render.
-    "quiz": {"hw", "render"},
+    "quiz": {"hw", "kernel", "kconfig", "render"},
     "cli": {
         "_text",
         "_progress",

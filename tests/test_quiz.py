@@ -136,3 +136,31 @@ def test_tlb_problems_are_the_same_every_time() -> None:
     assert cli(argv) == cli(argv)
     code, text = cli(["quiz", "tlb", "--seed", "11", "--json"])
     assert code == 0 and json.loads(text)["questions"][0]["answer"]
+
+
+def test_guard_answers_follow_z_x86_check_guard_page() -> None:
+    # Zephyr asks only whether CR2 is in _current's guard: the writer's own guard is reason 2
+    # (stack overflow), another thread's guard reason 0 (a CPU exception), a stack no fault.
+    from mmusim.quiz import guard_problem
+
+    kinds = set()
+    for seed in range(40):
+        p = guard_problem(seed)
+        a = p.to_json()["answer"]
+        region = a["region"]
+        if "guard of" in region:
+            own = region.split("guard of ")[1].split(" ")[0] == p.writer
+            assert a["fault"] and a["blamed"] == p.writer, (seed, a)
+            assert a["reason"] == (2 if own else 0), (seed, a)
+            assert f"ZEPHYR FATAL ERROR {a['reason']}" in "\n".join(a["console"])
+            kinds.add("own guard" if own else "other guard")
+        else:
+            assert region.startswith("stack of") and not a["fault"], (seed, a)
+            kinds.add("stack")
+    assert kinds == {"own guard", "other guard", "stack"}
+
+
+def test_guard_problems_are_the_same_every_time() -> None:
+    argv = ["quiz", "guard", "--seed", "5", "--answers"]
+    assert cli(argv) == cli(argv)
+    assert json.loads(cli(["quiz", "guard", "--seed", "5", "--json"])[1])["writer"]

@@ -53,7 +53,7 @@ COMMAND_HELP: dict[str, str] = {
     "map": "show the kernel address space of a scenario (guards, stacks, free space)",
     "explore": "explore every interleaving of a scenario's CPUs; report a minimal counterexample",
     "compare": "run one battery of stack attacks on every stack strategy, side by side",
-    "quiz": "print a seeded problem (page translation) and, with --answers, its worked answer",
+    "quiz": "print a seeded problem (translate, guard, tlb) and, with --answers, its answer",
     "replay": "replay a saved counterexample trace step by step",
 }
 """Each subcommand's one-line help: its module's parser and the lazy ``--help`` stubs

@@ -10,7 +10,7 @@ from typing import Any
 
 from mmusim.cli.common import COMMAND_HELP, fail, parse_seed
 from mmusim.hw import MODES
-from mmusim.quiz import LEVELS, QUIZ_KINDS, tlb_problem, translate_problem
+from mmusim.quiz import LEVELS, QUIZ_KINDS, guard_problem, tlb_problem, translate_problem
 from mmusim.scenario.document import display_path
 
 __all__ = ["add_quiz_command", "cmd_quiz"]
@@ -26,7 +26,9 @@ def add_quiz_command(subparsers: argparse._SubParsersAction[Any]) -> None:
         "each, the physical address or the fault (vector, error code, CR2), the walks shown as "
         "`mmusim walk` prints them. tlb: a page-table entry changed while two CPUs may cache it "
         "(no invalidation, invlpg on one CPU, a shootdown); which CPU uses a stale "
-        "translation. --level applies to translate only.",
+        "translation. guard: threads on mapped stacks, one writes at an address; whose guard, "
+        "which reason code, what Zephyr prints. --level applies to translate only, --mode to "
+        "translate and tlb.",
     )
     p.add_argument("kind", metavar="KIND", choices=QUIZ_KINDS,
                    help=f"the kind of problem: {', '.join(QUIZ_KINDS)}")  # fmt: skip
@@ -43,14 +45,16 @@ def add_quiz_command(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def cmd_quiz(args: argparse.Namespace) -> int:
-    if args.kind == "tlb":
+    if args.kind in ("tlb", "guard"):
         if args.image_out is not None:
             return fail("quiz", "--image-out: only translate problems have a memory image")
-        tlb = tlb_problem(args.seed, args.mode)
+        other = (
+            tlb_problem(args.seed, args.mode) if args.kind == "tlb" else guard_problem(args.seed)
+        )
         if args.json:
-            print(json.dumps(tlb.to_json(), indent=2))
+            print(json.dumps(other.to_json(), indent=2))
         else:
-            print(tlb.text() + (tlb.answers_text() if args.answers else ""), end="")
+            print(other.text() + (other.answers_text() if args.answers else ""), end="")
         return 0
     problem = translate_problem(args.seed, args.mode, args.level)
     if args.image_out is not None:
