@@ -52,7 +52,7 @@ def refresh(block: str) -> str:
 
 def main_() -> None:
     docs = Path(__file__).resolve().parent
-    paths = [Path(a).resolve() for a in sys.argv[1:]] or sorted(docs.glob("*.md"))
+    paths = [Path(a).resolve() for a in sys.argv[1:]] or sorted(docs.rglob("*.md"))
     os.chdir(docs.parent)  # the checkout: the commands name files relative to it
     for path in paths:
         text = path.read_text()
