@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 from mmusim._text import TooLarge, not_utf8, read_text
-from mmusim.hw import PROLOGUES
 from mmusim.kconfig import Config, ConfigError, boards, load_config
 from mmusim.kernel import K_MEM_PARTITION_ATTRS, Op
 from mmusim.runtime import FLAVOURS
@@ -63,7 +62,7 @@ from mmusim.scenario.document import (
 )
 from mmusim.scenario.expr import EXPR_HELP, Expr, ExprError
 from mmusim.scenario.names import Names
-from mmusim.scenario.ops import compiled_with, read_bodies
+from mmusim.scenario.ops import compiled_with, read_bodies, read_prologue
 from mmusim.scenario.schema import (
     GO_STACKS,
     Expect,
@@ -347,17 +346,9 @@ class _Reader:
         tbl = doc.table(raw, p)
         doc.keys(tbl, p, ("prologue", "prologue_of"), ())
 
-        def prologue(value: Any, path: KeyPath) -> str:
-            if value not in PROLOGUES:
-                shown = value if isinstance(value, str) else ""
-                raise doc.err(
-                    path,
-                    f"unknown prologue {value!r} ({hint(shown, PROLOGUES)}allowed: "
-                    f"{choices(PROLOGUES)})",
-                )
-            return str(value)
-
-        default = prologue(tbl["prologue"], (*p, "prologue")) if "prologue" in tbl else None
+        default = (
+            read_prologue(doc, tbl["prologue"], (*p, "prologue")) if "prologue" in tbl else None
+        )
         own = doc.table(tbl.get("prologue_of", {}), (*p, "prologue_of"))
         for name in own:
             if name not in bodies:
@@ -368,7 +359,9 @@ class _Reader:
                 )
         out = {}
         for name, ops in bodies.items():
-            kind = prologue(own[name], (*p, "prologue_of", name)) if name in own else default
+            kind = (
+                read_prologue(doc, own[name], (*p, "prologue_of", name)) if name in own else default
+            )
             out[name] = compiled_with(ops, kind) if kind else ops
         return out
 

@@ -52,7 +52,7 @@ from mmusim.scenario.document import Document, choices, describe, hint, is_kind
 from mmusim.scenario.names import Names
 from mmusim.scenario.toml_lines import KeyPath
 
-__all__ = ["OP_KINDS", "RUNTIME_OP_KINDS", "compiled_with", "read_bodies"]
+__all__ = ["OP_KINDS", "RUNTIME_OP_KINDS", "compiled_with", "read_bodies", "read_prologue"]
 
 FLAVOUR_NAMES = tuple(FLAVOURS)
 
@@ -216,6 +216,17 @@ def read_bodies(
         doc.name(name, p, "body")
         out[name] = reader.ops(ops, p)
     return out
+
+
+def read_prologue(doc: Document, value: Any, path: KeyPath) -> str:
+    """A prologue kind (``mmusim.hw.PROLOGUES``): a call's ``prologue``, ``[build]``'s."""
+    if value not in PROLOGUES:
+        shown = value if isinstance(value, str) else ""
+        raise doc.err(
+            path,
+            f"unknown prologue {value!r} ({hint(shown, PROLOGUES)}allowed: {choices(PROLOGUES)})",
+        )
+    return str(value)
 
 
 def compiled_with(ops: tuple[Op, ...], prologue: str) -> tuple[Op, ...]:
@@ -388,14 +399,7 @@ class _OpReader:
                 )
             out["where"] = value
         elif vkind == "prologue":
-            if value not in PROLOGUES:
-                shown = value if isinstance(value, str) else ""
-                raise err(
-                    path,
-                    f"unknown prologue {value!r} ({hint(shown, PROLOGUES)}allowed: "
-                    f"{choices(PROLOGUES)})",
-                )
-            out["prologue"] = value
+            out["prologue"] = read_prologue(self.doc, value, path)
         elif vkind == "ticks":
             if value == "forever":
                 out["n"] = K_FOREVER
