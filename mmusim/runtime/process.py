@@ -286,13 +286,7 @@ class Process:
         self.k.printk(f"runtime: {t.name}: killed by SIGSEGV: {why}")
         self.k.record("killed", why)
         t.exit_reason = "killed by SIGSEGV"
-        hw = self.k.cpu.hw
-        hw.cpl = 0
-        home = self.thread(t).home_sp
-        if home is not None:  # the kernel runs the exit on the thread's own (kernel) stack
-            hw.sp = home
-        yield from k_thread_abort(self.k, t)
-        raise AssertionError("kill: a killed thread ran again")  # pragma: no cover
+        yield from self._exit(t)
 
     # -- the stacks threads run on (Kernel.stack_runtime) -----------------------------------
 
@@ -371,13 +365,18 @@ class Process:
         self.k.record("go.fatal.goroutine", g.name)
         self.killed = message.splitlines()[-1]
         t.exit_reason = "fatal error: stack overflow"
+        yield from self._exit(t)
+
+    def _exit(self, t: KThread) -> Routine:
+        """End ``t`` for the process (``kill``, ``go_throw``): back to CPL 0 and the thread's own
+        stack, where the kernel runs the exit, then ``k_thread_abort``; it never returns."""
         hw = self.k.cpu.hw
         hw.cpl = 0
         home = self.thread(t).home_sp
         if home is not None:
             hw.sp = home
         yield from k_thread_abort(self.k, t)
-        raise AssertionError("go_throw: a dead thread ran again")  # pragma: no cover
+        raise AssertionError(f"{t.name}: a thread the process ended ran again")  # pragma: no cover
 
     # -- attribution -------------------------------------------------------------------------
 
