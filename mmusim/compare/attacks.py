@@ -31,6 +31,7 @@ from typing import Any
 
 import attrs
 
+from mmusim.compare.costs import KERNEL_POLICIES, kernel_config
 from mmusim.kconfig import ConfigError, load_config
 from mmusim.kernel import K_FOREVER, Kernel, KThread, Op, StackObject
 from mmusim.kernel.fatal import REASONS
@@ -87,16 +88,19 @@ class PolicyInfo:
     system: str
     what: str
     family: str  # "kernel", "runtime", "go"
-    config: tuple[str, ...] = ()  # kernel: the Kconfig lines that select it
+
+    @property
+    def config(self) -> tuple[str, ...]:
+        """The Kconfig lines that select a kernel policy (``costs.KERNEL_POLICIES``)."""
+        return KERNEL_POLICIES.get(self.name, ())
 
 
 POLICIES: tuple[PolicyInfo, ...] = (
     PolicyInfo("zephyr-mapped", "Zephyr", "CONFIG_THREAD_STACK_MEM_MAPPED: the stack remapped "
-               "between two non-present guard pages", "kernel", ("CONFIG_THREAD_STACK_MEM_MAPPED=y",)),
+               "between two non-present guard pages", "kernel"),
     PolicyInfo("zephyr-legacy", "Zephyr", "X86_STACK_PROTECTION: the stack in place, its "
-               "object's first page read-only", "kernel", ("CONFIG_THREAD_STACK_MEM_MAPPED=n",)),
-    PolicyInfo("none", "Zephyr", "no protection: stacks in place, side by side", "kernel",
-               ("CONFIG_THREAD_STACK_MEM_MAPPED=n", "CONFIG_HW_STACK_PROTECTION=n")),
+               "object's first page read-only", "kernel"),
+    PolicyInfo("none", "Zephyr", "no protection: stacks in place, side by side", "kernel"),
     PolicyInfo("haiku-areas", "Haiku", "a PROT_NONE reservation, the stack mapped over it: "
                "three areas", "runtime"),
     PolicyInfo("posix-reserve", "Haiku", "one reservation, the stack mprotect-ed RW: guards are "
@@ -227,8 +231,7 @@ def _missed(went_on: bool, outcome: str, **extra: Any) -> dict[str, Any]:
 
 
 def _config(info: PolicyInfo, board: str) -> Any:
-    extra = tuple(("compare", i, line) for i, line in enumerate(info.config, 1))
-    return load_config(board, extra_lines=extra)
+    return kernel_config(info.name, board) if info.family == "kernel" else load_config(board)
 
 
 def _kernel_cell(info: PolicyInfo, attack: str, board: str) -> dict[str, Any]:

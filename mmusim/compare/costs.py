@@ -55,7 +55,7 @@ from mmusim.kernel import K_FOREVER, PAGE, Kernel, Op, StackObject
 from mmusim.runtime import AddressSpace, HwPager
 from mmusim.runtime.policies import RUNTIME_POLICIES, RuntimeStackPolicy, stack_costs
 
-__all__ = ["COST_KEYS", "KERNEL_POLICIES", "BOARD", "policy_costs"]
+__all__ = ["COST_KEYS", "KERNEL_POLICIES", "BOARD", "kernel_config", "policy_costs"]
 
 BOARD = "qemu_x86_64"
 
@@ -139,9 +139,15 @@ _CYCLE = (
 _BODIES = {"short": (Op("push", n=64), Op("sleep", n=K_FOREVER))}
 
 
-def _kernel(name: str, size: int, main: tuple[Op, ...], board: str) -> Kernel:
+def kernel_config(name: str, board: str) -> Any:
+    """``board``'s Kconfig with the lines that select kernel policy ``name``
+    (``KERNEL_POLICIES``); errors name ``compare:<line>``."""
     lines = KERNEL_POLICIES[name]
-    cfg = load_config(board, extra_lines=[("compare", i, ln) for i, ln in enumerate(lines, 1)])
+    return load_config(board, extra_lines=[("compare", i, ln) for i, ln in enumerate(lines, 1)])
+
+
+def _kernel(name: str, size: int, main: tuple[Op, ...], board: str) -> Kernel:
+    cfg = kernel_config(name, board)
     stack = StackObject(_STACK, size, False)  # K_KERNEL_STACK_DEFINE: a kernel thread's
     return Kernel(cfg.values, stacks=(stack,), main_body=main, bodies=_BODIES)
 
