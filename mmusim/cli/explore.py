@@ -40,7 +40,9 @@ from mmusim.render.trace import report
 from mmusim.scenario import ScenarioError
 from mmusim.scenario.document import display_path
 
-__all__ = ["add_explore_commands", "cmd_explore", "cmd_replay"]
+__all__ = [
+    "add_explore_commands", "check_writable", "cmd_explore", "cmd_replay", "replay_scenario",
+]  # fmt: skip
 
 
 def add_explore_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -141,7 +143,7 @@ def _model(args: argparse.Namespace) -> Model:
                 f"--{name.replace('_', '-')}: {value} is out of range (at least {least})"
             )
     if args.trace is not None:
-        _check_writable(args.trace, "--trace")
+        check_writable(args.trace, "--trace")
     extra = tuple(args.config) + (mutant_config_lines(args.mutant) if args.mutant else ())
     model = Model(args.scenario, extra, origin="--config", ignore=args.ignore)
     try:  # a kernel that cannot boot (a stack larger than RAM) has no interleavings to explore
@@ -155,7 +157,7 @@ def _model(args: argparse.Namespace) -> Model:
     return model
 
 
-def _check_writable(path: Path, option: str) -> None:
+def check_writable(path: Path, option: str) -> None:
     """Refuse, before any search, an output file that could not be written (``ValueError``)."""
     parent = path.parent
     if path.is_dir():
@@ -217,7 +219,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     fits)."""
     try:
         data, steps = load_trace(args.trace)
-        scenario = _replay_scenario(args, data)
+        scenario = replay_scenario(args.trace, data, args.scenario)
         model = Model(scenario, data.get("config", []), origin=f"{args.trace}: config",
                       ignore=data.get("ignore", []))  # fmt: skip
     except (OSError, ValueError, ScenarioError, ConfigError) as e:
@@ -257,25 +259,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1
 
 
-def _replay_scenario(args: argparse.Namespace, data: dict[str, Any]) -> Path:
-    """The scenario file to replay: ``--scenario``, else the trace's (absolute since traces store
+def replay_scenario(trace: Path, data: dict[str, Any], scenario: Path | None) -> Path:
+    """The scenario file to replay trace ``trace`` (its ``data``) on: ``scenario`` (the
+    ``--scenario`` option), else the trace's (absolute since traces store
     it so; an older relative one is looked up from the current directory, then from the trace's
     directory). Its sha256 must be the trace's. Raises ``ValueError`` with a one-line message."""
-    if args.scenario is not None:
-        path: Path = args.scenario
+    if scenario is not None:
+        path: Path = scenario
         if not path.is_file():
             raise ValueError(f"--scenario: {path}: no such scenario file")
     else:
         stored = Path(data["scenario"])
-        tries = [stored] if stored.is_absolute() else [stored, args.trace.parent / stored]
+        tries = [stored] if stored.is_absolute() else [stored, trace.parent / stored]
         found = next((p for p in tries if p.is_file()), None)
         if found is None:
-            raise ValueError(f"{args.trace}: scenario: {stored}: no such scenario file "
+            raise ValueError(f"{trace}: scenario: {stored}: no such scenario file "
                              "(give it with --scenario FILE)")  # fmt: skip
         path = found
     want = data.get("scenario_sha256")
     if want is not None and _sha256(path) != want:
-        raise ValueError(f"{args.trace}: scenario: {path} is not the file the trace was recorded "
+        raise ValueError(f"{trace}: scenario: {path} is not the file the trace was recorded "
                          "on (its sha256 differs): the scenario changed")  # fmt: skip
     return path
 

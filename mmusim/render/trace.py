@@ -15,7 +15,22 @@ from mmusim.explore.search import Result, Violation
 from mmusim.hw import Trap, error_code_names
 from mmusim.kernel import PAGE, Kernel, KernelAssert, thread_state_name
 
-__all__ = ["report", "snapshot"]
+__all__ = ["consequence_cpu", "preempts", "report", "snapshot"]
+
+
+def preempts(k: Kernel, last_cpu: int | None, cpu: int) -> bool:
+    """A step of ``cpu`` in state ``k`` preempts ``last_cpu``: the CPU of the step before could
+    have gone on (a timer tick, CPU -1, preempts nobody)."""
+    moved = last_cpu is not None and cpu >= 0 and cpu != last_cpu
+    return moved and any(x[0] == last_cpu for x in Model.actions(k))
+
+
+def consequence_cpu(k: Kernel, kind: str, message: str) -> int | None:
+    """The CPU whose consequence a report shows after a violation: the one an invariant's message
+    names (``CPU 1 runs b on its stack ...``), if the system still runs."""
+    if kind != "invariant" or k.halted is not None:
+        return None
+    return next((c.id for c in k.cpus if f"CPU {c.id} " in message), None)
 
 
 def snapshot(k: Kernel) -> dict[str, str]:
@@ -108,8 +123,7 @@ def report(
     last_cpu: int | None = None
     for i, s in enumerate(v.steps, 1):
         a = (s.cpu, s.kind)
-        moved = last_cpu is not None and s.cpu >= 0 and s.cpu != last_cpu
-        if moved and any(x[0] == last_cpu for x in model.actions(k)):
+        if preempts(k, last_cpu, s.cpu):
             lines.append(f"{'':>4}  -- preemption: CPU {last_cpu} -> CPU {s.cpu} --")
         try:
             model.step(k, a)
@@ -135,8 +149,8 @@ def report(
 
 def _consequence(model: Model, k: Kernel, v: Violation, n: int) -> list[str]:
     """Let the CPU named in the violation run alone for a few steps, to show what follows."""
-    cpu = next((c.id for c in k.cpus if f"CPU {c.id} " in v.messages[0]), None)
-    if cpu is None or v.kind != "invariant" or k.halted is not None:
+    cpu = consequence_cpu(k, v.kind, v.messages[0])
+    if cpu is None:
         return []
     out = [f"{'':>4}  consequence: CPU {cpu} runs on alone"]
     c = k.cpus[cpu]
