@@ -16,9 +16,22 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/mmusim run
 
-# The test suite, differential tests against Unicorn included. pytest's exit code 5 (no tests
-# collected) is turned into a failure: a suite that ran nothing has not passed.
-test: $(BIN)/.installed
+# A real browser for the test of `mmusim view`'s page: Debian's Chromium and its ChromeDriver
+# (apt-get as root, else through sudo), installed once if they are not there yet.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BROWSER_PACKAGES = chromium chromium-driver
+$(BIN)/.browser: | $(BIN)/.installed
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null \
+	  || { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null; }; \
+	fi
+	chromium --version && chromedriver --version
+	touch $@
+
+# The test suite, differential tests against Unicorn and the browser test included. pytest's exit
+# code 5 (no tests collected) is turned into a failure: a suite that ran nothing has not passed.
+test: $(BIN)/.installed $(BIN)/.browser
 	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: no tests collected" >&2; exit 1; fi; exit $$rc
 
 lint: $(BIN)/.installed

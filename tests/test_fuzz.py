@@ -312,7 +312,8 @@ def gen_scenario(rng: random.Random, tmp: Path, bases: dict[str, Any]) -> Case:
     path, kind = odd_file(rng, tmp, data, ".toml")
     what.append(kind)
     command = rng.choice([["run", "--no-time"], ["run", "--json"], ["map"], ["map", "--json"],
-                          ["explore", "--no-time", "--max-states", "40"]])  # fmt: skip
+                          ["explore", "--no-time", "--max-states", "40"],
+                          ["view", "--max-steps", "150", "--out", str(tmp / "view.html")]])  # fmt: skip
     argv = [*command, str(path)]
     if command[0] == "map" and flip(rng, 0.3):
         argv += ["--step", str(rng.choice([0, 1, 50, 10**9, -1]))]
@@ -331,7 +332,11 @@ def gen_trace(rng: random.Random, tmp: Path, bases: dict[str, Any]) -> Case:
         what.append(how)
     path, kind = odd_file(rng, tmp, data, ".json")
     what.append(kind)
-    argv = ["replay", str(path)]
+    argv = (
+        ["replay", str(path)]
+        if flip(rng, 0.7)
+        else ["view", str(path), "--out", str(tmp / "v.html")]
+    )
     names = file_names(path)
     if flip(rng, 0.2):
         scn, skind = odd_file(rng, tmp, RACE.read_bytes(), ".toml")
@@ -495,6 +500,7 @@ OPTIONS = {
     "menuconfig": ["--board", "-o", "--output"],
     "compare": ["--policy", "--board", "--json", "--svg", "--no-timing"],
     "quiz": ["--seed", "--mode", "--level", "--answers", "--json", "--image-out"],
+    "view": ["--out", "--scenario", "--max-steps"],
 }
 
 
@@ -510,6 +516,8 @@ def gen_argv(rng: random.Random, tmp: Path, bases: dict[str, Any]) -> Case:
         argv += ["--board", "qemu_x86_64"]
     if command == "run":  # not all the bundled scenarios (no path): a long run, not a hang
         argv.append(str(RACE))
+    if command == "view":  # the page goes to the case's folder, not to the current directory
+        argv += ["--max-steps", "100", "--out", str(tmp / "argv-view.html")]
     names = {a for a in argv if a} | {display_path(a) for a in argv if a} | set(pool)
     names |= {"command", "VADDR", "SCENARIO", "--image", "--board", "FILE"}
     return Case(argv, names, ["argv"])

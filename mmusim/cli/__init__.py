@@ -10,6 +10,9 @@ that adds it to the parser and sets ``func``, which ``main`` calls with the pars
     run.py        mmusim run               scenario files run and judged, a verdict table
     map.py        mmusim map               the kernel address space of a scenario
     explore.py    mmusim explore|replay    every SMP interleaving of a scenario; saved traces
+    compare.py    mmusim compare           one battery of stack attacks on every strategy
+    quiz.py       mmusim quiz              seeded problems with worked answers
+    view.py       mmusim view              a run or a trace as an HTML page to step through
     common.py     one-line errors (``fail``, ``UsageError``, ``Parser``) and argument types
 
 Bad input never gives a traceback: it gives one line naming the argument and the problem, and exit
@@ -57,6 +60,7 @@ COMMANDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("mmusim.cli.explore", "add_explore_commands", ("explore", "replay")),
     ("mmusim.cli.compare", "add_compare_command", ("compare",)),
     ("mmusim.cli.quiz", "add_quiz_command", ("quiz",)),
+    ("mmusim.cli.view", "add_view_command", ("view",)),
 )
 """The subcommands in ``--help``'s order: (module, the function in it that adds them, their
 names). Their one-line help is ``COMMAND_HELP``'s, so ``--help`` need not import the modules."""

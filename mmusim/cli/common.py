@@ -55,6 +55,7 @@ COMMAND_HELP: dict[str, str] = {
     "compare": "run one battery of stack attacks on every stack strategy, side by side",
     "quiz": "print a seeded problem (translate, guard, tlb) and, with --answers, its answer",
     "replay": "replay a saved counterexample trace step by step",
+    "view": "write a scenario run or a trace as an HTML page to step through in a browser",
 }
 """Each subcommand's one-line help: its module's parser and the lazy ``--help`` stubs
 (``mmusim.cli.COMMANDS``) both take it from here."""
