@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,21 @@ def code_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
-def replay_steps(model: Model, steps: list[StepInfo] | tuple[StepInfo, ...]) -> Kernel:
-    """Reset the model and perform ``steps``, checking each one's label against the kernel's.
-    Raises ``ReplayMismatch`` naming the first step that no longer fits, and ``KernelAssert`` if
-    a step makes the kernel assert (the last step of a "kernel assert" trace does)."""
-    k = model.reset()
+def replay_steps(
+    model: Model,
+    steps: list[StepInfo] | tuple[StepInfo, ...],
+    *,
+    k: Kernel | None = None,
+    before: Callable[[Kernel, Action, StepInfo], object] | None = None,
+    after: Callable[[Kernel], object] | None = None,
+) -> Kernel:
+    """Reset the model (or start from ``k``, a kernel at the exploration root) and perform
+    ``steps``, checking each one's label against the kernel's; ``before(k, action, info)`` and
+    ``after(k)`` are called around each step (``mmusim view`` records with them). Raises
+    ``ReplayMismatch`` naming the first step that no longer fits, and ``KernelAssert`` if a step
+    makes the kernel assert (the last step of a "kernel assert" trace does)."""
+    if k is None:
+        k = model.reset()
     for i, s in enumerate(steps, 1):
         a: Action = (s.cpu, s.kind)
         if a not in model.actions(k):
@@ -47,7 +58,11 @@ def replay_steps(model: Model, steps: list[StepInfo] | tuple[StepInfo, ...]) -> 
         now = model.info(k, a)
         if now.key != s.key:
             raise ReplayMismatch(i, s, now)
+        if before is not None:
+            before(k, a, now)
         model.step(k, a)
+        if after is not None:
+            after(k)
     return k
 
 

@@ -30,7 +30,7 @@ import attrs
 
 from mmusim.explore.model import Action, Model, StepInfo
 from mmusim.explore.search import assert_message
-from mmusim.explore.trace import ReplayMismatch, load_trace
+from mmusim.explore.trace import load_trace, replay_steps
 from mmusim.hw import FRAME_SIZE, Access, ControlState, PfErrorCode, PhysMem, translate
 from mmusim.kernel import REASONS, Kernel, KernelAssert, check_all, thread_state_name
 from mmusim.render.memmap import memory_map, render_svg
@@ -381,21 +381,11 @@ def record_trace(
         rec.meta["notes"].append("config: " + " ".join(model.extra_config))
     r = _Recorder(rec, k, "trace", preemptions=True)
     error: KernelAssert | None = None
-    for i, s in enumerate(steps, 1):
-        a: Action = (s.cpu, s.kind)
-        if a not in model.actions(k):
-            raise ReplayMismatch(i, s, None)
-        now = model.info(k, a)
-        if now.key != s.key:
-            raise ReplayMismatch(i, s, now)
-        r.before(k, a, now)
-        try:
-            model.step(k, a)
-        except KernelAssert as e:
-            error = e
-            r.after(k, e)
-            break
-        r.after(k)
+    try:
+        replay_steps(model, steps, k=k, before=r.before, after=r.after)
+    except KernelAssert as e:
+        error = e
+        r.after(k, e)
     messages = model.violations(k) if error is None else [assert_message(error)]
     kind = v.get("kind", "")
     rec.meta["verdict"] = (f"VIOLATION  {kind}: {messages[0]}" if kind and messages else
