@@ -3,7 +3,8 @@
 Two searches, both over the real kernel (re-executed from a fresh boot for every schedule, since
 generator frames cannot be copied -- re-execution, as in Loom and CHESS):
 
-``explore``: depth-first, complete for the scenario. Equivalent interleavings are pruned by
+``explore``: depth-first, complete for the scenario; its stack is data (``SearchState``), so a
+search can be saved and resumed (``mmusim.explore.checkpoint``). Equivalent interleavings are pruned by
 **sleep sets** (two actions of different CPUs whose footprints do not conflict commute, so only one
 order is explored) and by a **fingerprint cache** of visited states (a state revisited with a sleep
 set that is not smaller is not explored again). A state where no action is enabled while a CPU
@@ -22,10 +23,8 @@ measured on the two-CPU self-abort race (docs/explore.md).
 from __future__ import annotations
 
 import heapq
-import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 
@@ -68,11 +67,14 @@ class Result:
     stats: Stats
     complete: bool  # False if a state or preemption bound cut the search
     bound: int | None  # max_preemptions used
+    interrupted: bool = False  # stopped by explore's checkpoint hook, to be resumed
 
     @property
     def verdict(self) -> str:
         if self.violation is not None:
             return "violation"
+        if self.interrupted:
+            return "interrupted"
         return "pass" if self.complete else "pass (bounded)"
 
 
@@ -162,93 +164,158 @@ def _terminal(model: Model, k: Kernel) -> tuple[str, tuple[str, ...]] | None:
     return ("invariant at the end", tuple(problems)) if problems else None
 
 
+Key = tuple[int, str, str]
+"""An action's identity across states (``StepInfo.key``): what sleep sets hold."""
+Option = tuple[Action, StepInfo, Footprint | None]
+
+
+@attrs.define
+class Frame:
+    """One state on the depth-first stack: how it was reached, its sleep set, the actions enabled
+    in it (with what each touches) and how far the search has gone through them. ``pending`` is
+    the action whose subtree is being searched: it joins the sleep set when the search returns."""
+
+    path: tuple[Action, ...]
+    infos: tuple[StepInfo, ...]
+    sleep: dict[Key, Footprint | None]
+    pre: int
+    last: int | None
+    acts: list[Action]
+    options: list[Option]
+    next: int = 0
+    pending: tuple[Key, Footprint | None] | None = None
+
+
+@attrs.define
+class SearchState:
+    """Everything ``explore`` needs to go on: the visited states (fingerprint -> the sleep set and
+    the fewest preemptions it was explored with), the stack, the counters. Between two iterations
+    of its loop it is consistent, which is where ``mmusim.explore.checkpoint`` saves it."""
+
+    visited: dict[bytes, tuple[frozenset[Key], int]] = attrs.field(factory=dict)
+    stack: list[Frame] = attrs.field(factory=list)
+    stats: Stats = attrs.field(factory=Stats)
+    complete: bool = True
+    started: bool = False
+    found: list[Violation] = attrs.field(factory=list)
+
+
+class Stop(Exception):
+    """Raised by ``explore``'s ``checkpoint`` hook to end the search where it stands (``explore``
+    returns with ``Result.interrupted``); the ``SearchState`` can then be saved and resumed."""
+
+
 def explore(
     model: Model,
     *,
     max_preemptions: int | None = None,
     max_states: int | None = None,
     on_progress: Callable[[Stats], None] | None = None,
+    state: SearchState | None = None,
+    checkpoint: Callable[[SearchState], None] | None = None,
 ) -> Result:
-    """Depth-first search with sleep sets and a fingerprint cache; stops at the first violation."""
-    stats = Stats()
-    t0 = time.perf_counter()
-    visited: dict[bytes, tuple[frozenset[Any], int]] = {}
-    found: list[Violation] = []
-    complete = True
+    """Depth-first search with sleep sets and a fingerprint cache; stops at the first violation.
+
+    The search keeps its stack as data (``SearchState``), not as Python frames: pass a ``state``
+    (a fresh one, or one a checkpoint file held) to see it or to go on with it. ``checkpoint``
+    is called with the state at every consistent point (before each transition); it may save it,
+    and raise ``Stop`` to end the search there. A resumed search visits the same states and takes
+    the same transitions as one that was never stopped."""
+    st = state if state is not None else SearchState()
+    stats = st.stats
+    t0 = time.perf_counter() - stats.seconds
     runner = _Runner(model, stats)
     root = root_violation(model)
     if root is not None:
         return _done(root, stats, t0, max_preemptions)
 
-    def dfs(path: tuple[Action, ...], infos: tuple[StepInfo, ...], sleep: dict[Any, Any],
-            pre: int, last: int | None) -> None:  # fmt: skip
-        nonlocal complete
-        if found:
-            return
+    def enter(path: tuple[Action, ...], infos: tuple[StepInfo, ...],
+              sleep: dict[Key, Footprint | None], pre: int, last: int | None) -> Frame | None:  # fmt: skip
+        """Visit the state ``path`` leads to: the frame to search from it, or None (seen with a
+        sleep set no larger, a bound, or the end of the search: a violation, a terminal state)."""
         k = runner.goto(path)
         fp = model.fingerprint(k)
-        seen = visited.get(fp)
+        seen = st.visited.get(fp)
         if seen is not None:
             if seen[0] <= sleep.keys() and seen[1] <= pre:
-                return
+                return None
             sleep = {key: f for key, f in sleep.items() if key in seen[0]}
         else:
             stats.states += 1
             if max_states is not None and stats.states > max_states:
-                complete = False
-                return
-        visited[fp] = (frozenset(sleep), min(pre, seen[1]) if seen else pre)
+                st.complete = False
+                return None
+        st.visited[fp] = (frozenset(sleep), min(pre, seen[1]) if seen else pre)
         stats.depth = len(path)
         stats.max_depth = max(stats.max_depth, stats.depth)
         if on_progress is not None and seen is None:
             on_progress(stats)
-        problems = model.violations(k)
+        # The invariants are functions of the state: one seen before held them (or the search
+        # would have stopped there), so only a new state is checked.
+        problems = model.violations(k) if seen is None else []
         if problems:
-            found.append(Violation("invariant", tuple(problems), path, infos, pre))
-            return
+            st.found.append(Violation("invariant", tuple(problems), path, infos, pre))
+            return None
         acts = model.actions(k)
         if not acts:
             end = _terminal(model, k)
             if end is not None:
-                found.append(Violation(end[0], end[1], path, infos, pre))
-            return
+                st.found.append(Violation(end[0], end[1], path, infos, pre))
+            return None
         if over_step_bound(model, k):
-            found.append(Violation("step bound", (step_bound_message(model.max_steps),), path,
-                                   infos, pre))  # fmt: skip
-            return
+            st.found.append(Violation("step bound", (step_bound_message(model.max_steps),), path,
+                                      infos, pre))  # fmt: skip
+            return None
         options = [(a, model.info(k, a), model.footprint(k, a)) for a in acts]
-        for a, info, fpnt in options:
-            if found:
-                return
-            if info.key in sleep:
-                continue
-            p2 = pre + _preempt(acts, last, a)
-            if max_preemptions is not None and p2 > max_preemptions:
-                complete = False
-                continue
-            child_sleep = {key: f for key, f in sleep.items() if independent(f, fpnt)}
-            try:
-                runner.advance(path, a)
-            except KernelAssert as e:
-                found.append(
-                    Violation(
-                        "kernel assert", (assert_message(e),), path + (a,), infos + (info,), p2
-                    )
-                )
-                runner.drop()
-                return
-            dfs(path + (a,), infos + (info,), child_sleep, p2, a[0] if a[0] >= 0 else last)
-            sleep[info.key] = fpnt
+        return Frame(path, infos, sleep, pre, last, acts, options)
 
-    # One frame per step: a path can be as long as the step bound.
-    old_limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(old_limit, model.max_steps + 10_000))
-    try:
-        dfs((), (), {}, 0, None)
-    finally:
-        sys.setrecursionlimit(old_limit)
+    if not st.started:
+        st.started = True
+        first = enter((), (), {}, 0, None)
+        if first is not None:
+            st.stack.append(first)
+    interrupted = False
+    while st.stack and not st.found:
+        fr = st.stack[-1]
+        if fr.pending is not None:  # back from the subtree of fr.pending: it joins the sleep set
+            key, f = fr.pending
+            fr.sleep[key] = f
+            fr.pending = None
+        if fr.next >= len(fr.options):
+            st.stack.pop()
+            continue
+        if checkpoint is not None:
+            stats.seconds = time.perf_counter() - t0
+            try:
+                checkpoint(st)
+            except Stop:
+                interrupted = True
+                break
+        a, info, fpnt = fr.options[fr.next]
+        fr.next += 1
+        if info.key in fr.sleep:
+            continue
+        p2 = fr.pre + _preempt(fr.acts, fr.last, a)
+        if max_preemptions is not None and p2 > max_preemptions:
+            st.complete = False
+            continue
+        child_sleep = {key: f for key, f in fr.sleep.items() if independent(f, fpnt)}
+        try:
+            runner.advance(fr.path, a)
+        except KernelAssert as e:
+            st.found.append(Violation("kernel assert", (assert_message(e),), fr.path + (a,),
+                                      fr.infos + (info,), p2))  # fmt: skip
+            runner.drop()
+            break
+        fr.pending = (info.key, fpnt)
+        child = enter(fr.path + (a,), fr.infos + (info,), child_sleep, p2,
+                      a[0] if a[0] >= 0 else fr.last)  # fmt: skip
+        if child is not None:
+            st.stack.append(child)
     stats.seconds = time.perf_counter() - t0
-    return Result(found[0] if found else None, stats, complete and not found, max_preemptions)
+    found = st.found[0] if st.found else None
+    done = not interrupted and not st.found and st.complete
+    return Result(found, stats, done, max_preemptions, interrupted=interrupted)
 
 
 def minimal(model: Model, *, max_preemptions: int | None = None, max_states: int | None = None,
