@@ -13,18 +13,22 @@ in one line (``mmusim explore: error: race.toml: no such scenario file``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mmusim.cli.common import COMMAND_HELP, fail
 from mmusim.cli.progress import add_progress_option, progress_wanted, search_progress
-from mmusim.explore import Model, explore, minimal
+from mmusim.explore import Model, checkpoint, explore, minimal
 from mmusim.explore.pct import bound_text, pct
-from mmusim.explore.search import Result, Stats, Violation, assert_message
+from mmusim.explore.search import Result, SearchState, Stats, Stop, Violation, assert_message
 from mmusim.explore.trace import (
     ReplayMismatch,
     code_fingerprint,
@@ -84,6 +88,14 @@ def add_explore_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--runs", type=int, default=100, help="PCT runs (default 100)")
     p.add_argument("--seed", type=int, default=0, help="PCT seed (default 0)")
     p.add_argument("--trace", type=Path, metavar="FILE", help="save the counterexample as JSON")
+    p.add_argument("--checkpoint", type=Path, metavar="FILE",
+                   help="save the complete search to FILE every --checkpoint-every seconds and on "
+                   "Ctrl-C, to go on later with --resume FILE")  # fmt: skip
+    p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                   help="how often --checkpoint saves (default 60)")  # fmt: skip
+    p.add_argument("--resume", type=Path, metavar="FILE",
+                   help="go on with the search saved in FILE by --checkpoint (the same scenario, "
+                   "options and mmusim version)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_explore)
     r = subparsers.add_parser(
@@ -112,6 +124,12 @@ def cmd_explore(args: argparse.Namespace) -> int:
         return fail("explore", str(e))
     show = progress_wanted(args.json, args.no_progress)
     result, found = _search(model, args, show)
+    if result.interrupted:
+        st = result.stats
+        print(f"mmusim explore: interrupted after {st.states:,} states, {st.transitions:,} "
+              f"transitions; the search is saved in {args.checkpoint}: go on with the same "
+              f"command and --resume {args.checkpoint}", file=sys.stderr)  # fmt: skip
+        return 130
     trace = to_json(model, found)
     if args.trace is not None and found.violation is not None:  # first: the report may be cut
         try:
@@ -144,12 +162,28 @@ def _model(args: argparse.Namespace) -> Model:
             )
     if args.trace is not None:
         check_writable(args.trace, "--trace")
+    if args.pct and (args.checkpoint is not None or args.resume is not None):
+        raise ValueError(f"{'--checkpoint' if args.checkpoint else '--resume'}: only for the "
+                         "complete search, not with --pct")  # fmt: skip
+    if not args.checkpoint_every > 0:  # NaN too
+        raise ValueError(f"--checkpoint-every: {args.checkpoint_every} is out of range "
+                         "(a number of seconds > 0)")  # fmt: skip
+    if args.checkpoint is not None:
+        check_writable(args.checkpoint, "--checkpoint")
+    if args.resume is not None and not args.resume.is_file():
+        raise ValueError(f"--resume: {args.resume}: no such checkpoint file")
     extra = tuple(args.config) + (mutant_config_lines(args.mutant) if args.mutant else ())
     model = Model(args.scenario, extra, origin="--config", ignore=args.ignore)
     try:  # a kernel that cannot boot (a stack larger than RAM) has no interleavings to explore
         model.boot()
     except KernelAssert as e:
         raise ValueError(f"{display_path(args.scenario)}: the kernel does not boot: {e}") from None
+    args.state = SearchState()
+    if args.resume is not None:
+        try:
+            args.state = checkpoint.load(args.resume, model, _bounds(args))
+        except checkpoint.CheckpointError as e:
+            raise ValueError(f"--resume: {e}") from None
     # PCT draws depth-1 change points, one per step at most: a run ends by max_steps
     if args.pct and args.depth > model.max_steps + 1:
         raise ValueError(f"--depth: {args.depth} is out of range (at most {model.max_steps + 1:,}: "
@@ -177,9 +211,11 @@ def _search(model: Model, args: argparse.Namespace, show: bool) -> tuple[Result,
             result = pct(model, depth=args.depth, runs=args.runs, seed=args.seed,
                          on_progress=update)  # fmt: skip
         return result, result
-    bounds = {"max_preemptions": args.max_preemptions, "max_states": args.max_states}
-    with search_progress(show, "explore") as update:
-        result = explore(model, **bounds, on_progress=update)
+    bounds = _bounds(args)
+    saver = _Saver(args, model, bounds) if args.checkpoint is not None else None
+    with search_progress(show, "explore") as update, _ctrl_c_stops(saver):
+        result = explore(model, **bounds, on_progress=update, state=args.state,
+                         checkpoint=saver)  # fmt: skip
     if result.violation is None:
         return result, result
     with search_progress(show, "minimal trace") as update:
@@ -187,6 +223,48 @@ def _search(model: Model, args: argparse.Namespace, show: bool) -> tuple[Result,
     if found.violation is None:  # bounded by max_states: keep the one we have
         return result, result
     return result, found
+
+
+def _bounds(args: argparse.Namespace) -> dict[str, int | None]:
+    return {"max_preemptions": args.max_preemptions, "max_states": args.max_states}
+
+
+class _Saver:
+    """``explore``'s checkpoint hook for ``--checkpoint FILE``: saves the search every
+    ``--checkpoint-every`` seconds of wall-clock time (when it saves does not change what it
+    finds), and after Ctrl-C saves it and stops it (``Stop``)."""
+
+    def __init__(self, args: argparse.Namespace, model: Model, bounds: dict[str, int | None]):
+        self.path: Path = args.checkpoint
+        self.every: float = args.checkpoint_every
+        self.model, self.bounds = model, bounds
+        self.last = time.monotonic()
+        self.stop = False
+
+    def __call__(self, state: SearchState) -> None:
+        if self.stop or time.monotonic() - self.last >= self.every:
+            checkpoint.save(self.path, self.model, state, self.bounds)
+            self.last = time.monotonic()
+        if self.stop:
+            raise Stop
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops(saver: _Saver | None) -> Iterator[None]:
+    """With ``--checkpoint``, Ctrl-C asks the search to save and stop at its next consistent
+    point instead of raising ``KeyboardInterrupt`` wherever it is."""
+    if saver is None:
+        yield
+        return
+
+    def on_sigint(signum: int, frame: object) -> None:
+        saver.stop = True
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _print_result(model: Model, args: argparse.Namespace, result: Result, found: Result) -> None:

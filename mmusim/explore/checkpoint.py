@@ -1,0 +1,205 @@
+"""Checkpoints of ``explore``: a long search saved to a file, and resumed from it.
+
+``save(path, model, state, bounds)`` writes the ``SearchState`` of a depth-first search -- its
+visited states, its stack, its counters -- as JSON, with what it was searching: the scenario (path
+and sha256), the extra Kconfig lines, the ignored invariants, the bounds, and a hash of the code
+that defines states and steps (``mmusim/{hw,kernel,runtime,scenario,explore}``). ``load(path,
+model, bounds)`` reads it back and refuses, in one line that names the file, a checkpoint of
+another scenario, configuration, bound or code version: the fingerprints it holds mean nothing
+to another model. A resumed search visits exactly the states and takes exactly the transitions the
+uninterrupted one would (only its count of executions -- re-runs from the boot -- differs).
+
+JSON, not pickle: a checkpoint is an input like any other, and reading one must not run code.
+The file is written to a temporary name and renamed, so a machine that stops while it is being
+written leaves the previous checkpoint whole. Like TLC's checkpoints, it is meant to survive an
+interrupted machine: ``mmusim explore --checkpoint FILE`` saves one every minute and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from mmusim._text import TooLarge, read_text
+from mmusim.explore.model import Model, StepInfo
+from mmusim.explore.search import Frame, SearchState, Stats
+from mmusim.kernel import Footprint
+
+__all__ = ["FORMAT", "CheckpointError", "load", "save", "search_code_fingerprint"]
+
+FORMAT = "mmusim-checkpoint/1"
+_PACKAGE = Path(__file__).resolve().parent.parent
+_CODE_DIRS = ("hw", "kernel", "runtime", "scenario", "explore")
+MAX_CHECKPOINT_BYTES = 1 << 32
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or belongs to another search; the message is one line
+    and names the file."""
+
+
+def search_code_fingerprint() -> str:
+    """A hash of the code that defines the explored states and steps."""
+    h = hashlib.sha256()
+    for d in _CODE_DIRS:
+        for path in sorted((_PACKAGE / d).glob("*.py")):
+            h.update(f"{d}/{path.name}".encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _identity(model: Model, bounds: dict[str, int | None]) -> dict[str, Any]:
+    scn = Path(model.scenario.path).resolve()
+    return {
+        "scenario": str(scn),
+        "scenario_sha256": hashlib.sha256(scn.read_bytes()).hexdigest(),
+        "config": list(model.extra_config),
+        "ignore": list(model.ignore),
+        "bounds": dict(bounds),
+        "code": search_code_fingerprint(),
+    }
+
+
+# -- encoding ------------------------------------------------------------------------------------
+
+
+def _fp_out(f: Footprint | None) -> Any:
+    return (
+        None
+        if f is None
+        else [sorted(map(list, f[0]), key=repr), sorted(map(list, f[1]), key=repr)]
+    )
+
+
+def _fp_in(v: Any) -> Footprint | None:
+    if v is None:
+        return None
+    reads, writes = v
+    return (frozenset(tuple(x) for x in reads), frozenset(tuple(x) for x in writes))
+
+
+def _info_out(s: StepInfo) -> list[Any]:
+    return [s.cpu, s.kind, s.thread, s.routine, s.label]
+
+
+def _info_in(v: Any) -> StepInfo:
+    cpu, kind, thread, routine, label = v
+    return StepInfo(int(cpu), str(kind), str(thread), str(routine), str(label))
+
+
+def _frame_out(fr: Frame, step: tuple[Any, StepInfo] | None) -> dict[str, Any]:
+    """One frame; its path is the one of the frame below it plus ``step`` (None for the root)."""
+    return {
+        "step": None if step is None else [list(step[0]), _info_out(step[1])],
+        "sleep": [[list(key), _fp_out(f)] for key, f in fr.sleep.items()],
+        "pre": fr.pre,
+        "last": fr.last,
+        "acts": [list(a) for a in fr.acts],
+        "options": [[list(a), _info_out(i), _fp_out(f)] for a, i, f in fr.options],
+        "next": fr.next,
+        "pending": None if fr.pending is None else [list(fr.pending[0]), _fp_out(fr.pending[1])],
+    }
+
+
+def _frame_in(v: dict[str, Any], below: Frame | None) -> Frame:
+    path: tuple[Any, ...] = () if below is None else below.path
+    infos: tuple[StepInfo, ...] = () if below is None else below.infos
+    if v["step"] is not None:
+        a, info = v["step"]
+        path += ((int(a[0]), str(a[1])),)
+        infos += (_info_in(info),)
+    pending = v["pending"]
+    return Frame(
+        path=path,
+        infos=infos,
+        sleep={tuple(key): _fp_in(f) for key, f in v["sleep"]},
+        pre=int(v["pre"]),
+        last=None if v["last"] is None else int(v["last"]),
+        acts=[(int(a[0]), str(a[1])) for a in v["acts"]],
+        options=[((int(a[0]), str(a[1])), _info_in(i), _fp_in(f)) for a, i, f in v["options"]],
+        next=int(v["next"]),
+        pending=None if pending is None else (tuple(pending[0]), _fp_in(pending[1])),
+    )
+
+
+def save(path: str | Path, model: Model, state: SearchState, bounds: dict[str, int | None]) -> None:
+    """Write ``state`` (consistent: between two iterations of ``explore``) to ``path``."""
+    if state.found:
+        raise ValueError("checkpoint.save: the search has ended in a violation")
+    frames = []
+    for i, fr in enumerate(state.stack):
+        step = None if i == 0 else (fr.path[-1], fr.infos[-1])
+        frames.append(_frame_out(fr, step))
+    data = {
+        "format": FORMAT,
+        **_identity(model, bounds),
+        "stats": attrs.asdict(state.stats),
+        "complete": state.complete,
+        "started": state.started,
+        "visited": [
+            [fp.hex(), [list(k) for k in sorted(s)], pre] for fp, (s, pre) in state.visited.items()
+        ],  # fmt: skip
+        "stack": frames,
+    }
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, separators=(",", ":")) + "\n")
+    os.replace(tmp, path)
+
+
+def load(path: str | Path, model: Model, bounds: dict[str, int | None]) -> SearchState:
+    """Read a checkpoint of this very search (``model`` with ``bounds``); ``CheckpointError``
+    names what does not fit."""
+    try:
+        text = read_text(path, MAX_CHECKPOINT_BYTES)
+    except TooLarge as e:
+        raise CheckpointError(f"{path}: cannot read: {e}") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: not a checkpoint: not UTF-8 text") from None
+    except ValueError as e:  # a NUL byte: not text
+        raise CheckpointError(f"{path}: not a checkpoint: {e}") from None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{path}: not a checkpoint: not JSON") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a checkpoint of mmusim explore ({FORMAT!r} expected)")
+    want = _identity(model, bounds)
+    names = {
+        "scenario": "another scenario file",
+        "scenario_sha256": "another version of the scenario file",
+        "config": "other --config or --mutant lines",
+        "ignore": "other --ignore invariants",
+        "bounds": "other bounds (--max-preemptions, --max-states)",
+        "code": "another version of mmusim's kernel or explorer code",
+    }
+    for key, what in names.items():
+        if data.get(key) != want[key]:
+            raise CheckpointError(
+                f"{path}: a checkpoint of {what} ({key}: {data.get(key)!r}, this search: "
+                f"{want[key]!r}); start a new search without --resume"
+            )
+    try:
+        state = SearchState(
+            visited={
+                bytes.fromhex(fp): (frozenset(tuple(k) for k in keys), int(pre))
+                for fp, keys, pre in data["visited"]
+            },  # fmt: skip
+            stats=Stats(**data["stats"]),
+            complete=bool(data["complete"]),
+            started=bool(data["started"]),
+        )
+        below: Frame | None = None
+        for v in data["stack"]:
+            below = _frame_in(v, below)
+            state.stack.append(below)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise CheckpointError(f"{path}: a damaged checkpoint: {type(e).__name__}: {e}") from None
+    return state

@@ -1,0 +1,195 @@
+"""Checkpoints of the complete search: stopped anywhere, resumed, the same result (issue 15)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mmusim.cli import main
+from mmusim.explore import Model, checkpoint, explore
+from mmusim.explore.search import SearchState, Stop
+from mmusim.scenario import BUNDLED_DIR
+
+RACES = BUNDLED_DIR / "explore"
+FIX = "CONFIG_SIM_CLEANUP_WAITS_FOR_SWITCH=y"
+NO_BOUNDS: dict[str, int | None] = {"max_preemptions": None, "max_states": None}
+
+
+def summary(r: Any) -> tuple[Any, ...]:
+    v = r.violation
+    return (r.verdict, r.stats.states, r.stats.transitions, r.stats.max_depth, r.complete,
+            None if v is None else (v.kind, v.messages, v.schedule, v.steps, v.preemptions))  # fmt: skip
+
+
+def stopping_at(*counts: int, path: Path, model: Model) -> Any:
+    """A checkpoint hook that saves and stops at its ``counts``-th calls."""
+    calls = [0]
+
+    def hook(state: SearchState) -> None:
+        calls[0] += 1
+        if calls[0] in counts:
+            checkpoint.save(path, model, state, NO_BOUNDS)
+            raise Stop
+
+    return hook
+
+
+@pytest.mark.parametrize(
+    ("scenario", "extra", "stops"),
+    [
+        ("race_abort_blocked", (FIX,), (1, 200, 700)),  # a pass: 864 states
+        ("race_self_abort", (), (50, 900)),  # a violation after 2,240 states
+    ],
+)
+def test_a_search_stopped_and_resumed_from_its_file_finds_what_one_run_finds(
+    scenario: str, extra: tuple[str, ...], stops: tuple[int, ...], tmp_path: Path
+) -> None:
+    whole = explore(Model(RACES / f"{scenario}.toml", extra))
+    path = tmp_path / "c.json"
+    state = SearchState()
+    rounds = 0
+    while True:
+        model = Model(RACES / f"{scenario}.toml", extra)  # a new process, as it were
+        hook = stopping_at(*stops[:1], path=path, model=model)  # the rest: go to the end
+        r = explore(model, state=state, checkpoint=hook)
+        if not r.interrupted:
+            break
+        rounds += 1
+        assert r.verdict == "interrupted" and not r.complete
+        state = checkpoint.load(path, model, NO_BOUNDS)  # from the file, not the object
+        stops = stops[1:]
+    assert rounds >= 1
+    assert summary(r) == summary(whole)
+
+
+def test_a_checkpoint_reads_back_as_it_was_written(tmp_path: Path) -> None:
+    model = Model(RACES / "race_self_abort.toml")
+    path = tmp_path / "c.json"
+    r = explore(model, checkpoint=stopping_at(300, path=path, model=model))
+    assert r.interrupted
+    state = checkpoint.load(path, model, NO_BOUNDS)
+    again = tmp_path / "d.json"
+    checkpoint.save(again, model, state, NO_BOUNDS)
+    assert json.loads(again.read_text()) == json.loads(path.read_text())
+    assert state.stats.states == r.stats.states and len(state.visited) == r.stats.states
+    assert not list(tmp_path.glob("*.tmp"))  # written to a temporary name, then renamed
+
+
+def test_ctrl_c_saves_the_search_and_resume_finishes_it(tmp_path: Path) -> None:
+    # A real process, a real SIGINT: --checkpoint saves and stops at the next consistent point,
+    # exit code 130; the same command with --resume finishes with the uninterrupted counts.
+    path = tmp_path / "race.ckpt"
+    scenario = str(RACES / "race_abort_blocked.toml")
+    argv = [sys.executable, "-m", "mmusim", "explore", "--no-time", "--no-progress", scenario,
+            "--config", FIX, "--checkpoint", str(path), "--checkpoint-every", "0.05"]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    deadline = time.monotonic() + 60
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.fail("the search ended before Ctrl-C: make the scenario bigger")
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert f"the search is saved in {path}: go on with the same command and --resume" in err
+    done = subprocess.run([*argv, "--resume", str(path)], capture_output=True, text=True, env=env,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    whole = explore(Model(scenario, (FIX,)))
+    assert (
+        f"search   {whole.stats.states:,} states, {whole.stats.transitions:,} transitions"
+        in done.stdout
+    )
+    assert "verdict  complete" in done.stdout
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    model = Model(RACES / "race_self_abort.toml")
+    path = tmp_path / "c.json"
+    explore(model, checkpoint=stopping_at(100, path=path, model=model))
+    return path
+
+
+def run_resume(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_resume_refuses_a_checkpoint_of_another_search(
+    saved: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    race = str(RACES / "race_self_abort.toml")
+    err = run_resume(
+        ["explore", str(RACES / "race_ipi_abort.toml"), "--resume", str(saved)], capsys
+    )
+    assert "--resume: " in err and "a checkpoint of another scenario file" in err
+    err = run_resume(["explore", race, "--config", FIX, "--resume", str(saved)], capsys)
+    assert "a checkpoint of other --config or --mutant lines" in err
+    err = run_resume(["explore", race, "--max-preemptions", "2", "--resume", str(saved)], capsys)
+    assert "a checkpoint of other bounds" in err
+    data = json.loads(saved.read_text())
+    data["code"] = "0" * 16
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data))
+    err = run_resume(["explore", race, "--resume", str(other)], capsys)
+    assert "a checkpoint of another version of mmusim's kernel or explorer code" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{}", "not a checkpoint of mmusim explore ('mmusim-checkpoint/1' expected)"),
+        ("{ no", "not a checkpoint: not JSON"),
+        ("\x00", "not a checkpoint"),
+        ("DAMAGED", "a damaged checkpoint: "),
+    ],
+)
+def test_resume_refuses_what_is_not_a_checkpoint(
+    content: str, message: str, saved: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.json"
+    if content == "DAMAGED":
+        data = json.loads(saved.read_text())
+        del data["stack"][0]["options"]
+        bad.write_text(json.dumps(data))
+    else:
+        bad.write_text(content)
+    err = run_resume(["explore", str(RACES / "race_self_abort.toml"), "--resume", str(bad)], capsys)
+    assert f"mmusim explore: error: --resume: {bad}: {message}" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--pct", "--checkpoint", "X"],
+            "--checkpoint: only for the complete search, not with --pct",
+        ),
+        (["--pct", "--resume", "X"], "--resume: only for the complete search, not with --pct"),
+        (["--checkpoint-every", "0"], "--checkpoint-every: 0.0 is out of range"),
+        (["--checkpoint-every", "nan"], "--checkpoint-every: nan is out of range"),
+        (["--resume", "TMP/none.json"], "--resume: TMP/none.json: no such checkpoint file"),
+        (["--checkpoint", "TMP"], "--checkpoint: TMP is a directory"),
+    ],
+)
+def test_checkpoint_options_out_of_range(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = [a.replace("TMP", str(tmp_path)).replace("X", str(tmp_path / "x.json")) for a in extra]
+    err = run_resume(["explore", str(RACES / "race_self_abort.toml"), *extra], capsys)
+    assert message.replace("TMP", str(tmp_path)) in err
