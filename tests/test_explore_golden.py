@@ -1,9 +1,10 @@
-"""The explorer visits the same states as before its stack became data (issue 15).
+"""The explorer visits the states it visited when the golden file was recorded (issue 15).
 
-``tests/data/explore_golden.json`` holds what the recursive depth-first search found on every
-bundled race scenario -- as it is, with the what-if fix, and with the fix plus each mutant: the
-verdict, the distinct states, the transitions, whether the search was complete, and the violation
-with its schedule. Today's ``explore`` must give the same, case for case (about a minute in all;
+``tests/data/explore_golden.json`` holds what the depth-first search found on every bundled race
+scenario -- as it is, with the what-if fix, and with the fix plus each mutant: the verdict, the
+distinct states, the transitions, whether the search was complete, and the violation with its
+schedule (the file says when and by which search it was recorded). Today's ``explore`` must give
+the same, case for case (about a minute in all;
 five cases are complete searches of 6,000-7,500 states). ``python tests/test_explore_golden.py``
 records the file again, for a change that is meant to change what the search visits.
 """

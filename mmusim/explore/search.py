@@ -101,7 +101,9 @@ def over_step_bound(model: Model, k: Kernel) -> bool:
 
 
 def independent(a: Footprint | None, b: Footprint | None) -> bool:
-    """Two actions of different CPUs commute if neither writes what the other reads or writes."""
+    """Two actions of different CPUs commute if neither writes what the other reads or writes.
+    Two actions of one CPU never do, whatever their footprints: taking an interrupt before or
+    after the CPU's next step are two different runs of that CPU (the caller checks the CPUs)."""
     if a is None or b is None:
         return False
     ra, wa = a
@@ -248,6 +250,7 @@ def explore(
         st.visited[fp] = (frozenset(sleep), min(pre, seen[1]) if seen else pre)
         stats.depth = len(path)
         stats.max_depth = max(stats.max_depth, stats.depth)
+        stats.queue = len(st.stack)  # the states on the stack, some of their actions still to do
         if on_progress is not None and seen is None:
             on_progress(stats)
         # The invariants are functions of the state: one seen before held them (or the search
@@ -299,7 +302,11 @@ def explore(
         if max_preemptions is not None and p2 > max_preemptions:
             st.complete = False
             continue
-        child_sleep = {key: f for key, f in fr.sleep.items() if independent(f, fpnt)}
+        # An action stays asleep only if it commutes with ``a``: another CPU's, footprints apart.
+        # (An IPI of the CPU that steps wakes up: taken after the step it is another run.)
+        child_sleep = {
+            key: f for key, f in fr.sleep.items() if key[0] != a[0] and independent(f, fpnt)
+        }
         try:
             runner.advance(fr.path, a)
         except KernelAssert as e:
