@@ -27,7 +27,7 @@ from typing import Any
 from mmusim.cli.common import COMMAND_HELP, fail
 from mmusim.cli.progress import add_progress_option, progress_wanted, search_progress
 from mmusim.explore import Model, checkpoint, explore, minimal
-from mmusim.explore.pct import bound_text, pct
+from mmusim.explore.pct import bound_text, pct, random_walk
 from mmusim.explore.search import Result, SearchState, Stats, Stop, Violation, assert_message
 from mmusim.explore.trace import (
     ReplayMismatch,
@@ -83,10 +83,16 @@ def add_explore_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     add_progress_option(p)
     p.add_argument("--max-preemptions", type=int, metavar="K", help="bound the preemptions")
     p.add_argument("--max-states", type=int, metavar="N", help="stop after N distinct states")
-    p.add_argument("--pct", action="store_true", help="PCT random mode instead of exhaustive")
+    random_modes = p.add_mutually_exclusive_group()
+    random_modes.add_argument("--pct", action="store_true",
+                              help="PCT random mode instead of exhaustive")  # fmt: skip
+    random_modes.add_argument("--random-walk", action="store_true",
+                              help="random walks instead of exhaustive: at each step one enabled "
+                              "action, uniformly at random (--runs, --seed); reports the distinct "
+                              "states covered")  # fmt: skip
     p.add_argument("--depth", type=int, default=2, help="PCT bug depth d (default 2)")
-    p.add_argument("--runs", type=int, default=100, help="PCT runs (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="PCT seed (default 0)")
+    p.add_argument("--runs", type=int, default=100, help="PCT or random-walk runs (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="PCT or random-walk seed (default 0)")
     p.add_argument("--trace", type=Path, metavar="FILE", help="save the counterexample as JSON")
     p.add_argument("--checkpoint", type=Path, metavar="FILE",
                    help="save the complete search to FILE every --checkpoint-every seconds and on "
@@ -162,9 +168,10 @@ def _model(args: argparse.Namespace) -> Model:
             )
     if args.trace is not None:
         check_writable(args.trace, "--trace")
-    if args.pct and (args.checkpoint is not None or args.resume is not None):
+    mode = "--pct" if args.pct else "--random-walk" if args.random_walk else None
+    if mode and (args.checkpoint is not None or args.resume is not None):
         raise ValueError(f"{'--checkpoint' if args.checkpoint else '--resume'}: only for the "
-                         "complete search, not with --pct")  # fmt: skip
+                         f"complete search, not with {mode}")  # fmt: skip
     if not args.checkpoint_every > 0:  # NaN too
         raise ValueError(f"--checkpoint-every: {args.checkpoint_every} is out of range "
                          "(a number of seconds > 0)")  # fmt: skip
@@ -206,6 +213,10 @@ def _search(model: Model, args: argparse.Namespace, show: bool) -> tuple[Result,
     """Run PCT or the complete search; returns (the search's result, the one to report). After a
     complete search finds a violation, the reported one is the minimal violation. ``show``: draw
     a progress line for each phase (``mmusim.cli.progress``)."""
+    if args.random_walk:
+        with search_progress(show, "random walk", total=args.runs) as update:
+            result = random_walk(model, runs=args.runs, seed=args.seed, on_progress=update)
+        return result, result
     if args.pct:
         with search_progress(show, "pct", total=args.runs) as update:
             result = pct(model, depth=args.depth, runs=args.runs, seed=args.seed,
@@ -269,7 +280,8 @@ def _ctrl_c_stops(saver: _Saver | None) -> Iterator[None]:
 
 def _print_result(model: Model, args: argparse.Namespace, result: Result, found: Result) -> None:
     """The text report: the trace of ``found``, then how the search went."""
-    sys.stdout.write(report(model, found, show_time=not args.no_time))
+    random_run = args.pct or args.random_walk  # the trace of one run, not a minimal one
+    sys.stdout.write(report(model, found, show_time=not args.no_time, minimal=not random_run))
     if found is not result:
         st = result.stats
         secs = "" if args.no_time else f", {st.seconds:.2f} s"
@@ -280,6 +292,13 @@ def _print_result(model: Model, args: argparse.Namespace, result: Result, found:
         print(f"pct: depth {args.depth}, {result.stats.executions} runs, seed {args.seed}; "
               f"per-run bound 1/(n*k^(d-1)) = {bound_text(model.ncpus, max(k, 1), args.depth)} "
               f"with n={model.ncpus} CPUs, k={k} steps (measured)")  # fmt: skip
+    if args.pct or args.random_walk:
+        what = (
+            "pct:"
+            if args.pct
+            else f"random walk: {result.stats.executions} runs, seed {args.seed};"
+        )
+        print(f"{what} {result.stats.states:,} distinct states covered")
 
 
 def _stats_json(r: Result) -> dict[str, Any]:

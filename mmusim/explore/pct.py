@@ -1,10 +1,17 @@
-"""PCT: probabilistic concurrency testing (Burckhardt et al., ASPLOS 2010) over the real kernel.
+"""Random searches for scenarios too large to exhaust: PCT, and the random walk.
+
+PCT: probabilistic concurrency testing (Burckhardt et al., ASPLOS 2010) over the real kernel.
 
 For scenarios too large to exhaust. Each run gives the n scheduling entities -- here the CPUs --
 random distinct priorities above d, picks d-1 change points uniformly among the k steps of a run,
 always runs the highest-priority CPU that has an enabled action, and at the i-th change point
 lowers the running CPU's priority to i. One run finds a bug of depth d with probability at least
 1/(n*k^(d-1)); ``k`` is measured (the longest run seen), and the bound is printed with it.
+
+The random walk (TLC's simulation mode) takes, at every step of a run, one of the enabled actions
+uniformly at random. Both count the distinct states their runs cover (``Stats.states``, by the
+explorer's fingerprint), so a user can compare what a random search saw with what the complete
+search visits; the invariants are checked once per distinct state.
 
 All randomness comes from ``random.Random(seed)``; a run is replayable from its recorded schedule.
 """
@@ -22,22 +29,77 @@ from mmusim.kernel import KernelAssert
 
 
 def pct(model: Model, *, depth: int, runs: int, seed: int,
-        on_progress: Callable[[Stats], None] | None = None) -> Result:  # fmt: skip
+        on_progress: Callable[[Stats], None] | None = None,
+        seen: set[bytes] | None = None) -> Result:  # fmt: skip
     """``runs`` PCT runs of depth ``depth``; each run is bounded by the scenario's max_steps (a run
-    that reaches it is a "step bound" violation)."""
+    that reaches it is a "step bound" violation). ``seen`` collects the fingerprints covered."""
     if depth < 1 or runs < 1:
         raise ValueError("pct: depth and runs must be at least 1")
     rng = random.Random(seed)
+    n = model.ncpus
+    d = depth
+
+    def make_run() -> tuple[Choose, AfterStep]:
+        k_steps = lengths[0]
+        prio = rng.sample(range(d, d + n), n)  # distinct priorities above the change-point ones
+        changes = sorted(rng.sample(range(1, max(k_steps, d) + 1), d - 1)) if d > 1 else []
+
+        def choose(acts: list[Action]) -> Action:
+            return max(acts, key=lambda x: (prio[x[0]] if x[0] >= 0 else -1, x[1] == "irq"))
+
+        def after(a: Action, step: int) -> None:
+            if a[0] >= 0:
+                for i, c in enumerate(changes):
+                    if c == step:
+                        prio[a[0]] = d - 1 - i  # below every initial priority
+
+        return choose, after
+
+    lengths = [0]
+    return _runs(model, runs, make_run, on_progress, seen, lengths)
+
+
+def random_walk(model: Model, *, runs: int, seed: int,
+                on_progress: Callable[[Stats], None] | None = None,
+                seen: set[bytes] | None = None) -> Result:  # fmt: skip
+    """``runs`` random walks: at each step one enabled action, uniformly at random. ``seen``
+    collects the fingerprints covered."""
+    if runs < 1:
+        raise ValueError("random_walk: runs must be at least 1")
+    rng = random.Random(seed)
+
+    def make_run() -> tuple[Choose, AfterStep]:
+        return rng.choice, _nothing
+
+    return _runs(model, runs, make_run, on_progress, seen)
+
+
+Choose = Callable[[list[Action]], Action]
+AfterStep = Callable[[Action, int], None]
+
+
+def _nothing(a: Action, step: int) -> None:
+    return None
+
+
+def _runs(model: Model, runs: int, make_run: Callable[[], tuple[Choose, AfterStep]],
+          on_progress: Callable[[Stats], None] | None, seen: set[bytes] | None,
+          lengths: list[int] | None = None) -> Result:  # fmt: skip
+    """Run ``runs`` executions, each choosing its actions by a fresh ``make_run()``; stop at the
+    first violation. ``lengths[0]``, if given, is set to the default run's length first (PCT's k)."""
     stats = Stats()
     t0 = time.perf_counter()
     root = root_violation(model)
     if root is not None:
         stats.seconds = time.perf_counter() - t0
         return Result(root, stats, False, None)
-    k_steps = _default_length(model)
-    n = model.ncpus
+    if lengths is not None:
+        lengths[0] = _default_length(model)
+    if seen is None:
+        seen = set()
     for _ in range(runs):
-        v = _one_run(model, rng, n, depth, k_steps, stats)
+        choose, after = make_run()
+        v = _one_run(model, stats, seen, choose, after)
         if on_progress is not None:
             on_progress(stats)
         if v is not None:
@@ -83,10 +145,8 @@ def _default_length(model: Model) -> int:
 
 
 def _one_run(
-    model: Model, rng: random.Random, n: int, d: int, k_steps: int, stats: Stats
+    model: Model, stats: Stats, seen: set[bytes], choose: Choose, after: AfterStep
 ) -> Violation | None:
-    prio = rng.sample(range(d, d + n), n)  # distinct priorities above the change-point ones
-    changes = sorted(rng.sample(range(1, max(k_steps, d) + 1), d - 1)) if d > 1 else []
     k = model.reset()
     stats.executions += 1
     infos: list[StepInfo] = []
@@ -95,9 +155,13 @@ def _one_run(
     last: int | None = None
     pre = 0
     while True:
-        problems = model.violations(k)
-        if problems:
-            return Violation("invariant", tuple(problems), tuple(schedule), tuple(infos), pre)
+        fp = model.fingerprint(k)
+        if fp not in seen:  # a state seen before held the invariants (or the runs had stopped)
+            seen.add(fp)
+            stats.states = len(seen)
+            problems = model.violations(k)
+            if problems:
+                return Violation("invariant", tuple(problems), tuple(schedule), tuple(infos), pre)
         acts = model.actions(k)
         if not acts:
             try:
@@ -113,7 +177,7 @@ def _one_run(
         if k.steps >= model.max_steps:
             v = step_bound_message(model.max_steps)
             return Violation("step bound", (v,), tuple(schedule), tuple(infos), pre)
-        a = max(acts, key=lambda x: (prio[x[0]] if x[0] >= 0 else -1, x[1] == "irq"))
+        a = choose(acts)
         if last is not None and a[0] >= 0 and a[0] != last and any(x[0] == last for x in acts):
             pre += 1
         info = model.info(k, a)
@@ -129,10 +193,9 @@ def _one_run(
         schedule.append(a)
         stats.transitions += 1
         step += 1
+        stats.depth = step
         if a[0] >= 0:
             last = a[0]
-            for i, c in enumerate(changes):
-                if c == step:
-                    prio[a[0]] = d - 1 - i  # below every initial priority
+        after(a, step)
     stats.max_depth = max(stats.max_depth, step)
     return None

@@ -75,8 +75,10 @@ def report(
     consequence_steps: int = 6,
     show_search: bool = True,
     show_time: bool = True,
+    minimal: bool = True,
 ) -> str:
-    """The human report of a result (a pass or a violation)."""
+    """The human report of a result (a pass or a violation). ``minimal``: the violation is the
+    minimal one (of ``explore.minimal``), not one random run's (PCT, the random walk)."""
     st = result.stats
     scn = model.scenario
     lines = []
@@ -113,7 +115,7 @@ def report(
                      "the trace is its run from boot (not minimized)")  # fmt: skip
     if show_search:
         lines.append(f"search   {search}")
-    lines.append(f"{'minimal' if at_root else 'trace':<7}  {v.preemptions} "
+    lines.append(f"{'minimal' if at_root and minimal else 'trace':<7}  {v.preemptions} "
                  f"preemption{'s' if v.preemptions != 1 else ''}, {len(v.steps)} steps")  # fmt: skip
     lines.append("")
     lines.append(f"{'#':>4}  cpu  {'thread':<10} step")
