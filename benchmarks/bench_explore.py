@@ -17,7 +17,9 @@ import argparse
 import math
 import statistics
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from mmusim.explore import Model, explore
 from mmusim.explore.model import Action
@@ -52,12 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench_explore: Python {sys.version.split()[0]}, median of {args.repeat} runs\n")
 
     rows = []
+    complete: list[Any] = []
     for label, extra, target in [
         ("scenario 1, Zephyr's kernel (finds the do_swap window)", (), None),
         ("scenario 1, cleanup waits for the switch (complete)", (FIX,), 2.0),
     ]:
         runs = [explore(Model(SCENARIO_1, extra)) for _ in range(args.repeat)]
         r = runs[0]
+        if extra:
+            complete.append(r)
         secs = statistics.median(x.stats.seconds for x in runs)
         raw = raw_interleavings(Model(SCENARIO_1, extra))
         rows.append((label, r.verdict, r.stats.states, r.stats.transitions, secs,
@@ -86,7 +91,38 @@ def main(argv: list[str] | None = None) -> int:
         f"\ntransitions per second: median {statistics.median(rates):,.0f} "
         f"(target >= 50,000: {'met' if statistics.median(rates) >= 50_000 else 'MISSED'})"
     )
+    limit(Model(SCENARIO_1, (FIX,)), complete[0])
     return 0
+
+
+def limit(model: Model, r: Any) -> None:
+    """The measured limit of this (stateless) search: what one kernel step and one reset (boot and
+    the root prefix) cost with no checks and no fingerprints, and how much of the complete search
+    is those alone -- its transitions, the steps it re-executes to get back to states, its boots."""
+    steps = 0
+    t = time.perf_counter()
+    resets = 200
+    for _ in range(resets):
+        model.reset()
+    reset_s = (time.perf_counter() - t) / resets
+    spent = 0.0
+    for _ in range(50):
+        k = model.reset()
+        t = time.perf_counter()
+        while acts := model.actions(k):
+            model.step(k, acts[-1])
+            steps += 1
+        spent += time.perf_counter() - t
+    step_s = spent / steps
+    work = (r.stats.transitions + r.stats.replayed) * step_s + r.stats.executions * reset_s
+    print(f"\nmeasured limit: one kernel step {step_s * 1e6:.1f} us (no checks, no fingerprint), "
+          f"so at most {1 / step_s:,.0f} transitions/s; one reset (boot + root prefix) "
+          f"{reset_s * 1e3:.2f} ms")  # fmt: skip
+    print(f"complete search with the fix: {r.stats.transitions:,} transitions + "
+          f"{r.stats.replayed:,} steps re-executed + {r.stats.executions:,} resets = "
+          f"{work:.2f} s of kernel work in {r.stats.seconds:.2f} s "
+          f"({work / r.stats.seconds:.0%}); a search that kept its states would do only the "
+          f"transitions: {r.stats.transitions * step_s:.2f} s of steps")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -45,8 +45,8 @@ def stopping_at(*counts: int, path: Path, model: Model) -> Any:
 @pytest.mark.parametrize(
     ("scenario", "extra", "stops"),
     [
-        ("race_abort_blocked", (FIX,), (1, 200, 700)),  # a pass: 864 states
-        ("race_self_abort", (), (50, 900)),  # a violation after 2,240 states
+        ("race_abort_blocked", (FIX,), (1, 200, 700)),  # a pass: 1,141 states
+        ("race_self_abort", (), (50, 900)),  # a violation after 2,268 states
     ],
 )
 def test_a_search_stopped_and_resumed_from_its_file_finds_what_one_run_finds(

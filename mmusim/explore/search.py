@@ -42,6 +42,7 @@ class Stats:
     depth: int = 0  # of the state visited last (for progress display)
     queue: int = 0  # states waiting to be visited (minimal's heap; for progress display)
     raw_interleavings: int = 0  # the interleavings without any reduction (an estimate, see below)
+    replayed: int = 0  # steps re-executed from the root to get back to a state (not transitions)
 
     @property
     def states_per_second(self) -> float:
@@ -133,6 +134,7 @@ class _Runner:
                 k = self.model.reset()
                 self.stats.executions += 1
                 rest = path
+            self.stats.replayed += len(rest)
             for a in rest:
                 self.model.step(k, a)
             self.live, self.path = k, path
