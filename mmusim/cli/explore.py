@@ -27,6 +27,7 @@ from typing import Any
 from mmusim.cli.common import COMMAND_HELP, fail
 from mmusim.cli.progress import add_progress_option, progress_wanted, search_progress
 from mmusim.explore import Model, checkpoint, explore, minimal
+from mmusim.explore.parallel import explore_parallel
 from mmusim.explore.pct import bound_text, pct, random_walk
 from mmusim.explore.search import Result, SearchState, Stats, Stop, Violation, assert_message
 from mmusim.explore.trace import (
@@ -83,6 +84,9 @@ def add_explore_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     add_progress_option(p)
     p.add_argument("--max-preemptions", type=int, metavar="K", help="bound the preemptions")
     p.add_argument("--max-states", type=int, metavar="N", help="stop after N distinct states")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="run the complete search on N processes (default 1): the same verdict, "
+                   "state count and minimal trace")  # fmt: skip
     random_modes = p.add_mutually_exclusive_group()
     random_modes.add_argument("--pct", action="store_true",
                               help="PCT random mode instead of exhaustive")  # fmt: skip
@@ -168,6 +172,15 @@ def _model(args: argparse.Namespace) -> Model:
             )
     if args.trace is not None:
         check_writable(args.trace, "--trace")
+    if args.workers < 1:
+        raise ValueError(f"--workers: {args.workers} is out of range (at least 1)")
+    if args.workers > 1:
+        clash = next((o for o, on in (("--pct", args.pct), ("--random-walk", args.random_walk),
+                                      ("--checkpoint", args.checkpoint), ("--resume", args.resume),
+                                      ("--max-states", args.max_states is not None)) if on), None)  # fmt: skip
+        if clash:
+            raise ValueError(f"--workers: {args.workers} workers run the complete search, not "
+                             f"with {clash}")  # fmt: skip
     mode = "--pct" if args.pct else "--random-walk" if args.random_walk else None
     if mode and (args.checkpoint is not None or args.resume is not None):
         raise ValueError(f"{'--checkpoint' if args.checkpoint else '--resume'}: only for the "
@@ -224,9 +237,14 @@ def _search(model: Model, args: argparse.Namespace, show: bool) -> tuple[Result,
         return result, result
     bounds = _bounds(args)
     saver = _Saver(args, model, bounds) if args.checkpoint is not None else None
-    with search_progress(show, "explore") as update, _ctrl_c_stops(saver):
-        result = explore(model, **bounds, on_progress=update, state=args.state,
-                         checkpoint=saver)  # fmt: skip
+    if args.workers > 1:  # no progress line: the workers' counters are in their processes
+        result = explore_parallel(model.scenario.path, model.extra_config, workers=args.workers,
+                                  ignore=model.ignore, max_preemptions=args.max_preemptions)  # fmt: skip
+    else:
+        with search_progress(show, "explore") as update, _ctrl_c_stops(saver):
+            result = explore(model, max_preemptions=args.max_preemptions,
+                             max_states=args.max_states, on_progress=update, state=args.state,
+                             checkpoint=saver)  # fmt: skip
     if result.violation is None:
         return result, result
     with search_progress(show, "minimal trace") as update:

@@ -204,6 +204,11 @@ class SearchState:
     found: list[Violation] = attrs.field(factory=list)
 
 
+Claim = Callable[[bytes, frozenset[Key], int], tuple[bool, frozenset[Key], bool]]
+"""``claim(fingerprint, sleep set, preemptions)`` -> (search the state?, the part of the sleep set
+to keep, is it new?): the visited-set rule of ``explore``, kept by someone else."""
+
+
 class Stop(Exception):
     """Raised by ``explore``'s ``checkpoint`` hook to end the search where it stands (``explore``
     returns with ``Result.interrupted``); the ``SearchState`` can then be saved and resumed."""
@@ -217,6 +222,7 @@ def explore(
     on_progress: Callable[[Stats], None] | None = None,
     state: SearchState | None = None,
     checkpoint: Callable[[SearchState], None] | None = None,
+    claim: Claim | None = None,
 ) -> Result:
     """Depth-first search with sleep sets and a fingerprint cache; stops at the first violation.
 
@@ -224,7 +230,8 @@ def explore(
     (a fresh one, or one a checkpoint file held) to see it or to go on with it. ``checkpoint``
     is called with the state at every consistent point (before each transition); it may save it,
     and raise ``Stop`` to end the search there. A resumed search visits the same states and takes
-    the same transitions as one that was never stopped."""
+    the same transitions as one that was never stopped. ``claim`` replaces ``state.visited`` by
+    a visited set shared with other searches (``mmusim.explore.parallel``)."""
     st = state if state is not None else SearchState()
     stats = st.stats
     t0 = time.perf_counter() - stats.seconds
@@ -239,25 +246,34 @@ def explore(
         sleep set no larger, a bound, or the end of the search: a violation, a terminal state)."""
         k = runner.goto(path)
         fp = model.fingerprint(k)
-        seen = st.visited.get(fp)
-        if seen is not None:
-            if seen[0] <= sleep.keys() and seen[1] <= pre:
+        if claim is not None:  # a visited set shared with other workers (mmusim.explore.parallel)
+            go, kept, new = claim(fp, frozenset(sleep), pre)
+            if not go:
                 return None
-            sleep = {key: f for key, f in sleep.items() if key in seen[0]}
+            sleep = {key: f for key, f in sleep.items() if key in kept}
+            if new:
+                stats.states += 1
         else:
-            stats.states += 1
-            if max_states is not None and stats.states > max_states:
-                st.complete = False
-                return None
-        st.visited[fp] = (frozenset(sleep), min(pre, seen[1]) if seen else pre)
+            seen = st.visited.get(fp)
+            new = seen is None
+            if seen is not None:
+                if seen[0] <= sleep.keys() and seen[1] <= pre:
+                    return None
+                sleep = {key: f for key, f in sleep.items() if key in seen[0]}
+            else:
+                stats.states += 1
+                if max_states is not None and stats.states > max_states:
+                    st.complete = False
+                    return None
+            st.visited[fp] = (frozenset(sleep), min(pre, seen[1]) if seen else pre)
         stats.depth = len(path)
         stats.max_depth = max(stats.max_depth, stats.depth)
         stats.queue = len(st.stack)  # the states on the stack, some of their actions still to do
-        if on_progress is not None and seen is None:
+        if on_progress is not None and new:
             on_progress(stats)
         # The invariants are functions of the state: one seen before held them (or the search
         # would have stopped there), so only a new state is checked.
-        problems = model.violations(k) if seen is None else []
+        problems = model.violations(k) if new else []
         if problems:
             st.found.append(Violation("invariant", tuple(problems), path, infos, pre))
             return None
@@ -281,6 +297,13 @@ def explore(
             st.stack.append(first)
     interrupted = False
     while st.stack and not st.found:
+        if checkpoint is not None:  # a consistent point: the hook may save, stop or give work
+            stats.seconds = time.perf_counter() - t0
+            try:
+                checkpoint(st)
+            except Stop:
+                interrupted = True
+                break
         fr = st.stack[-1]
         if fr.pending is not None:  # back from the subtree of fr.pending: it joins the sleep set
             key, f = fr.pending
@@ -289,13 +312,6 @@ def explore(
         if fr.next >= len(fr.options):
             st.stack.pop()
             continue
-        if checkpoint is not None:
-            stats.seconds = time.perf_counter() - t0
-            try:
-                checkpoint(st)
-            except Stop:
-                interrupted = True
-                break
         a, info, fpnt = fr.options[fr.next]
         fr.next += 1
         if info.key in fr.sleep:
