@@ -46,7 +46,7 @@ def test_waiting_for_the_switch_closes_the_window_complete_search(name: str) -> 
 
 
 def test_reuse_race_with_the_fix_passes_within_two_preemptions() -> None:
-    # The complete search passes too (198,515 states, about 517 s: docs/explore.md); CI runs the
+    # The complete search passes too (248,377 states, about 635 s: docs/explore.md); CI runs the
     # bound of 2 preemptions, which already covers every interleaving the window needs.
     r = explore(model("race_reuse", FIX), max_preemptions=2)
     assert r.violation is None, r.violation

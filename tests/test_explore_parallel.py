@@ -11,11 +11,13 @@ by the bound on the path that reached it first.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 
 from mmusim.cli import main
+from mmusim.explore import Model, explore
 from mmusim.explore.parallel import explore_parallel
 from mmusim.scenario import BUNDLED_DIR
 from test_explore_golden import GOLDEN, cases
@@ -81,3 +83,37 @@ def test_workers_out_of_range(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("mmusim explore: error: --workers: ")
     assert message in err
+
+
+def test_the_three_cpu_race_has_three_cpus_that_all_take_part() -> None:
+    # Its complete searches are long (docs/explore.md); CI searches its first 1,500 states with the
+    # fix, and checks on a seeded random run that all three CPUs take steps.
+    path = RACES / "race_self_abort_3cpu.toml"
+    model = Model(path, ("CONFIG_SIM_CLEANUP_WAITS_FOR_SWITCH=y",))
+    assert model.ncpus == 3
+    r = explore(model, max_states=1500)
+    assert (
+        r.verdict == "pass (bounded)" and r.stats.states > 1500
+    )  # new states past it: not searched
+    rng = random.Random(1)
+    k = model.reset()
+    cpus = set()
+    while acts := model.actions(k):
+        a = rng.choice(acts)
+        cpus.add(a[0])
+        model.step(k, a)
+    assert cpus == {0, 1, 2}
+    assert not model.violations(k) and not model.end_violations(k)
+
+
+def test_a_worker_that_dies_ends_the_search_with_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import mmusim.explore.parallel as parallel
+
+    def dies(*args: object) -> None:
+        os._exit(3)
+
+    monkeypatch.setattr(parallel, "_worker", dies)  # the workers are forked: they see it
+    with pytest.raises(RuntimeError, match=r"worker \d died \(exit code 3\)"):
+        explore_parallel(RACES / "race_abort_blocked.toml", workers=2)

@@ -23,6 +23,7 @@ refused with workers: its cut depends on the order too.
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import threading
 import time
 from multiprocessing.managers import BaseManager
@@ -174,6 +175,24 @@ def _worker(spec: tuple[str, tuple[str, ...], tuple[str, ...]], bound: int | Non
     out.put((worker, stats, complete))
 
 
+def _collect(out: Any, procs: list[Any]) -> list[tuple[int, Stats, bool]]:
+    """Each worker's (number, counters, complete); a worker that dies without them (a bug in
+    mmusim: the search's own verdicts all end normally) raises instead of waiting for ever."""
+    parts: list[tuple[int, Stats, bool]] = []
+    while len(parts) < len(procs):
+        try:
+            parts.append(out.get(timeout=0.5))
+        except queue.Empty:
+            done = {w for w, _, _ in parts}
+            dead = [w for w, p in enumerate(procs) if w not in done and p.exitcode not in (None, 0)]
+            if dead:
+                for p in procs:
+                    p.terminate()
+                raise RuntimeError(f"explore_parallel: worker {dead[0]} died (exit code "
+                                   f"{procs[dead[0]].exitcode})") from None  # fmt: skip
+    return parts
+
+
 def explore_parallel(
     scenario: str | Path,
     extra_config: tuple[str, ...] = (),
@@ -199,11 +218,11 @@ def explore_parallel(
         shared = manager.Shared(workers)  # type: ignore[attr-defined]
         out = ctx.Queue()
         spec = (str(scenario), tuple(extra_config), tuple(ignore))
-        procs = [ctx.Process(target=_worker, args=(spec, max_preemptions, w, shared, out))
-                 for w in range(workers)]  # fmt: skip
+        procs = [ctx.Process(target=_worker, args=(spec, max_preemptions, w, shared, out),
+                             daemon=True) for w in range(workers)]  # fmt: skip
         for p in procs:
             p.start()
-        parts = [out.get() for _ in procs]
+        parts = _collect(out, procs)
         for p in procs:
             p.join()
         states, violation = shared.result()
