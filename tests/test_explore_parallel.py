@@ -64,8 +64,9 @@ def test_the_report_with_two_workers_is_the_report_with_one(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--workers", "0"], "--workers: 0 is out of range (at least 1)"),
-        (["--workers", "-3"], "--workers: -3 is out of range (at least 1)"),
+        (["--workers", "0"], "--workers: 0 is out of range (1 to 256)"),
+        (["--workers", "-3"], "--workers: -3 is out of range (1 to 256)"),
+        (["--workers", "10" * 20], "is out of range (1 to 256)"),
         (
             ["--workers", "2", "--pct"],
             "--workers: 2 workers run the complete search, not with --pct",

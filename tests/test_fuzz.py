@@ -465,7 +465,9 @@ def gen_explore(rng: random.Random, tmp: Path, bases: dict[str, Any]) -> Case:
     touched = set()
     for _ in range(rng.randint(1, 3)):
         opt = rng.choice(["--max-states", "--max-preemptions", "--depth", "--runs", "--seed",
-                          "--mutant", "--ignore", "--trace", "--config", "--bogus", "-x"])  # fmt: skip
+                          "--mutant", "--ignore", "--trace", "--config", "--bogus", "-x",
+                          "--workers", "--resume", "--checkpoint", "--checkpoint-every",
+                          "--random-walk"])  # fmt: skip
         touched.add(opt)
         value = rng.choice(["-1", "0", "x", "1.5", "", "0x10", "1e3", " 3", "None", "-0"])
         if opt in ("--max-states", "--max-preemptions", "--seed", "--depth"):
@@ -474,7 +476,13 @@ def gen_explore(rng: random.Random, tmp: Path, bases: dict[str, Any]) -> Case:
                 base.setdefault("--runs", ["2"])
         if opt == "--mutant":
             value = rng.choice(["nope", "SELF-UNMAP", ""])
-        if opt == "--trace":
+        if opt == "--workers":
+            value = rng.choice([value, "2", str(10 ** rng.randint(3, 30))])
+        if opt == "--random-walk":
+            base[opt] = []
+            base.setdefault("--runs", ["2"])
+            continue
+        if opt in ("--trace", "--resume", "--checkpoint"):
             out, kind = odd_file(rng, tmp, b"{}", ".json")
             value = str(out if kind != "missing" else tmp / "no" / "t.json")
             touched |= file_names(Path(value))

@@ -45,6 +45,9 @@ from mmusim.render.trace import report
 from mmusim.scenario import ScenarioError
 from mmusim.scenario.document import display_path
 
+MAX_WORKERS = 256
+"""The most processes ``--workers`` starts (a machine with more cores is not what mmusim runs on)."""
+
 __all__ = [
     "add_explore_commands", "check_writable", "cmd_explore", "cmd_replay", "replay_scenario",
 ]  # fmt: skip
@@ -172,8 +175,8 @@ def _model(args: argparse.Namespace) -> Model:
             )
     if args.trace is not None:
         check_writable(args.trace, "--trace")
-    if args.workers < 1:
-        raise ValueError(f"--workers: {args.workers} is out of range (at least 1)")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise ValueError(f"--workers: {args.workers} is out of range (1 to {MAX_WORKERS})")
     if args.workers > 1:
         clash = next((o for o, on in (("--pct", args.pct), ("--random-walk", args.random_walk),
                                       ("--checkpoint", args.checkpoint), ("--resume", args.resume),

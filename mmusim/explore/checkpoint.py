@@ -35,7 +35,7 @@ __all__ = ["FORMAT", "CheckpointError", "load", "save", "search_code_fingerprint
 FORMAT = "mmusim-checkpoint/1"
 _PACKAGE = Path(__file__).resolve().parent.parent
 _CODE_DIRS = ("hw", "kernel", "runtime", "scenario", "explore")
-MAX_CHECKPOINT_BYTES = 1 << 32
+MAX_CHECKPOINT_BYTES = 1 << 30  # about 16 million visited states
 
 
 class CheckpointError(ValueError):
