@@ -25,7 +25,13 @@ from test_explore_golden import GOLDEN, cases
 RACES = BUNDLED_DIR / "explore"
 
 
-@pytest.mark.parametrize(("name", "extra", "bound"), cases(), ids=[c[0] for c in cases()])
+# user-priv-stack changes nothing a race scenario runs (no K_USER thread): its searches are the
+# fix's, state for state (the golden file shows it), so two workers need not run them again.
+PARALLEL_CASES = [c for c in cases() if not c[0].endswith("/user-priv-stack")]
+
+
+@pytest.mark.parametrize(("name", "extra", "bound"), PARALLEL_CASES,
+                         ids=[c[0] for c in PARALLEL_CASES])  # fmt: skip
 def test_two_workers_give_the_verdict_and_the_states_of_one(
     name: str, extra: tuple[str, ...], bound: int | None
 ) -> None:
@@ -34,8 +40,9 @@ def test_two_workers_give_the_verdict_and_the_states_of_one(
                          max_preemptions=bound)  # fmt: skip
     assert r.verdict == verdict
     assert r.complete == complete
-    if violation is None and bound is None:
-        assert r.stats.states == states  # every reachable state, once
+    if violation is None:
+        if bound is None:  # (within a bound the count depends on the order: see above)
+            assert r.stats.states == states  # every reachable state, once
     else:
         assert r.violation is not None and r.violation.kind == violation[0]
         assert r.violation.messages[0].split(":")[0] == violation[1][0].split(":")[0]

@@ -39,6 +39,7 @@ SCENARIOS = (
     "race_reuse",
     "race_stale_tlb",
     "race_abort_blocked",
+    "race_self_abort_3cpu",
 )
 BUDGET: tuple[int | None, ...] = (None, *range(10))  # round robin, then seeds 0..9
 
