@@ -50,9 +50,11 @@ class TlbEntry:
         """R/W: a write may use it (at CPL 3, or at CPL 0 with CR0.WP=1)."""
         return bool(self.rights & R_WRITABLE)
 
-    def describe(self) -> str:
+    @property
+    def flags(self) -> str:
+        """The rights as five letters: U/S, W/R, X or -, D or -, G or - (``UW-D-``)."""
         r = self.rights
-        flags = "".join(
+        return "".join(
             (
                 "U" if r & R_USER else "S",
                 "W" if r & R_WRITABLE else "R",
@@ -61,7 +63,9 @@ class TlbEntry:
                 "G" if self.global_ else "-",
             )
         )
-        return f"{self.page:#x} -> {self.frame:#x} ({self.page_size // 1024}K {flags})"
+
+    def describe(self) -> str:
+        return f"{self.page:#x} -> {self.frame:#x} ({self.page_size // 1024}K {self.flags})"
 
 
 # DEVIATION(tlb-keeps-entries): a TLB keeps every entry until invlpg or a flush (hardware may

@@ -108,14 +108,9 @@ def tlb_rows(k: Kernel) -> list[list[dict[str, str]]]:
         stale = {e.page: why for e, why in k.stale_tlb_entries(c)}
         rows = []
         for e in c.hw.tlb.entries():
-            r = e.rights
-            flags = "".join((
-                "U" if e.user else "S", "W" if e.writable else "R", "-" if r & 4 else "X",
-                "D" if r & 8 else "-", "G" if e.global_ else "-",
-            ))  # fmt: skip
             rows.append({
                 "page": _hex(e.page), "frame": _hex(e.frame), "size": f"{e.page_size // 1024}K",
-                "flags": flags, "stale": stale.get(e.page, ""),
+                "flags": e.flags, "stale": stale.get(e.page, ""),
             })  # fmt: skip
         out.append(rows)
     return out
@@ -194,7 +189,6 @@ class _Recorder:
         self.last_cpu: int | None = None
         self._pending: dict[str, Any] | None = None
         self._faults = len(k.faults)
-        self._log = 0
         self._tables: PhysMem | None = None
         self._ctls: list[ControlState] = []
         self._rows: list[Any] | None = None
