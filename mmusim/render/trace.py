@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from mmusim.explore.model import Model
 from mmusim.explore.search import Result, Violation
-from mmusim.hw import Trap, error_code_names
+from mmusim.hw import TlbEntry, Trap, error_code_names
 from mmusim.kernel import PAGE, Kernel, KernelAssert, thread_state_name
 
-__all__ = ["consequence_cpu", "preempts", "report", "snapshot"]
+__all__ = ["consequence_cpu", "preempts", "report", "snapshot", "stale_touches"]
 
 
 def preempts(k: Kernel, last_cpu: int | None, cpu: int) -> bool:
@@ -23,6 +23,24 @@ def preempts(k: Kernel, last_cpu: int | None, cpu: int) -> bool:
     have gone on (a timer tick, CPU -1, preempts nobody)."""
     moved = last_cpu is not None and cpu >= 0 and cpu != last_cpu
     return moved and any(x[0] == last_cpu for x in Model.actions(k))
+
+
+def stale_touches(k: Kernel, cpu: int) -> list[tuple[int, TlbEntry, str, bool]]:
+    """The pages that CPU ``cpu``'s next step reads or writes (its declared footprint,
+    ``Model.footprint``) which only a stale TLB entry of that CPU still translates, by page:
+    (page, the entry, why it is stale as ``Kernel.stale_tlb_entries`` says, written?). A step
+    with no declared footprint touches nothing here."""
+    fp = Model.footprint(k, (cpu, "step"))
+    if fp is None:
+        return []
+    stale = k.stale_tlb_entries(k.cpus[cpu])
+    pages = {r[1] for r in fp[0] | fp[1] if r[0] == "mem" and isinstance(r[1], int)}
+    return [
+        (page, e, why, ("mem", page) in fp[1])
+        for page in sorted(pages)
+        for e, why in stale
+        if e.page <= page < e.page + e.page_size
+    ]
 
 
 def consequence_cpu(k: Kernel, kind: str, message: str) -> int | None:
@@ -155,17 +173,11 @@ def _consequence(model: Model, k: Kernel, v: Violation, n: int) -> list[str]:
     if cpu is None:
         return []
     out = [f"{'':>4}  consequence: CPU {cpu} runs on alone"]
-    c = k.cpus[cpu]
     for _ in range(n):
         if (cpu, "step") not in model.actions(k):
             break
         s = model.info(k, (cpu, "step"))
-        fp = model.footprint(k, (cpu, "step"))
-        pages = [r[1] for r in (fp[1] if fp else ()) if r[0] == "mem"]
-        stale = any(
-            k.pt.lookup(p) is None and c.hw.tlb.lookup(p) is not None  # type: ignore[arg-type]
-            for p in pages
-        )
+        stale = any(write and why == "not mapped" for _, _, why, write in stale_touches(k, cpu))
         try:
             model.step(k, (cpu, "step"))
         except KernelAssert as e:

@@ -34,7 +34,7 @@ from mmusim.explore.trace import load_trace, replay_steps
 from mmusim.hw import FRAME_SIZE, Access, ControlState, PfErrorCode, PhysMem, translate
 from mmusim.kernel import REASONS, Kernel, KernelAssert, check_all, thread_state_name
 from mmusim.render.memmap import memory_map, render_svg
-from mmusim.render.trace import consequence_cpu, preempts
+from mmusim.render.trace import consequence_cpu, preempts, stale_touches
 from mmusim.render.walk import render_walk
 from mmusim.scenario import load_scenario, run_scenario
 from mmusim.scenario.document import display_path
@@ -241,31 +241,22 @@ class _Recorder:
 
     def _stale_accesses(self, k: Kernel, cpu: int) -> list[dict[str, Any]]:
         """The pages the step will read or write that only a stale TLB entry of its CPU still
-        translates (``Model.footprint``; as the text report marks them)."""
-        fp = Model.footprint(k, (cpu, "step"))
-        if fp is None:
-            return []
+        translates (``stale_touches``, which the text report marks too), with their walks."""
         c = k.cpus[cpu]
-        stale = k.stale_tlb_entries(c)
         out = []
-        pages = {r[1] for r in fp[0] | fp[1] if r[0] == "mem" and isinstance(r[1], int)}
-        for page in sorted(pages):
-            for e, why in stale:
-                if e.page <= page < e.page + e.page_size:
-                    write = ("mem", page) in fp[1]
-                    access = Access.WRITE if write else Access.READ
-                    assert self._tables is not None
-                    walk = _walk_text(self._tables, c.hw.ctl, page, access, c.hw.cpl)
-                    out.append({
-                        "kind": "stale",
-                        "cpu": cpu,
-                        "address": _hex(page),
-                        "text": f"CPU {cpu} {'writes' if write else 'reads'} page {page:#x} "
-                        f"through a stale TLB entry ({why}): {e.describe()}. The page walk "
-                        "below is what the page tables say now, but the CPU does not walk: its "
-                        f"TLB still holds the entry, so the access goes to frame {e.frame:#x}.",
-                        "walk": walk,
-                    })  # fmt: skip
+        for page, e, why, write in stale_touches(k, cpu):
+            access = Access.WRITE if write else Access.READ
+            assert self._tables is not None
+            out.append({
+                "kind": "stale",
+                "cpu": cpu,
+                "address": _hex(page),
+                "text": f"CPU {cpu} {'writes' if write else 'reads'} page {page:#x} through a "
+                f"stale TLB entry ({why}): {e.describe()}. The page walk below is what the page "
+                "tables say now, but the CPU does not walk: its TLB still holds the entry, so "
+                f"the access goes to frame {e.frame:#x}.",
+                "walk": _walk_text(self._tables, c.hw.ctl, page, access, c.hw.cpl),
+            })  # fmt: skip
         return out
 
     def after(self, k: Kernel, error: KernelAssert | None = None) -> None:
