@@ -39,6 +39,7 @@ from mmusim.explore.search import (
     Stats,
     Stop,
     Violation,
+    claim_in,
     explore,
     root_violation,
 )
@@ -65,14 +66,8 @@ class _Shared:
     def claim(
         self, fp: bytes, sleep: frozenset[Key], pre: int
     ) -> tuple[bool, frozenset[Key], bool]:
-        with self.lock:
-            seen = self.visited.get(fp)
-            if seen is not None:
-                if seen[0] <= sleep and seen[1] <= pre:
-                    return False, sleep, False
-                sleep = frozenset(k for k in sleep if k in seen[0])
-            self.visited[fp] = (sleep, min(pre, seen[1]) if seen else pre)
-            return True, sleep, seen is None
+        with self.lock:  # explore's rule, one worker at a time
+            return claim_in(self.visited, fp, sleep, pre)
 
     def wanted(self) -> bool:
         """Is a worker waiting for work that the pool cannot give?"""

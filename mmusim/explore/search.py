@@ -209,6 +209,22 @@ Claim = Callable[[bytes, frozenset[Key], int], tuple[bool, frozenset[Key], bool]
 to keep, is it new?): the visited-set rule of ``explore``, kept by someone else."""
 
 
+def claim_in(
+    visited: dict[bytes, tuple[frozenset[Key], int]], fp: bytes, sleep: frozenset[Key], pre: int
+) -> tuple[bool, frozenset[Key], bool]:
+    """The visited-set rule of ``explore`` (a ``Claim`` over ``visited``): a state seen before
+    with a sleep set no larger and no more preemptions is not searched again; otherwise it is,
+    with only the sleeping actions that also slept the last time, and ``visited`` remembers the
+    smaller sleep set and the fewer preemptions."""
+    seen = visited.get(fp)
+    if seen is not None:
+        if seen[0] <= sleep and seen[1] <= pre:
+            return False, sleep, False
+        sleep = frozenset(k for k in sleep if k in seen[0])
+    visited[fp] = (sleep, min(pre, seen[1]) if seen else pre)
+    return True, sleep, seen is None
+
+
 class Stop(Exception):
     """Raised by ``explore``'s ``checkpoint`` hook to end the search where it stands (``explore``
     returns with ``Result.interrupted``); the ``SearchState`` can then be saved and resumed."""
@@ -248,24 +264,18 @@ def explore(
         fp = model.fingerprint(k)
         if claim is not None:  # a visited set shared with other workers (mmusim.explore.parallel)
             go, kept, new = claim(fp, frozenset(sleep), pre)
-            if not go:
-                return None
-            sleep = {key: f for key, f in sleep.items() if key in kept}
-            if new:
-                stats.states += 1
         else:
-            seen = st.visited.get(fp)
-            new = seen is None
-            if seen is not None:
-                if seen[0] <= sleep.keys() and seen[1] <= pre:
-                    return None
-                sleep = {key: f for key, f in sleep.items() if key in seen[0]}
-            else:
-                stats.states += 1
-                if max_states is not None and stats.states > max_states:
-                    st.complete = False
-                    return None
-            st.visited[fp] = (frozenset(sleep), min(pre, seen[1]) if seen else pre)
+            new = fp not in st.visited
+            if new and max_states is not None and stats.states + 1 > max_states:
+                stats.states += 1  # met, not searched (nor remembered)
+                st.complete = False
+                return None
+            go, kept, _ = claim_in(st.visited, fp, frozenset(sleep), pre)
+        if not go:
+            return None
+        sleep = {key: f for key, f in sleep.items() if key in kept}
+        if new:
+            stats.states += 1
         stats.depth = len(path)
         stats.max_depth = max(stats.max_depth, stats.depth)
         stats.queue = len(st.stack)  # the states on the stack, some of their actions still to do
