@@ -39,8 +39,7 @@ def pct(model: Model, *, depth: int, runs: int, seed: int,
     n = model.ncpus
     d = depth
 
-    def make_run() -> tuple[Choose, AfterStep]:
-        k_steps = lengths[0]
+    def make_run(k_steps: int) -> tuple[Choose, AfterStep]:
         prio = rng.sample(range(d, d + n), n)  # distinct priorities above the change-point ones
         changes = sorted(rng.sample(range(1, max(k_steps, d) + 1), d - 1)) if d > 1 else []
 
@@ -55,8 +54,7 @@ def pct(model: Model, *, depth: int, runs: int, seed: int,
 
         return choose, after
 
-    lengths = [0]
-    return _runs(model, runs, make_run, on_progress, seen, lengths)
+    return _runs(model, runs, make_run, on_progress, seen, measure=True)
 
 
 def random_walk(model: Model, *, runs: int, seed: int,
@@ -68,7 +66,7 @@ def random_walk(model: Model, *, runs: int, seed: int,
         raise ValueError("random_walk: runs must be at least 1")
     rng = random.Random(seed)
 
-    def make_run() -> tuple[Choose, AfterStep]:
+    def make_run(k_steps: int) -> tuple[Choose, AfterStep]:
         return rng.choice, _nothing
 
     return _runs(model, runs, make_run, on_progress, seen)
@@ -82,23 +80,23 @@ def _nothing(a: Action, step: int) -> None:
     return None
 
 
-def _runs(model: Model, runs: int, make_run: Callable[[], tuple[Choose, AfterStep]],
+def _runs(model: Model, runs: int, make_run: Callable[[int], tuple[Choose, AfterStep]],
           on_progress: Callable[[Stats], None] | None, seen: set[bytes] | None,
-          lengths: list[int] | None = None) -> Result:  # fmt: skip
-    """Run ``runs`` executions, each choosing its actions by a fresh ``make_run()``; stop at the
-    first violation. ``lengths[0]``, if given, is set to the default run's length first (PCT's k)."""
+          measure: bool = False) -> Result:  # fmt: skip
+    """Run ``runs`` executions, each choosing its actions by a fresh ``make_run(k)``; stop at the
+    first violation. ``k``: with ``measure``, the length of the default run (PCT's k), measured
+    once after the root; else 0."""
     stats = Stats()
     t0 = time.perf_counter()
     root = root_violation(model)
     if root is not None:
         stats.seconds = time.perf_counter() - t0
         return Result(root, stats, False, None)
-    if lengths is not None:
-        lengths[0] = _default_length(model)
+    k_steps = _default_length(model) if measure else 0
     if seen is None:
         seen = set()
     for _ in range(runs):
-        choose, after = make_run()
+        choose, after = make_run(k_steps)
         v = _one_run(model, stats, seen, choose, after)
         if on_progress is not None:
             on_progress(stats)
