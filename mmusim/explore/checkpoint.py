@@ -28,12 +28,12 @@ import attrs
 from mmusim._text import TooLarge, read_text
 from mmusim.explore.model import Model, StepInfo
 from mmusim.explore.search import Frame, SearchState, Stats
+from mmusim.explore.trace import code_fingerprint
 from mmusim.kernel import Footprint
 
 __all__ = ["FORMAT", "CheckpointError", "load", "save", "search_code_fingerprint"]
 
 FORMAT = "mmusim-checkpoint/1"
-_PACKAGE = Path(__file__).resolve().parent.parent
 _CODE_DIRS = ("hw", "kernel", "runtime", "scenario", "explore")
 MAX_CHECKPOINT_BYTES = 1 << 30  # about 16 million visited states
 
@@ -45,12 +45,7 @@ class CheckpointError(ValueError):
 
 def search_code_fingerprint() -> str:
     """A hash of the code that defines the explored states and steps."""
-    h = hashlib.sha256()
-    for d in _CODE_DIRS:
-        for path in sorted((_PACKAGE / d).glob("*.py")):
-            h.update(f"{d}/{path.name}".encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+    return code_fingerprint(_CODE_DIRS)
 
 
 def _identity(model: Model, bounds: dict[str, int | None]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ awslabs/shuttle#155).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -24,15 +25,18 @@ from mmusim.kernel import Kernel
 from mmusim.kernel.invariants import INVARIANT_NAMES
 
 FORMAT = "mmusim-trace/1"
-_KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernel"
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
-def code_fingerprint() -> str:
-    """A hash of the kernel's source: recorded in traces, reported (not enforced) on replay."""
+@functools.cache
+def code_fingerprint(packages: tuple[str, ...] = ("kernel",)) -> str:
+    """A hash of the source of ``mmusim``'s ``packages`` (default: the kernel's, recorded in
+    traces and reported, not enforced, on replay; checkpoints hash more). Computed once a run."""
     h = hashlib.sha256()
-    for path in sorted(_KERNEL_DIR.glob("*.py")):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
+    for package in packages:
+        for path in sorted((_PACKAGE_DIR / package).glob("*.py")):
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
