@@ -313,7 +313,7 @@ def _print_result(model: Model, args: argparse.Namespace, result: Result, found:
         print(f"pct: depth {args.depth}, {result.stats.executions} runs, seed {args.seed}; "
               f"per-run bound 1/(n*k^(d-1)) = {bound_text(model.ncpus, max(k, 1), args.depth)} "
               f"with n={model.ncpus} CPUs, k={k} steps (measured)")  # fmt: skip
-    if args.pct or args.random_walk:
+    if random_run:
         what = (
             "pct:"
             if args.pct
