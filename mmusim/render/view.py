@@ -312,15 +312,9 @@ def record_scenario(path: str | Path, *, max_steps: int = DEFAULT_MAX_STEPS) -> 
     if verdict.failures:
         line += ": " + "; ".join(verdict.failures)
     rec.meta["verdict"] = line
-    box: list[_Recorder] = []
-
-    def after(k: Kernel) -> None:
-        if box:
-            box[0].after(k)
-
-    k = scn.boot(after)
-    r = _Recorder(rec, k, "run", preemptions=False)
-    box.append(r)
+    k = scn.boot()
+    r = _Recorder(rec, k, "run", preemptions=False)  # step 0: the booted kernel
+    k.check = r.after  # then after every step, as boot(check) would
     clock = [k.clock]
 
     def before(a: Action) -> None:
