@@ -130,8 +130,7 @@ def _donate(st: SearchState) -> Frame | None:
 def _worker(spec: tuple[str, tuple[str, ...], tuple[str, ...]], bound: int | None,
             worker: int, shared: Any, out: Any) -> None:  # fmt: skip
     scenario, extra, ignore = spec
-    model = Model(scenario, extra, ignore=ignore)
-    model.reset()  # the root prefix, once
+    model = Model(scenario, extra, ignore=ignore)  # explore finds its root prefix once
     stats = Stats()
     complete = True
     calls = [0]
