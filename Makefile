@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,dev,progress]'
+	$(BIN)/python -m pip install -q -e '.[test,dev,progress,dask]'
 	touch $@
 
 # The main job on the bundled default: run every bundled scenario (Zephyr's mapped-stack tests

@@ -467,7 +467,7 @@ def gen_explore(rng: random.Random, tmp: Path, bases: dict[str, Any]) -> Case:
         opt = rng.choice(["--max-states", "--max-preemptions", "--depth", "--runs", "--seed",
                           "--mutant", "--ignore", "--trace", "--config", "--bogus", "-x",
                           "--workers", "--resume", "--checkpoint", "--checkpoint-every",
-                          "--random-walk"])  # fmt: skip
+                          "--random-walk", "--dask", "--dask-timeout"])  # fmt: skip
         touched.add(opt)
         value = rng.choice(["-1", "0", "x", "1.5", "", "0x10", "1e3", " 3", "None", "-0"])
         if opt in ("--max-states", "--max-preemptions", "--seed", "--depth"):
@@ -478,6 +478,11 @@ def gen_explore(rng: random.Random, tmp: Path, bases: dict[str, Any]) -> Case:
             value = rng.choice(["nope", "SELF-UNMAP", ""])
         if opt == "--workers":
             value = rng.choice([value, "2", str(10 ** rng.randint(3, 30))])
+        if opt == "--dask":  # nothing listens on port 1: refused, or not reached in 0.2 s
+            value = rng.choice([value, "tcp://127.0.0.1:1", "nonsense://x:1", "127.0.0.1"])
+            base.setdefault("--dask-timeout", ["0.2"])
+        if opt == "--dask-timeout":  # short, or refused: the fuzz waits for no scheduler
+            value = rng.choice(["0", "-1", "x", "nan", "", "0.1", "inf"])
         if opt == "--random-walk":
             base[opt] = []
             base.setdefault("--runs", ["2"])

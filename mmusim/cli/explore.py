@@ -27,6 +27,7 @@ from typing import Any
 from mmusim.cli.common import COMMAND_HELP, fail
 from mmusim.cli.progress import add_progress_option, progress_wanted, search_progress
 from mmusim.explore import Model, checkpoint, explore, minimal
+from mmusim.explore.cluster import CONNECT_TIMEOUT, DaskError, explore_dask
 from mmusim.explore.parallel import explore_parallel
 from mmusim.explore.pct import bound_text, pct, random_walk
 from mmusim.explore.search import Result, SearchState, Stats, Stop, Violation, assert_message
@@ -47,6 +48,9 @@ from mmusim.scenario.document import display_path
 
 MAX_WORKERS = 256
 """The most processes ``--workers`` starts (a machine with more cores is not what mmusim runs on)."""
+
+MAX_DASK_TIMEOUT = 3600.0
+"""The longest ``--dask-timeout``: an hour (Dask reads no infinite time)."""
 
 __all__ = [
     "add_explore_commands", "check_writable", "cmd_explore", "cmd_replay", "replay_scenario",
@@ -90,6 +94,12 @@ def add_explore_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="run the complete search on N processes (default 1): the same verdict, "
                    "state count and minimal trace")  # fmt: skip
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="run the complete search on the Dask cluster whose scheduler is at "
+                   "ADDRESS (e.g. tcp://10.0.0.5:8786), one search per worker thread: the same "
+                   "verdict, state count and minimal trace (needs mmusim[dask])")  # fmt: skip
+    p.add_argument("--dask-timeout", type=float, default=CONNECT_TIMEOUT, metavar="SECONDS",
+                   help=f"how long --dask tries to reach the scheduler (default {CONNECT_TIMEOUT:g})")  # fmt: skip
     random_modes = p.add_mutually_exclusive_group()
     random_modes.add_argument("--pct", action="store_true",
                               help="PCT random mode instead of exhaustive")  # fmt: skip
@@ -136,7 +146,10 @@ def cmd_explore(args: argparse.Namespace) -> int:
     except (ScenarioError, ConfigError, ValueError) as e:
         return fail("explore", str(e))
     show = progress_wanted(args.json, args.no_progress)
-    result, found = _search(model, args, show)
+    try:
+        result, found = _search(model, args, show)
+    except DaskError as e:
+        return fail("explore", str(e))
     if result.interrupted:
         st = result.stats
         print(f"mmusim explore: interrupted after {st.states:,} states, {st.transitions:,} "
@@ -177,13 +190,19 @@ def _model(args: argparse.Namespace) -> Model:
         check_writable(args.trace, "--trace")
     if not 1 <= args.workers <= MAX_WORKERS:
         raise ValueError(f"--workers: {args.workers} is out of range (1 to {MAX_WORKERS})")
-    if args.workers > 1:
+    if args.workers > 1 or args.dask is not None:
         clash = next((o for o, on in (("--pct", args.pct), ("--random-walk", args.random_walk),
                                       ("--checkpoint", args.checkpoint), ("--resume", args.resume),
-                                      ("--max-states", args.max_states is not None)) if on), None)  # fmt: skip
+                                      ("--max-states", args.max_states is not None),
+                                      ("--workers", args.dask is not None and args.workers > 1))
+                      if on), None)  # fmt: skip
+        who = ("--dask: the cluster's workers run" if args.dask is not None
+               else f"--workers: {args.workers} workers run")  # fmt: skip
         if clash:
-            raise ValueError(f"--workers: {args.workers} workers run the complete search, not "
-                             f"with {clash}")  # fmt: skip
+            raise ValueError(f"{who} the complete search, not with {clash}")
+    if not 0 < args.dask_timeout <= MAX_DASK_TIMEOUT:  # NaN and inf too
+        raise ValueError(f"--dask-timeout: {args.dask_timeout} is out of range "
+                         f"(a number of seconds > 0, at most {MAX_DASK_TIMEOUT:g})")  # fmt: skip
     mode = "--pct" if args.pct else "--random-walk" if args.random_walk else None
     if mode and (args.checkpoint is not None or args.resume is not None):
         raise ValueError(f"{'--checkpoint' if args.checkpoint else '--resume'}: only for the "
@@ -240,8 +259,12 @@ def _search(model: Model, args: argparse.Namespace, show: bool) -> tuple[Result,
         return result, result
     bounds = _bounds(args)
     saver = _Saver(args, model, bounds) if args.checkpoint is not None else None
-    if args.workers > 1:  # no progress line: the workers' counters are in their processes
-        result = explore_parallel(model.scenario.path, model.extra_config, workers=args.workers,
+    if args.dask is not None:  # no progress line: the counters are on the cluster
+        result = explore_dask(model.scenario, model.extra_config, address=args.dask,
+                              ignore=model.ignore, max_preemptions=args.max_preemptions,
+                              timeout=args.dask_timeout)  # fmt: skip
+    elif args.workers > 1:  # no progress line: the workers' counters are in their processes
+        result = explore_parallel(model.scenario, model.extra_config, workers=args.workers,
                                   ignore=model.ignore, max_preemptions=args.max_preemptions)  # fmt: skip
     else:
         with search_progress(show, "explore") as update, _ctrl_c_stops(saver):

@@ -32,6 +32,7 @@ from typing import Any
 
 from mmusim.explore.model import Model
 from mmusim.explore.search import (
+    Claim,
     Frame,
     Key,
     Result,
@@ -43,6 +44,7 @@ from mmusim.explore.search import (
     explore,
     root_violation,
 )
+from mmusim.scenario import Scenario
 
 __all__ = ["explore_parallel"]
 
@@ -50,18 +52,13 @@ POLL = 0.002  # seconds an idle worker waits between asks for work
 CHECK_EVERY = 16  # transitions between a busy worker's looks at the shared state
 
 
-class _Shared:
-    """The state the workers share, in the manager's server process (one thread per worker
-    connection, hence the lock)."""
+class VisitedSet:
+    """The visited set, or one partition of it (``--dask`` splits it by fingerprint), where
+    claims are atomic: in a server process, one thread serves each connection, hence the lock."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self) -> None:
         self.lock = threading.Lock()
         self.visited: dict[bytes, tuple[frozenset[Key], int]] = {}
-        self.pool: list[Frame] = []
-        self.idle: set[int] = set()
-        self.workers = workers
-        self.stopped = False
-        self.violation: Violation | None = None
 
     def claim(
         self, fp: bytes, sleep: frozenset[Key], pre: int
@@ -69,10 +66,26 @@ class _Shared:
         with self.lock:  # explore's rule, one worker at a time
             return claim_in(self.visited, fp, sleep, pre)
 
-    def wanted(self) -> bool:
-        """Is a worker waiting for work that the pool cannot give?"""
+    def size(self) -> int:
+        return len(self.visited)
+
+
+class WorkPool:
+    """The work the workers share, who is idle, and the first violation."""
+
+    def __init__(self, workers: int) -> None:
+        self.lock = threading.Lock()
+        self.pool: list[Frame] = []
+        self.idle: set[int] = set()
+        self.workers = workers
+        self.stopped = False
+        self.violation: Violation | None = None
+
+    def poll(self) -> tuple[bool, bool]:
+        """(Is the search stopped?, is a worker waiting for work that the pool cannot give?):
+        what a busy worker asks every ``CHECK_EVERY`` transitions, in one call."""
         with self.lock:
-            return bool(self.idle) and not self.pool and not self.stopped
+            return self.stopped, bool(self.idle) and not self.pool and not self.stopped
 
     def give(self, frame: Frame) -> None:
         with self.lock:
@@ -90,29 +103,53 @@ class _Shared:
             self.idle.add(worker)
             return "done" if len(self.idle) == self.workers else "wait"
 
-    def busy(self, worker: int) -> None:
-        with self.lock:
-            self.idle.discard(worker)
-
-    def report(self, v: Violation) -> None:
+    def report(self, v: Violation | None) -> None:
+        """Stop the search, with the violation a worker met (or none: the user stopped it)."""
         with self.lock:
             if self.violation is None:
                 self.violation = v
             self.stopped = True
 
-    def is_stopped(self) -> bool:
-        return self.stopped
-
-    def result(self) -> tuple[int, Violation | None]:
+    def result(self) -> Violation | None:
         with self.lock:
-            return len(self.visited), self.violation
+            return self.violation
+
+
+class RememberingClaim:
+    """A worker's ``Claim`` on a shared visited set that answers, without asking it, what it
+    would answer "no" to. What this worker learnt of a state -- the sleep set and preemptions of
+    its own claims, searched or not -- bounds the shared entry from above: the entry only ever
+    shrinks (``claim_in`` keeps the smaller sleep set and the fewer preemptions). So a claim
+    whose sleep set and preemptions cover what this worker learnt would find the entry covered
+    too, and be refused, without changing the entry: the answer is the shared set's own, one
+    round trip fewer (a claim is one message to another process, or machine)."""
+
+    def __init__(self, claim: Claim) -> None:
+        self.claim = claim
+        self.known: dict[bytes, tuple[frozenset[Key], int]] = {}
+        self.asked = 0  # claims sent to the shared set
+        self.saved = 0  # claims answered here
+
+    def __call__(
+        self, fp: bytes, sleep: frozenset[Key], pre: int
+    ) -> tuple[bool, frozenset[Key], bool]:
+        seen = self.known.get(fp)
+        if seen is not None and seen[0] <= sleep and seen[1] <= pre:
+            self.saved += 1
+            return False, sleep, False
+        self.asked += 1
+        searched, keep, first = self.claim(fp, sleep, pre)
+        bound = (keep, pre) if searched else (sleep, pre)  # the entry is within both
+        self.known[fp] = bound if seen is None else (bound[0] & seen[0], min(bound[1], seen[1]))
+        return searched, keep, first
 
 
 class _Manager(BaseManager):
     pass
 
 
-_Manager.register("Shared", _Shared)
+_Manager.register("VisitedSet", VisitedSet)
+_Manager.register("WorkPool", WorkPool)
 
 
 def _donate(st: SearchState) -> Frame | None:
@@ -127,32 +164,34 @@ def _donate(st: SearchState) -> Frame | None:
     return None
 
 
-def _worker(spec: tuple[str, tuple[str, ...], tuple[str, ...]], bound: int | None,
-            worker: int, shared: Any, out: Any) -> None:  # fmt: skip
-    scenario, extra, ignore = spec
-    model = Model(scenario, extra, ignore=ignore)  # explore finds its root prefix once
+def search_worker(model: Model, bound: int | None, worker: int, pool: Any, claim: Claim,
+                  check_every: int = CHECK_EVERY) -> tuple[Stats, bool]:  # fmt: skip
+    """One worker's part of a shared search: worker 0 starts at the root, the others steal. ``pool``
+    is a ``WorkPool`` (or a proxy of one whose methods return its answers), polled every
+    ``check_every`` transitions; ``claim`` is the shared visited set's. Returns the worker's counters and whether its parts were complete."""
     stats = Stats()
     complete = True
     calls = [0]
 
     def hook(st: SearchState) -> None:
         calls[0] += 1
-        if calls[0] % CHECK_EVERY:
+        if calls[0] % check_every:
             return
-        if shared.is_stopped():
+        stopped, wanted = pool.poll()
+        if stopped:
             raise Stop
-        if shared.wanted():
+        if wanted:
             gift = _donate(st)
             if gift is not None:
-                shared.give(gift)
+                pool.give(gift)
 
     first = worker == 0
     while True:
-        if first:  # worker 0 starts at the root; the others steal
+        if first:
             state = SearchState(stats=stats)
             first = False
         else:
-            got = shared.take(worker)
+            got = pool.take(worker)
             if got == "done":
                 break
             if got == "wait":
@@ -160,12 +199,19 @@ def _worker(spec: tuple[str, tuple[str, ...], tuple[str, ...]], bound: int | Non
                 continue
             assert isinstance(got, Frame)
             state = SearchState(stack=[got], stats=stats, started=True)
-        r = explore(model, max_preemptions=bound, state=state, checkpoint=hook,
-                    claim=shared.claim)  # fmt: skip
+        r = explore(model, max_preemptions=bound, state=state, checkpoint=hook, claim=claim)
         complete = complete and r.complete
         if r.violation is not None:
-            shared.report(r.violation)
+            pool.report(r.violation)
             break
+    return stats, complete
+
+
+def _worker(spec: tuple[Scenario, tuple[str, ...], tuple[str, ...]], bound: int | None,
+            worker: int, visited: Any, pool: Any, out: Any) -> None:  # fmt: skip
+    scenario, extra, ignore = spec
+    model = Model(scenario, extra, ignore=ignore)  # explore finds its root prefix once
+    stats, complete = search_worker(model, bound, worker, pool, RememberingClaim(visited.claim))
     out.put((worker, stats, complete))
 
 
@@ -188,7 +234,7 @@ def _collect(out: Any, procs: list[Any]) -> list[tuple[int, Stats, bool]]:
 
 
 def explore_parallel(
-    scenario: str | Path,
+    scenario: Scenario | str | Path,
     extra_config: tuple[str, ...] = (),
     *,
     workers: int,
@@ -209,17 +255,25 @@ def explore_parallel(
         return Result(root, stats, False, max_preemptions)
     ctx = multiprocessing.get_context("fork")
     with _Manager(ctx=ctx) as manager:
-        shared = manager.Shared(workers)  # type: ignore[attr-defined]
+        visited = manager.VisitedSet()  # type: ignore[attr-defined]
+        pool = manager.WorkPool(workers)  # type: ignore[attr-defined]
         out = ctx.Queue()
-        spec = (str(scenario), tuple(extra_config), tuple(ignore))
-        procs = [ctx.Process(target=_worker, args=(spec, max_preemptions, w, shared, out),
+        spec = (model.scenario, tuple(extra_config), tuple(ignore))
+        procs = [ctx.Process(target=_worker, args=(spec, max_preemptions, w, visited, pool, out),
                              daemon=True) for w in range(workers)]  # fmt: skip
         for p in procs:
             p.start()
         parts = _collect(out, procs)
         for p in procs:
             p.join()
-        states, violation = shared.result()
+        states, violation = visited.size(), pool.result()
+    return combine(parts, states, violation, max_preemptions, t0)
+
+
+def combine(parts: list[tuple[int, Stats, bool]], states: int, violation: Violation | None,
+            bound: int | None, t0: float) -> Result:  # fmt: skip
+    """The result of a shared search from its workers' (number, counters, complete)."""
+    stats = Stats()
     complete = all(c for _, _, c in parts) and violation is None
     for _, s, _ in parts:
         stats.transitions += s.transitions
@@ -228,4 +282,4 @@ def explore_parallel(
         stats.max_depth = max(stats.max_depth, s.max_depth)
     stats.states = states
     stats.seconds = time.perf_counter() - t0
-    return Result(violation, stats, complete, max_preemptions)
+    return Result(violation, stats, complete, bound)
