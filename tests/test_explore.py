@@ -219,3 +219,13 @@ def test_config_turning_smp_off_blames_the_option(capsys: pytest.CaptureFixture[
         " (set CONFIG_MP_MAX_NUM_CPUS too)"
     )
     assert "\n" not in err
+
+
+@pytest.mark.parametrize("search", [explore, minimal])
+def test_max_states_stops_after_exactly_that_many_states(search: object) -> None:
+    # Each search counts the states it searched: a new state met past the bound is neither
+    # searched nor counted (it used to be counted, once each time it was met).
+    model = Model(RACES / "race_self_abort.toml", FIX)
+    for most in (1, 37, 400):
+        r = search(model, max_states=most)  # type: ignore[operator]
+        assert (r.verdict, r.complete, r.stats.states) == ("pass (bounded)", False, most)

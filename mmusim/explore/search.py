@@ -266,9 +266,8 @@ def explore(
             go, kept, new = claim(fp, frozenset(sleep), pre)
         else:
             new = fp not in st.visited
-            if new and max_states is not None and stats.states + 1 > max_states:
-                stats.states += 1  # met, not searched (nor remembered)
-                st.complete = False
+            if new and max_states is not None and stats.states >= max_states:
+                st.complete = False  # a new state past the bound: not searched, not counted
                 return None
             go, kept, _ = claim_in(st.visited, fp, frozenset(sleep), pre)
         if not go:
@@ -378,6 +377,9 @@ def minimal(model: Model, *, max_preemptions: int | None = None, max_states: int
         key = (fp, last)
         if key in best:
             continue
+        if max_states is not None and len(best) >= max_states:
+            complete = False  # a new state past the bound: not searched, not counted
+            break
         best[key] = (pre, nsteps)
         stats.states = len(best)
         stats.depth = nsteps
@@ -385,9 +387,6 @@ def minimal(model: Model, *, max_preemptions: int | None = None, max_states: int
         if on_progress is not None:
             stats.queue = len(heap)
             on_progress(stats)
-        if max_states is not None and stats.states > max_states:
-            complete = False
-            break
         problems = model.violations(k)
         if problems:
             return _done(Violation("invariant", tuple(problems), path, infos, pre), stats, t0,
