@@ -40,6 +40,7 @@ SCENARIOS = (
     "race_stale_tlb",
     "race_abort_blocked",
     "race_self_abort_3cpu",
+    "race_self_abort_3x3",
 )
 BUDGET: tuple[int | None, ...] = (None, *range(10))  # round robin, then seeds 0..9
 
