@@ -111,11 +111,16 @@ class Model:
         self.boots += 1
         return self._booted.boot()
 
-    def reset(self) -> Kernel:
-        """A fresh kernel at the exploration root."""
+    def find_root(self) -> None:
+        """Find the exploration root (``prefix``) and ``root_assert``, once: by running the
+        default schedule on a kernel of its own."""
         if not self._prefix_known:
             self.prefix, self.root_assert = _default_run(self, self.boot())
             self._prefix_known = True
+
+    def reset(self) -> Kernel:
+        """A fresh kernel at the exploration root."""
+        self.find_root()
         k = self.boot()
         for a in self.prefix:
             k.do(a)

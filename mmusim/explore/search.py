@@ -87,7 +87,7 @@ def assert_message(e: KernelAssert | str) -> str:
 def root_violation(model: Model) -> Violation | None:
     """The violation when the default schedule makes the kernel assert before the exploration root
     (``Model.root_assert``): the root is then the boot, and the trace is that schedule's steps."""
-    model.reset()  # computes the prefix (and root_assert) once
+    model.find_root()
     if model.root_assert is None:
         return None
     kind, message, steps, pre = model.root_assert
