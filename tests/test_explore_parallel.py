@@ -93,29 +93,34 @@ def test_workers_out_of_range(
     assert message in err
 
 
-@pytest.mark.parametrize(("name", "threads"), [("race_self_abort_3cpu", 2),
-                                               ("race_self_abort_3x3", 3)])  # fmt: skip
-def test_the_three_cpu_races_have_three_cpus_that_all_take_part(name: str, threads: int) -> None:
+@pytest.mark.parametrize(("name", "cpus", "threads"), [("race_self_abort_3cpu", 3, 2),
+                                                       ("race_self_abort_3x3", 3, 3),
+                                                       ("race_reuse_twice", 2, None)])  # fmt: skip
+def test_the_bigger_races_have_every_cpu_take_part(
+    name: str, cpus: int, threads: int | None
+) -> None:
     # Their complete searches are long (docs/explore.md); CI searches their first 1,500 states with
-    # the fix, and checks on seeded random runs that all three CPUs take steps, and that every
-    # thread aborts itself.
+    # the fix, and checks on seeded random runs that every CPU takes steps and, where each thread
+    # aborts itself, that each did.
     path = RACES / f"{name}.toml"
     model = Model(path, ("CONFIG_SIM_CLEANUP_WAITS_FOR_SWITCH=y",))
-    assert model.ncpus == 3
+    assert model.ncpus == cpus
     r = explore(model, max_states=1500)
     assert r.verdict == "pass (bounded)" and r.stats.states == 1500
     for seed in range(3):
         rng = random.Random(seed)
         k = model.reset()
-        cpus = set()
+        seen = set()
         while acts := model.actions(k):
             a = rng.choice(acts)
-            cpus.add(a[0])
+            seen.add(a[0])
             model.step(k, a)
-        assert cpus == {0, 1, 2}
+        assert seen >= set(range(cpus))
         assert not model.violations(k) and not model.end_violations(k)
-        exited = [t for t in k.threads.values() if t.exit_reason == "returned" and t.name != "main"]
-        assert len(exited) == threads
+        if threads is not None:
+            exited = [t for t in k.threads.values()
+                      if t.exit_reason == "returned" and t.name != "main"]  # fmt: skip
+            assert len(exited) == threads
 
 
 def test_a_worker_that_dies_ends_the_search_with_an_error(monkeypatch: pytest.MonkeyPatch) -> None:

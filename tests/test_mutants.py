@@ -41,6 +41,7 @@ SCENARIOS = (
     "race_abort_blocked",
     "race_self_abort_3cpu",
     "race_self_abort_3x3",
+    "race_reuse_twice",
 )
 BUDGET: tuple[int | None, ...] = (None, *range(10))  # round robin, then seeds 0..9
 

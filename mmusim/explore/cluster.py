@@ -33,8 +33,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mmusim.explore import checkpoint
-from mmusim.explore.checkpoint import search_code_fingerprint
+from mmusim.explore import checkpoint  # a worker's hash: ``checkpoint.search_code_fingerprint``
+from mmusim.explore.checkpoint import search_code_fingerprint  # this process's
 from mmusim.explore.model import Model
 from mmusim.explore.parallel import (
     RememberingClaim,
