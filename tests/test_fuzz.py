@@ -722,6 +722,10 @@ def test_fuzz_regression(
         assert "bad\\xff.json" in capsys.readouterr().out
 
 
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_an_interrupted_run_is_one_line_and_exit_130(tmp_path: Path) -> None:
     """Ctrl-C in the middle of a long search: no traceback, no trace file, exit code 130."""
     trace = tmp_path / "t.json"
@@ -731,6 +735,9 @@ def test_an_interrupted_run_is_one_line_and_exit_130(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
+        # as from a terminal: a test run in a background job of a shell (`.ci/run &`) has SIGINT
+        # ignored, which its children inherit, and then Python raises no KeyboardInterrupt
+        preexec_fn=default_sigint,
     )
     try:
         assert proc.stdout is not None
