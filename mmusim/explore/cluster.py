@@ -43,7 +43,7 @@ from mmusim.explore.parallel import (
     combine,
     search_worker,
 )
-from mmusim.explore.search import Key, Result, Stats, Violation, root_violation
+from mmusim.explore.search import Key, Result, Stats, Violation, root_result
 from mmusim.scenario import Scenario
 
 __all__ = ["DaskError", "explore_dask"]
@@ -181,10 +181,9 @@ def explore_dask(
     ``explore_parallel``'s. Raises ``DaskError`` if the cluster cannot run it."""
     t0 = time.perf_counter()
     model = Model(scenario, extra_config, ignore=ignore)
-    root = root_violation(model)
-    if root is not None:
-        stats = Stats(seconds=time.perf_counter() - t0)
-        return Result(root, stats, False, max_preemptions)
+    early = root_result(model, t0, max_preemptions)
+    if early is not None:
+        return early
     client = _client(address, timeout)
     with _quiet(), client:
         workers = client.scheduler_info(n_workers=-1)["workers"]

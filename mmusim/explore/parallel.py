@@ -42,7 +42,7 @@ from mmusim.explore.search import (
     Violation,
     claim_in,
     explore,
-    root_violation,
+    root_result,
 )
 from mmusim.scenario import Scenario
 
@@ -85,7 +85,7 @@ class WorkPool:
         """(Is the search stopped?, is a worker waiting for work that the pool cannot give?):
         what a busy worker asks every ``CHECK_EVERY`` transitions, in one call."""
         with self.lock:
-            return self.stopped, bool(self.idle) and not self.pool and not self.stopped
+            return self.stopped, bool(self.idle) and not self.pool
 
     def give(self, frame: Frame) -> None:
         with self.lock:
@@ -166,9 +166,10 @@ def _donate(st: SearchState) -> Frame | None:
 
 def search_worker(model: Model, bound: int | None, worker: int, pool: Any, claim: Claim,
                   check_every: int = CHECK_EVERY) -> tuple[Stats, bool]:  # fmt: skip
-    """One worker's part of a shared search: worker 0 starts at the root, the others steal. ``pool``
-    is a ``WorkPool`` (or a proxy of one whose methods return its answers), polled every
-    ``check_every`` transitions; ``claim`` is the shared visited set's. Returns the worker's counters and whether its parts were complete."""
+    """One worker's part of a shared search: worker 0 starts at the root, the others steal.
+    ``pool`` is a ``WorkPool`` (or a proxy of one whose methods return its answers), polled every
+    ``check_every`` transitions; ``claim`` is the shared visited set's. Returns the worker's
+    counters and whether its parts were complete."""
     stats = Stats()
     complete = True
     calls = [0]
@@ -248,11 +249,9 @@ def explore_parallel(
         raise ValueError(f"--workers: {workers} is out of range (at least 1)")
     t0 = time.perf_counter()
     model = Model(scenario, extra_config, ignore=ignore)
-    root = root_violation(model)
-    stats = Stats()
-    if root is not None:
-        stats.seconds = time.perf_counter() - t0
-        return Result(root, stats, False, max_preemptions)
+    early = root_result(model, t0, max_preemptions)
+    if early is not None:
+        return early
     ctx = multiprocessing.get_context("fork")
     with _Manager(ctx=ctx) as manager:
         visited = manager.VisitedSet()  # type: ignore[attr-defined]

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 
 from mmusim.explore.model import Action, Model, StepInfo, step_bound_message
-from mmusim.explore.search import Result, Stats, Violation, assert_message, root_violation
+from mmusim.explore.search import Result, Stats, Violation, assert_message, root_result
 from mmusim.kernel import KernelAssert
 
 
@@ -86,12 +86,11 @@ def _runs(model: Model, runs: int, make_run: Callable[[int], tuple[Choose, After
     """Run ``runs`` executions, each choosing its actions by a fresh ``make_run(k)``; stop at the
     first violation. ``k``: with ``measure``, the length of the default run (PCT's k), measured
     once after the root; else 0."""
-    stats = Stats()
     t0 = time.perf_counter()
-    root = root_violation(model)
-    if root is not None:
-        stats.seconds = time.perf_counter() - t0
-        return Result(root, stats, False, None)
+    early = root_result(model, t0, None)
+    if early is not None:
+        return early
+    stats = Stats()
     k_steps = _default_length(model) if measure else 0
     if seen is None:
         seen = set()

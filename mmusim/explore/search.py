@@ -96,6 +96,13 @@ def root_violation(model: Model) -> Violation | None:
     return Violation(kind, (text,), schedule, steps, pre)
 
 
+def root_result(model: Model, t0: float, bound: int | None) -> Result | None:
+    """The result of a search whose root is already a violation (``root_violation``), timed from
+    ``t0``; None when the search has states to visit."""
+    root = root_violation(model)
+    return None if root is None else _done(root, Stats(), t0, bound)
+
+
 def over_step_bound(model: Model, k: Kernel) -> bool:
     """True once an execution that can still go on has taken the scenario's max_steps."""
     return k.steps >= model.max_steps
