@@ -8,6 +8,8 @@ known.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -617,3 +619,73 @@ def test_property_random_mappings(mode: PagingMode) -> None:
         check_tables(pt, kept, probes + [va for va, _ in drop])
 
     prop()
+
+
+def _tables_bytes(pt: PageTables) -> dict[int, bytes]:
+    return {f: pt.mem.read(f, K4) for f in pt.table_frames}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    mode=st.sampled_from([MODE_IA32E, MODE_PAE, MODE_32]),
+    large=st.booleans(),
+    first=st.integers(0, 3000),
+    pages=st.integers(0, 1100),
+    frame=st.integers(0, 1 << 20),
+    taken=st.lists(st.integers(0, 1100), max_size=3),
+    flags=st.sampled_from([0, RW, RW | US, US]),
+    high=st.booleans(),
+)
+def test_map_range_is_map_page_by_page(
+    mode: PagingMode, large: bool, first: int, pages: int, frame: int, taken: list[int],
+    flags: int, high: bool,
+) -> None:  # fmt: skip
+    """``map_range`` walks once per leaf table: it must write the very bytes, and raise the very
+    error after mapping the very pages, that ``map`` page by page does -- across leaf-table
+    boundaries, over pages already mapped, and up to the end of the address space."""
+    size = (M4 if mode is MODE_32 else M2) if large else K4
+    top = (1 << 47) if mode is MODE_IA32E else (1 << 32)
+    va = (top - (first + 1) * size) if high else first * size  # near the canonical / 4G end
+    pa = frame * size % (1 << 36 if mode is not MODE_32 else 1 << 32)
+    outcomes = []
+    for bulk in (True, False):
+        pt = make(mode)
+        for i in taken:  # pages mapped before: a remap error at the first of them in range
+            with contextlib.suppress(ValueError):
+                pt.map(va + i * size, 0, 0, size)
+        error = None
+        try:
+            if bulk:
+                pt.map_range(va, pa, pages * size, flags, size)
+            else:
+                for i in range(pages):
+                    pt.map(va + i * size, pa + i * size, flags, size)
+        except ValueError as e:
+            error = str(e)
+        outcomes.append((error, _tables_bytes(pt), pt.table_frames))
+    assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("mode", [MODE_IA32E, MODE_PAE, MODE_32], ids=lambda m: m.name)
+def test_clear_is_lookup_then_unmap(mode: PagingMode) -> None:
+    """``clear`` (the kernel's arch_mem_unmap) answers and writes what ``lookup`` then
+    ``unmap`` would, in one walk."""
+    pt = make(mode)
+    esize = mode.entry_size
+    get = pt.mem.read_u64 if esize == 8 else pt.mem.read_u32
+    put = pt.mem.write_u64 if esize == 8 else pt.mem.write_u32
+    assert pt.clear(0x40_0000) == 0  # no table on the way
+    assert pt.table_frames == [0x1000]  # and none was made
+    pt.map(0x40_1000, 0x7000, RW)
+    hit = pt.lookup(0x40_1000)
+    assert hit is not None
+    below = hit[1] - esize  # the entry of 0x40_0000, in the same table
+    assert pt.clear(0x40_0000) == 0  # its table exists, its entry is not present
+    put(below, 0x5000)  # a non-present entry with frame bits is left as it is
+    assert pt.clear(0x40_0000) == 0 and get(below) == 0x5000
+    assert pt.clear(0x40_1000) == 0x7000 | RW | P
+    assert pt.lookup(0x40_1000) is None and get(hit[1]) == 0
+    large = M4 if mode is MODE_32 else M2
+    pt.map(0x80_0000, 0x80_0000, RW, large)
+    with pytest.raises(ValueError, match="PageTables.unmap: .* lies in a large page"):
+        pt.clear(0x80_1000)

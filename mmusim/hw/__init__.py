@@ -12,7 +12,7 @@ Public API (the kernel and the tools use only these names):
 """
 
 from mmusim.hw.cpu import Cpu, Trap
-from mmusim.hw.pagetables import PageTables
+from mmusim.hw.pagetables import PageTables, TablesImage
 from mmusim.hw.paging import (
     DF_VECTOR,
     GP_VECTOR,
@@ -77,6 +77,7 @@ __all__ = [
     "ImageMem",
     "PageFault",
     "PageTables",
+    "TablesImage",
     "PagingMode",
     "PfErrorCode",
     "PhysMem",

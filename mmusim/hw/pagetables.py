@@ -18,12 +18,24 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
+import attrs
+
 from mmusim.hw.paging import MODE_32, MODE_IA32E, PagingMode, PteFlags, walk_plan
 from mmusim.hw.physmem import FRAME_SIZE, PhysMem
 
 _P = int(PteFlags.P)
 _PS = int(PteFlags.PS)
 _TABLE = int(PteFlags.P | PteFlags.RW | PteFlags.US)
+
+
+@attrs.frozen
+class TablesImage:
+    """What ``PageTables.snapshot`` saw: the tables' shape (mode, MAXPHYADDR, last level, entry
+    size), their frames in the order they were taken (the root first) and the frames' bytes."""
+
+    shape: tuple[str, int, str, int]
+    frames: tuple[int, ...]
+    data: tuple[bytes, ...]
 
 
 class PageTables:
@@ -46,6 +58,14 @@ class PageTables:
         self._esize = mode.entry_size
         self.table_frames: list[int] = []
         self._memo: dict[int, tuple[str, int, int, int] | None] | None = None  # see frozen()
+        # The walk of ``_lookup``, level by level, as plain values: (shift, index mask, address
+        # mask, large page size or 0, level name, is the last level) -- the hot path of the
+        # kernel's mapping code and of the invariant checks.
+        last = len(self._plan.levels) - 1
+        self._walk = tuple(
+            (lp.shift, lp.index_mask, lp.addr_mask, lp.large_size, lp.level.name, i == last)
+            for i, lp in enumerate(self._plan.levels)
+        )
         self.root = self._new_table()
 
     # -- entries ----------------------------------------------------------------------------
@@ -97,12 +117,20 @@ class PageTables:
 
     def map(self, va: int, pa: int, flags: int, page_size: int = FRAME_SIZE) -> None:
         """Map the page at ``va`` to frame ``pa`` with ``flags`` (P is implied). Raises on a remap."""
+        leaf = self._map_checks(va, pa, page_size)
+        slot = self._table_slot("map", va, leaf, create=True)
+        assert slot is not None
+        self._map_at(slot, va, pa, flags, page_size, leaf)
+
+    def _map_checks(self, va: int, pa: int, page_size: int) -> int:
+        """``map``'s argument checks; returns the level of the leaf entry."""
         self._check_va("map", va, page_size)
         if pa & (page_size - 1):
             raise ValueError(f"PageTables.map: frame {pa:#x} not aligned to {page_size:#x}")
-        leaf = self._leaf_level("map", page_size)
-        slot = self._table_slot("map", va, leaf, create=True)
-        assert slot is not None
+        return self._leaf_level("map", page_size)
+
+    def _map_at(self, slot: int, va: int, pa: int, flags: int, page_size: int, leaf: int) -> None:
+        """Write the leaf entry at ``slot`` (the entry for ``va``) unless it is present."""
         if self._read(slot) & _P:
             raise ValueError(f"PageTables.map: remap of {va:#x} (entry at {slot:#x})")
         value = self._encode_frame(pa, page_size, leaf) | int(flags) | _P
@@ -156,16 +184,47 @@ class PageTables:
         self._write(slot, 0)
         return old
 
+    def clear(self, va: int) -> int:
+        """Clear the 4K leaf entry of ``va`` if it is present; returns the old entry, or 0 when it
+        was not present (then nothing is written, and no table is made): ``lookup`` then ``unmap``
+        in one walk. Like ``unmap``, raises if ``va`` lies in a large page, and leaves TLB
+        invalidation to the caller."""
+        self._check_va("unmap", va, FRAME_SIZE)
+        slot = self._table_slot("unmap", va, len(self._plan.levels) - 1, create=False)
+        old = self._read(slot) if slot is not None else 0
+        if old & _P:
+            self._write(slot, 0)  # type: ignore[arg-type]  # old & P: slot is not None
+            return old
+        return 0
+
     def map_range(
         self, va: int, pa: int, size: int, flags: int, page_size: int = FRAME_SIZE
     ) -> None:
-        """Map ``size`` bytes (a multiple of ``page_size``) from ``va`` to ``pa`` onwards."""
+        """Map ``size`` bytes (a multiple of ``page_size``) from ``va`` to ``pa`` onwards.
+
+        The same entries, and the same error at the same page (the pages before it mapped), as
+        ``map`` page by page; but the tables are walked once per leaf table, not once per page.
+        Within one leaf table the checks of the first page hold for the others: a leaf table
+        covers an aligned 2M/4M (or larger) span, which the canonical and 4 GiB limits never
+        split, and ``pa + off`` keeps ``pa``'s alignment."""
         if size % page_size:
             raise ValueError(
                 f"PageTables.map_range: size {size:#x} not a multiple of {page_size:#x}"
             )
+        slot = span = 0
+        leaf = -1
         for off in range(0, size, page_size):
-            self.map(va + off, pa + off, flags, page_size)
+            v = va + off
+            if v & (span - 1) == 0 or leaf < 0:  # the first page, or a new leaf table
+                leaf = self._map_checks(v, pa + off, page_size)
+                lp = self._plan.levels[leaf]
+                span = (lp.index_mask + 1) << lp.shift  # what one leaf table covers
+                found = self._table_slot("map", v, leaf, create=True)
+                assert found is not None
+                slot = found
+            else:
+                slot += self._esize
+            self._map_at(slot, v, pa + off, flags, page_size, leaf)
 
     def unmap_range(self, va: int, size: int, page_size: int = FRAME_SIZE) -> list[int]:
         """Unmap ``size`` bytes from ``va``; returns the old leaf entries."""
@@ -186,6 +245,37 @@ class PageTables:
         keep_ps = old & _PS if page_size != FRAME_SIZE else 0
         self._write(slot, frame_bits | keep_ps | int(flags) | _P)
         return old
+
+    # -- templates ---------------------------------------------------------------------------
+
+    def snapshot(self) -> TablesImage:
+        """The tables as they are: which frames hold them, in the order they were taken, and
+        their bytes. ``restore`` lays them down again in another ``PhysMem``."""
+        return TablesImage(
+            (self.mode.name, self._plan.maxphyaddr, self._plan.levels[-1].level.name, self._esize),
+            tuple(self.table_frames),
+            tuple(self.mem.read(pa, FRAME_SIZE) for pa in self.table_frames),
+        )
+
+    def restore(self, image: TablesImage) -> None:
+        """Make these tables, still holding only their empty root, the ones ``image`` holds: take
+        the same frames from the allocator (they must be what it hands out, in that order) and
+        write their bytes. A boot that maps the same kernel image again copies it this way
+        instead of walking and writing entry by entry."""
+        if len(self.table_frames) != 1:
+            raise ValueError("PageTables.restore: the tables are not empty")
+        mine = (self.mode.name, self._plan.maxphyaddr, self._plan.levels[-1].level.name,
+                self._esize)  # fmt: skip
+        if image.shape != mine or image.frames[0] != self.root:
+            raise ValueError("PageTables.restore: an image of other tables")
+        for want in image.frames[1:]:
+            got = self._new_table()
+            if got != want:
+                raise ValueError(
+                    f"PageTables.restore: the allocator gave frame {got:#x}, the image has {want:#x}"
+                )
+        for pa, data in zip(image.frames, image.data, strict=True):
+            self.mem.write(pa, data)
 
     # -- inspection -------------------------------------------------------------------------
 
@@ -213,17 +303,18 @@ class PageTables:
 
     def _lookup(self, va: int) -> tuple[str, int, int, int] | None:
         table = self.root
-        last = len(self._plan.levels) - 1
-        for i, lp in enumerate(self._plan.levels):
-            slot = self._slot(table, i, va)
-            e = self._read(slot)
+        read = self.mem.read_u64 if self._esize == 8 else self.mem.read_u32
+        esize = self._esize
+        for shift, index_mask, addr_mask, large, name, last in self._walk:
+            slot = table + ((va >> shift) & index_mask) * esize
+            e = read(slot)
             if not e & _P:
                 return None
-            if i == last:
-                return (lp.level.name, slot, e, FRAME_SIZE)
-            if lp.large_size and e & _PS:
-                return (lp.level.name, slot, e, lp.large_size)
-            table = e & lp.addr_mask
+            if last:
+                return (name, slot, e, FRAME_SIZE)
+            if large and e & _PS:
+                return (name, slot, e, large)
+            table = e & addr_mask
         return None  # pragma: no cover
 
     def entry_for(self, va: int) -> tuple[str, int]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mmusim.hw import MODES, ControlState, Cpu, PageTables, PhysMem, PteFlags
+from mmusim.hw import MODES, ControlState, Cpu, PageTables, PhysMem, PteFlags, TablesImage
 from mmusim.kernel import domain, fault, sched
 from mmusim.kernel.body import thread_main
 from mmusim.kernel.engine import Engine, PerCpu
@@ -83,6 +83,11 @@ class Kernel(Engine):
     def fact(self, what: str) -> Any:
         """A named fact of the current state (``mmusim.kernel.facts``)."""
         return fact(self, what)
+
+
+# The page tables of a mapped kernel image, by everything that decides them: a pure function of
+# its key, so a boot copies them (``PageTables.restore``) instead of mapping the image again.
+_IMAGE_TABLES: dict[tuple[Any, ...], TablesImage] = {}
 
 
 def boot(
@@ -160,9 +165,17 @@ def boot(
 
     k.pt = PageTables(k.mem, mode, table_frame, pse=mode.name == "32", nxe=mode.has_nx)
     nx = _NX if mode.has_nx else 0
-    for pa in range(sram_base + vm_offset, image_end, PAGE):
-        flags = 0 if pa < data else _RW | nx
-        k.pt.map(pa + k.virt_offset, pa, flags)
+    image = (sram_base + vm_offset, data, 0), (data, image_end, _RW | nx)  # text RO, the rest RW
+    key = (mode.name, k.virt_offset, tables, noinit, image)  # all the mapping below depends on
+    done = _IMAGE_TABLES.get(key)
+    if done is not None:  # the same image mapped before (the explorer boots thousands of times)
+        k.pt.restore(done)
+    else:
+        for lo, hi, flags in image:
+            k.pt.map_range(lo + k.virt_offset, lo, hi - lo, flags)
+        if len(_IMAGE_TABLES) >= 64:
+            _IMAGE_TABLES.clear()
+        _IMAGE_TABLES[key] = k.pt.snapshot()
     k.image_end_virt = image_end + k.virt_offset
     k.frames = FrameAllocator(image_end, sram_base + sram_size)
     k.vm = VirtRegionAllocator(
