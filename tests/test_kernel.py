@@ -342,3 +342,87 @@ def test_check_guards_remembers_its_answer_only_while_the_tables_are_unchanged()
     assert check_guards(k) == [f"guards: t: guard page {guard:#x} is present"]
     k.pt.unmap(guard)
     assert check_guards(k) == []
+
+
+def test_frame_allocator_is_zephyrs_lifo_free_list() -> None:
+    """``FrameAllocator`` keeps the never-used frames apart from the given-back ones; it must hand
+    out what one LIFO list of every free frame (lowest on top after boot) would, in that order."""
+    import random
+
+    from mmusim.kernel.mm import FrameAllocator
+
+    rng = random.Random(15)
+    for _ in range(60):
+        start, n = 0x10000, rng.randint(0, 10)
+        fa = FrameAllocator(start, start + n * PAGE)
+        ref = list(range(start + (n - 1) * PAGE, start - PAGE, -PAGE))  # pop() -> the lowest
+        held: list[int] = []
+        for _ in range(50):
+            if held and rng.random() < 0.45:
+                pa = held.pop(rng.randrange(len(held)))
+                fa.free(pa)
+                ref.append(pa)
+            else:
+                got = fa.alloc()
+                assert got == (ref.pop() if ref else None)
+                if got is not None:
+                    held.append(got)
+            assert fa.free_count() == len(ref)
+            probes = range(start - PAGE, start + (n + 1) * PAGE, PAGE // 2)
+            assert [fa.is_free(pa) for pa in probes] == [pa in ref for pa in probes]
+            fa._check()
+        for pa in [*ref[-1:], start + n * PAGE, start + 1]:  # free, past the end, unaligned
+            with pytest.raises(KernelAssert, match="free_page_frame"):
+                fa.free(pa)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [X86_64_SMP, IA32, {**IA32, "X86_PAE": False}, {**X86_64_SMP, "KERNEL_VM_OFFSET": 0x200000}],
+    ids=["ia32e", "pae", "32", "ia32e-offset"],
+)
+def test_a_boot_that_copies_the_image_tables_boots_the_same_kernel(cfg: dict[str, Any]) -> None:
+    """The second boot of a layout copies the kernel image's page tables from the first
+    (``_IMAGE_TABLES``): every byte of memory and every table frame must be what mapping the
+    image again gives."""
+    from mmusim.kernel import boot as boot_module
+
+    def memory(k: Kernel) -> dict[int, bytes]:
+        return {pfn: k.mem.read(pfn << 12, PAGE) for pfn in sorted(k.mem.frames())}
+
+    boot_module._IMAGE_TABLES.clear()
+    mapped = boot_kernel(cfg)
+    assert len(boot_module._IMAGE_TABLES) == 1
+    copied = boot_kernel(cfg)
+    assert memory(copied) == memory(mapped)
+    assert copied.pt.table_frames == mapped.pt.table_frames
+    copied.pt._check()
+    assert copied.pt.lookup(copied.image_end_virt - PAGE) == mapped.pt.lookup(
+        mapped.image_end_virt - PAGE
+    )
+    check_all(copied)
+
+
+def test_restore_takes_only_the_tables_it_was_made_from() -> None:
+    from mmusim.hw import MODE_IA32E, MODE_PAE, PhysMem
+    from mmusim.hw import PageTables as Tables
+
+    def frames(start: int) -> Any:
+        n = iter(range(start, 1 << 30, PAGE))
+        return lambda: next(n)
+
+    src = Tables(PhysMem(), MODE_IA32E, frames(0x10000))
+    src.map(0x40_0000, 0x9000, 0)
+    image = src.snapshot()
+    ok = Tables(PhysMem(), MODE_IA32E, frames(0x10000))
+    ok.restore(image)
+    assert ok.lookup(0x40_0000) == src.lookup(0x40_0000) and ok.table_frames == src.table_frames
+    with pytest.raises(ValueError, match="not empty"):
+        ok.restore(image)
+    other = iter([0x10000, 0x30000, 0x31000, 0x32000])  # the root, then other frames
+    with pytest.raises(ValueError, match="the allocator gave frame 0x30000, the image has 0x11000"):
+        Tables(PhysMem(), MODE_IA32E, lambda: next(other)).restore(image)
+    with pytest.raises(ValueError, match="an image of other tables"):
+        Tables(PhysMem(), MODE_IA32E, frames(0x20000)).restore(image)  # another root
+    with pytest.raises(ValueError, match="an image of other tables"):
+        Tables(PhysMem(), MODE_PAE, frames(0x10000)).restore(image)

@@ -35,7 +35,7 @@ the thread pushes 64 bytes and sleeps for ever; then ``main`` aborts and joins i
 not running when it is aborted, so ``k_thread_abort_cleanup`` unmaps its stack at once: nothing is
 left in the deferred-cleanup slot (a thread aborted while it runs on the other CPU would leave
 its unmap to the next abort; the measurement avoids that, so one cycle is complete). The kernel keeps no PTE-write counter, so the
-measurement counts the leaf entries it changes -- ``map``, ``unmap`` and ``set_flags`` on each of
+measurement counts the leaf entries it changes -- ``map``, ``unmap``, ``set_flags`` and ``clear`` (of a present entry) on each of
 its page tables (``Kernel.all_ptables()``), wrapped for the measurement -- the way the runtime's
 pager counts them: a present entry made, changed or cleared. (Zephyr's ``arch_mem_unmap`` also
 stores zero into the not-present guard PTEs it clears; those stores change nothing and are not
@@ -158,13 +158,18 @@ class _PteCounter:
     def __init__(self, k: Kernel) -> None:
         self.writes = 0
         for pt in k.all_ptables():
-            for method in ("map", "unmap", "set_flags"):
-                setattr(pt, method, self._counting(getattr(pt, method)))
+            for method in ("map", "unmap", "set_flags", "clear"):
+                setattr(pt, method, self._counting(getattr(pt, method), method == "clear"))
 
-    def _counting(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def _counting(self, fn: Callable[..., Any], if_present: bool) -> Callable[..., Any]:
+        """``fn`` counting its calls; with ``if_present`` (``clear``) only the calls that found a
+        present entry to clear (it returns the old entry, 0 when there was none)."""
+
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            self.writes += 1
-            return fn(*args, **kwargs)
+            out = fn(*args, **kwargs)
+            if not if_present or out:
+                self.writes += 1
+            return out
 
         return wrapper
 

@@ -61,35 +61,52 @@ Routine = Generator[Point, None, None]
 class FrameAllocator:
     """Free physical page frames (``k_mem_page_frame``): a LIFO free list, like Zephyr's.
 
-    ``alloc`` and ``free`` are O(1); the lowest frames are handed out first after boot.
+    ``alloc`` and ``free`` are O(1); the lowest frames are handed out first after boot. The list
+    is kept as the frames never handed out (``[_next, end)``, taken lowest first) under a stack of
+    the frames given back (``_freed``, the last one on top, the next handed out): the same order
+    as one list, without building a list of every frame at each boot.
     """
 
     def __init__(self, start: int, end: int) -> None:
-        self._free: list[int] = list(range(end - PAGE, start - PAGE, -PAGE))
-        self._is_free = set(self._free)
         self.start, self.end = start, end
+        self._next = start  # the frames [_next, end) have never been handed out
+        self._freed: list[int] = []  # handed out and given back, in the order given back
+        self._is_freed: set[int] = set()
 
     def alloc(self) -> int | None:
-        if not self._free:
+        if self._freed:
+            pa = self._freed.pop()
+            self._is_freed.discard(pa)
+            return pa
+        if self._next >= self.end:
             return None
-        pa = self._free.pop()
-        self._is_free.discard(pa)
+        pa = self._next
+        self._next += PAGE
         return pa
 
     def free(self, pa: int) -> None:
-        if pa in self._is_free or not self.start <= pa < self.end or pa % PAGE:
+        if self.is_free(pa) or not self.start <= pa < self.end or pa % PAGE:
             raise KernelAssert(f"free_page_frame: {pa:#x} is not an allocated page frame")
-        self._free.append(pa)
-        self._is_free.add(pa)
+        self._freed.append(pa)
+        self._is_freed.add(pa)
 
     def is_free(self, pa: int) -> bool:
-        return pa in self._is_free
+        return pa in self._is_freed or (self._next <= pa < self.end and not pa % PAGE)
 
     def free_count(self) -> int:
-        return len(self._free)
+        return len(self._freed) + (self.end - self._next) // PAGE
+
+    def order(self) -> tuple[int, tuple[int, ...]]:
+        """What decides the frames future ``alloc`` calls return, in that order: the explorer's
+        fingerprint must tell apart two states whose free lists hold the same frames in another
+        order (two stacks freed in either order), since the next stack gets another frame."""
+        return self._next, tuple(self._freed)
 
     def _check(self) -> None:
-        assert len(self._free) == len(self._is_free), "FrameAllocator: duplicate free frame"
+        assert len(self._freed) == len(self._is_freed), "FrameAllocator: duplicate free frame"
+        assert all(self.start <= pa < self._next for pa in self._freed), (
+            "FrameAllocator: a given-back frame was never handed out"
+        )
 
 
 def k_mem_free_get(k: Kernel) -> int:
@@ -126,8 +143,7 @@ def arch_mem_map(k: Kernel, va: int, pa: int, size: int, pte: int) -> Routine:
             "arch_mem_map", f"write PTE {va + off:#x} -> {pa + off:#x}", res=pte_write(va + off)
         )
         for pt in k.all_ptables():
-            if pt.lookup(va + off) is not None:
-                pt.unmap(va + off)
+            pt.clear(va + off)  # a present entry is replaced
             pt.map(va + off, pa + off, pte)
         if k.md is not None:  # a new mapping: its permissions are the original ones (MASK_ALL)
             k.md.perm_orig.pop((va + off) >> 12, None)
@@ -143,8 +159,7 @@ def arch_mem_unmap(k: Kernel, va: int, size: int) -> Routine:
     for off in range(0, size, PAGE):
         yield Point("arch_mem_unmap", f"clear PTE {va + off:#x}", res=pte_write(va + off))
         for pt in k.all_ptables():
-            if pt.lookup(va + off) is not None:
-                pt.unmap(va + off)  # else it is 0 already: writing 0 changes nothing
+            pt.clear(va + off)  # a non-present entry is 0 already: writing 0 changes nothing
         if k.md is not None:
             k.md.perm_orig.pop((va + off) >> 12, None)
         if k.mutant_no_invlpg:  # MUTANT (SIM_MUTANT_NO_INVLPG): this CPU keeps its stale entry

@@ -19,17 +19,18 @@ from mmusim.kernel.thread import KThread, ThreadState
 if TYPE_CHECKING:
     from mmusim.kernel.engine import Engine
 
-_NOT_RUNNABLE = (
+_NOT_RUNNABLE = int(
     ThreadState.DEAD
     | ThreadState.PENDING
     | ThreadState.PRESTART
     | ThreadState.SUSPENDED
     | ThreadState.SLEEPING
 )
+_QUEUED = int(ThreadState.QUEUED)
 
 
 def runnable(t: KThread) -> bool:
-    return not t.state & _NOT_RUNNABLE
+    return not int.__and__(t.state, _NOT_RUNNABLE)  # no ThreadState built (KThread.dead)
 
 
 def ready_thread(k: Engine, t: KThread) -> None:
@@ -51,7 +52,7 @@ def ready_thread_behind(k: Engine, t: KThread) -> None:
 
 
 def dequeue(k: Engine, t: KThread) -> None:
-    if t.state & ThreadState.QUEUED:
+    if int.__and__(t.state, _QUEUED):
         k.ready.remove(t)
         t.state &= ~ThreadState.QUEUED
 

@@ -46,6 +46,7 @@ class ThreadState(enum.IntFlag):
 
 
 HALTING = ThreadState.ABORTING | ThreadState.SUSPENDING
+_DEAD, _HALTING = int(ThreadState.DEAD), int(HALTING)
 K_USER = 1 << 2  # thread option: user mode
 K_ESSENTIAL = 1 << 0
 K_FOREVER = -1
@@ -208,14 +209,17 @@ class KThread:
     def is_user(self) -> bool:
         return bool(self.options & K_USER)
 
+    # The tests below are the scheduler's hot path: ``int.__and__`` tests the bits without
+    # building a ThreadState, as ``state & ThreadState.DEAD`` would (enum.Flag.__and__).
+
     @property
     def dead(self) -> bool:
-        return bool(self.state & ThreadState.DEAD)
+        return bool(int.__and__(self.state, _DEAD))
 
     @property
     def halting(self) -> bool:
         """``is_halting()`` (kernel/sched.c): marked ABORTING or SUSPENDING by another CPU."""
-        return bool(self.state & HALTING)
+        return bool(int.__and__(self.state, _HALTING))
 
     def describe(self) -> str:
         return f"thread {self.name!r}"
