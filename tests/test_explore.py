@@ -229,3 +229,62 @@ def test_max_states_stops_after_exactly_that_many_states(search: object) -> None
     for most in (1, 37, 400):
         r = search(model, max_states=most)  # type: ignore[operator]
         assert (r.verdict, r.complete, r.stats.states) == ("pass (bounded)", False, most)
+
+
+def test_the_fingerprint_tells_apart_the_order_of_the_free_frames() -> None:
+    """Two states whose free lists hold the same frames in another order have different futures
+    (the next stack gets another frame, which may be the one a stale TLB entry still maps), so
+    they must not be one state to the search."""
+    model = Model(BUNDLED_DIR / "explore" / "race_self_abort.toml")
+    prints = []
+    for order in ((0, 1), (1, 0), (0, 1)):
+        k = model.reset()
+        taken = [k.frames.alloc(), k.frames.alloc()]
+        for i in order:
+            k.frames.free(taken[i])  # type: ignore[arg-type]
+        prints.append(Model.fingerprint(k))
+    assert prints[0] != prints[1]
+    assert prints[0] == prints[2]
+
+
+def test_the_fingerprint_tells_apart_where_the_free_virtual_pages_are() -> None:
+    """The same number of free virtual pages in other places: the next stack goes elsewhere."""
+    model = Model(BUNDLED_DIR / "explore" / "race_self_abort.toml")
+    prints = []
+    for first in (True, False, True):
+        k = model.reset()
+        a = k.vm.alloc(0x2000)
+        b = k.vm.alloc(0x2000)
+        assert a is not None and b is not None
+        k.vm.free(a if first else b, 0x2000)
+        prints.append(Model.fingerprint(k))
+    assert prints[0] != prints[1]
+    assert prints[0] == prints[2]
+
+
+def test_a_bounded_pass_says_preemption_or_preemptions(capsys: pytest.CaptureFixture[str]) -> None:
+    race = str(BUNDLED_DIR / "explore" / "race_abort_blocked.toml")
+    fix = "CONFIG_SIM_CLEANUP_WAITS_FOR_SWITCH=y"
+    for k, words in (("1", "within 1 preemption\n"), ("2", "within 2 preemptions\n")):
+        assert (
+            main(["explore", "--no-progress", race, "--config", fix, "--max-preemptions", k]) == 0
+        )
+        assert words in capsys.readouterr().out
+
+
+def test_the_fingerprint_encoding_depends_only_on_the_values() -> None:
+    """marshal version 2 writes no back-references and no "interned" flags: equal parts give equal
+    bytes whichever objects hold them; what marshal cannot write goes through repr, apart."""
+    from mmusim.explore.model import _canonical
+    from mmusim.kernel import ThreadState
+
+    name = "thread_main"
+    built = "".join(["thread_", "main"])  # equal, not the same object, not interned
+    assert built is not name
+    one = [name, name, (1, 2), (1, 2), 10**30, None, True]
+    two = [built, "".join(["thread_", "main"]), tuple([1, 2]), (1, 2), int("1" + "0" * 30), None,
+           True]  # fmt: skip
+    assert _canonical(one) == _canonical(two) and _canonical(one).startswith(b"m")
+    assert _canonical([True]) != _canonical([1])  # a bool is not its int
+    odd = _canonical([ThreadState.DEAD])  # an IntFlag: marshal refuses it
+    assert odd == b"r" + repr([ThreadState.DEAD]).encode()

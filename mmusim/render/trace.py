@@ -114,7 +114,8 @@ def report(
         f", {' '.join(model.extra_config)}" if model.extra_config else ""
     )
     if v is None:
-        bound = "" if result.bound is None else f" within {result.bound} preemptions"
+        n = result.bound
+        bound = "" if n is None else f" within {n} preemption{'' if n == 1 else 's'}"
         lines.append(f"PASS  {scn.name}: no invariant violated, no deadlock{bound}")
         lines.append(f"config   {cfg}")
         lines.append(f"search   {search}")
