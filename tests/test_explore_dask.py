@@ -122,6 +122,7 @@ def test_an_unreachable_scheduler_is_one_line_naming_the_option(
         ),
         (["--dask", "tcp://h:1", "--max-states", "5"], "not with --max-states"),
         (["--dask", "tcp://h:1", "--resume", "x.ckpt"], "not with --resume"),
+        (["--dask", "tcp://h:1", "--checkpoint", "x.ckpt"], "not with --checkpoint"),
         (["--dask", "tcp://h:1", "--dask-timeout", "0"], "--dask-timeout: 0.0 is out of range"),
         (["--dask", "tcp://h:1", "--dask-timeout", "nan"], "--dask-timeout: nan is out of range"),
         (

@@ -11,15 +11,22 @@ by the bound on the path that reached it first.
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from mmusim.cli import main
-from mmusim.explore import Model, explore
+from mmusim.explore import Model, checkpoint, explore
 from mmusim.explore.parallel import explore_parallel
+from mmusim.explore.search import SearchState, Stop
 from mmusim.scenario import BUNDLED_DIR
+from test_explore_checkpoint import _default_sigint, ctrl_c_then_resume
 from test_explore_golden import GOLDEN, cases
 
 RACES = BUNDLED_DIR / "explore"
@@ -80,7 +87,6 @@ def test_the_report_with_two_workers_is_the_report_with_one(
         ),
         (["--workers", "2", "--random-walk"], "not with --random-walk"),
         (["--workers", "2", "--max-states", "9"], "not with --max-states"),
-        (["--workers", "2", "--checkpoint", "TMP/c"], "not with --checkpoint"),
     ],
 )
 def test_workers_out_of_range(
@@ -124,7 +130,6 @@ def test_the_bigger_races_have_every_cpu_take_part(
 
 
 def test_a_worker_that_dies_ends_the_search_with_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
 
     import mmusim.explore.parallel as parallel
 
@@ -134,3 +139,94 @@ def test_a_worker_that_dies_ends_the_search_with_an_error(monkeypatch: pytest.Mo
     monkeypatch.setattr(parallel, "_worker", dies)  # the workers are forked: they see it
     with pytest.raises(RuntimeError, match=r"worker \d died \(exit code 3\)"):
         explore_parallel(RACES / "race_abort_blocked.toml", workers=2)
+
+
+# -- checkpoints of a search shared by workers (--workers N --checkpoint FILE) -------------------
+
+FIX = "CONFIG_SIM_CLEANUP_WAITS_FOR_SWITCH=y"
+NO_BOUNDS: dict[str, int | None] = {"max_preemptions": None, "max_states": None}
+
+
+def test_workers_paused_for_checkpoints_again_and_again_visit_every_state() -> None:
+    """Every pause stops the workers, takes back their stacks and the visited set, and starts new
+    workers on them: many pauses must lose no state (and add none)."""
+    golden = json.loads(GOLDEN.read_text())["cases"]["race_self_abort/fix"]
+    saved: list[tuple[int, int]] = []
+
+    def save(st: SearchState) -> None:
+        assert len(st.visited) == st.stats.states and (st.stack or st.more)
+        saved.append((st.stats.states, len(st.more) + 1))
+
+    r = explore_parallel(RACES / "race_self_abort.toml", (FIX,), workers=2, save=save, every=0.3)
+    assert (r.verdict, r.stats.states, r.complete) == ("pass", golden[1], True)
+    assert len(saved) >= 3, saved  # about 6 s of search
+    assert [s for s, _ in saved] == sorted(s for s, _ in saved)
+
+
+def test_a_checkpoint_of_workers_resumes_with_workers_or_in_one_process(tmp_path: Path) -> None:
+    golden = json.loads(GOLDEN.read_text())["cases"]["race_self_abort/fix"]
+    path = tmp_path / "w.ckpt"
+    model = Model(RACES / "race_self_abort.toml", (FIX,))
+    saves = [0]
+
+    def save(st: SearchState) -> None:
+        checkpoint.save(path, model, st, NO_BOUNDS)
+        saves[0] += 1
+
+    r = explore_parallel(RACES / "race_self_abort.toml", (FIX,), workers=2, save=save, every=0.5,
+                         stop=lambda: saves[0] >= 2)  # fmt: skip
+    assert r.interrupted and r.verdict == "interrupted" and not r.complete
+    assert 0 < r.stats.states < golden[1]
+    again = explore_parallel(RACES / "race_self_abort.toml", (FIX,), workers=2,
+                             state=checkpoint.load(path, model, NO_BOUNDS))  # fmt: skip
+    alone = explore(model, state=checkpoint.load(path, model, NO_BOUNDS))
+    for done in (again, alone):
+        assert (done.verdict, done.stats.states, done.complete) == ("pass", golden[1], True)
+        assert done.stats.transitions > r.stats.transitions
+
+
+def test_a_one_process_checkpoint_resumes_with_workers(tmp_path: Path) -> None:
+    golden = json.loads(GOLDEN.read_text())["cases"]["race_self_abort/fix"]
+    path = tmp_path / "c.ckpt"
+    model = Model(RACES / "race_self_abort.toml", (FIX,))
+    calls = [0]
+
+    def hook(st: SearchState) -> None:
+        calls[0] += 1
+        if calls[0] == 2000:
+            checkpoint.save(path, model, st, NO_BOUNDS)
+            raise Stop
+
+    assert explore(model, checkpoint=hook).interrupted
+    done = explore_parallel(RACES / "race_self_abort.toml", (FIX,), workers=2,
+                            state=checkpoint.load(path, model, NO_BOUNDS))  # fmt: skip
+    assert (done.verdict, done.stats.states, done.complete) == ("pass", golden[1], True)
+
+
+def test_ctrl_c_saves_a_search_of_workers_and_resume_finishes_it(tmp_path: Path) -> None:
+    # A real process, a real SIGINT: the workers pause, the search is saved, exit code 130; the
+    # same command with --resume finishes with every state.
+    golden = json.loads(GOLDEN.read_text())["cases"]["race_self_abort/fix"]
+    path = tmp_path / "w.ckpt"
+    argv = [sys.executable, "-m", "mmusim", "explore", "--no-time", "--no-progress",
+            str(RACES / "race_self_abort.toml"), "--config", FIX, "--workers", "2",
+            "--checkpoint", str(path), "--checkpoint-every", "0.5"]  # fmt: skip
+    done = ctrl_c_then_resume(argv, path)
+    assert done.returncode == 0, done.stderr
+    assert f"search   {golden[1]:,} states" in done.stdout
+    assert "verdict  complete" in done.stdout
+
+
+def test_ctrl_c_without_a_checkpoint_stops_the_workers_in_one_line() -> None:
+    # A terminal's Ctrl-C goes to the whole process group: the caller, its workers and manager.
+    # The workers ignore it; the caller stops them before their manager, so none of them dies
+    # with a message of its own.
+    argv = [sys.executable, "-m", "mmusim", "explore", "--no-progress",
+            str(RACES / "race_ipi_abort.toml"), "--config", FIX, "--workers", "2"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=_default_sigint)  # fmt: skip
+    time.sleep(3)  # the workers are searching (the search takes about 9 s)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err == "mmusim explore: interrupted\n" and out == ""

@@ -59,6 +59,21 @@ def test_explore_shows_progress_on_a_terminal_then_erases_it() -> None:
     assert "explore:" not in report
 
 
+def test_explore_with_workers_shows_the_whole_search() -> None:
+    # The workers bring their counters to the work pool when they poll it; the line adds them up
+    # with the shared visited set's size.
+    fix = "CONFIG_SIM_CLEANUP_WAITS_FOR_SWITCH=y"
+    code, text = on_terminal(["explore", RACE, "--config", fix, "--workers", "2"])
+    assert code == 0
+    lines = [t for t in text.split("\r") if t.startswith("explore: ") and " states, " in t]
+    assert lines and "states/s" in lines[-1] and "executions" in lines[-1]
+    counts = [int(t.split("explore: ")[1].split(" states")[0].split()[-1].replace(",", ""))
+              for t in lines]  # fmt: skip
+    assert counts == sorted(counts) and counts[-1] > 0  # the states grow as the search goes
+    report = text[text.index("PASS") :]
+    assert "explore:" not in report and "6,903 states" in report
+
+
 def test_pct_shows_runs_out_of_the_total() -> None:
     code, text = on_terminal(["explore", "--pct", "--runs", "5", "--depth", "1", RACE])
     assert code == 0

@@ -191,10 +191,12 @@ def _model(args: argparse.Namespace) -> Model:
     if not 1 <= args.workers <= MAX_WORKERS:
         raise ValueError(f"--workers: {args.workers} is out of range (1 to {MAX_WORKERS})")
     if args.workers > 1 or args.dask is not None:
+        dask = args.dask is not None  # a checkpoint would need the cluster's visited set
         clash = next((o for o, on in (("--pct", args.pct), ("--random-walk", args.random_walk),
-                                      ("--checkpoint", args.checkpoint), ("--resume", args.resume),
+                                      ("--checkpoint", dask and args.checkpoint is not None),
+                                      ("--resume", dask and args.resume is not None),
                                       ("--max-states", args.max_states is not None),
-                                      ("--workers", args.dask is not None and args.workers > 1))
+                                      ("--workers", dask and args.workers > 1))
                       if on), None)  # fmt: skip
         who = ("--dask: the cluster's workers run" if args.dask is not None
                else f"--workers: {args.workers} workers run")  # fmt: skip
@@ -263,9 +265,14 @@ def _search(model: Model, args: argparse.Namespace, show: bool) -> tuple[Result,
         result = explore_dask(model.scenario, model.extra_config, address=args.dask,
                               ignore=model.ignore, max_preemptions=args.max_preemptions,
                               timeout=args.dask_timeout)  # fmt: skip
-    elif args.workers > 1:  # no progress line: the workers' counters are in their processes
-        result = explore_parallel(model.scenario, model.extra_config, workers=args.workers,
-                                  ignore=model.ignore, max_preemptions=args.max_preemptions)  # fmt: skip
+    elif args.workers > 1:  # the workers' counters as they last polled the pool
+        save = None if saver is None else saver.save
+        with search_progress(show, "explore") as update, _ctrl_c_stops(saver):
+            result = explore_parallel(model.scenario, model.extra_config, workers=args.workers,
+                                      ignore=model.ignore, max_preemptions=args.max_preemptions,
+                                      state=args.state, save=save, every=args.checkpoint_every,
+                                      stop=lambda: saver is not None and saver.stop,
+                                      on_progress=update)  # fmt: skip
     else:
         with search_progress(show, "explore") as update, _ctrl_c_stops(saver):
             result = explore(model, max_preemptions=args.max_preemptions,
@@ -298,10 +305,15 @@ class _Saver:
 
     def __call__(self, state: SearchState) -> None:
         if self.stop or time.monotonic() - self.last >= self.every:
-            checkpoint.save(self.path, self.model, state, self.bounds)
-            self.last = time.monotonic()
+            self.save(state)
         if self.stop:
             raise Stop
+
+    def save(self, state: SearchState) -> None:
+        """Save now (``--workers`` pause their search every ``--checkpoint-every`` seconds and
+        call this)."""
+        checkpoint.save(self.path, self.model, state, self.bounds)
+        self.last = time.monotonic()
 
 
 @contextlib.contextmanager

@@ -101,9 +101,39 @@ def _frame_out(fr: Frame, step: tuple[Any, StepInfo] | None) -> dict[str, Any]:
     }
 
 
+def _stack_out(stack: list[Frame]) -> list[dict[str, Any]]:
+    """A stack, each frame by its step from the one below; the bottom one, which need not be the
+    root (work a worker was given), by its whole path."""
+    out = []
+    for i, fr in enumerate(stack):
+        if i == 0:
+            v = _frame_out(fr, None)
+            if fr.path:
+                v["path"] = [list(a) for a in fr.path]
+                v["infos"] = [_info_out(x) for x in fr.infos]
+        else:
+            v = _frame_out(fr, (fr.path[-1], fr.infos[-1]))
+        out.append(v)
+    return out
+
+
+def _stack_in(vs: list[dict[str, Any]]) -> list[Frame]:
+    stack: list[Frame] = []
+    below: Frame | None = None
+    for v in vs:
+        below = _frame_in(v, below)
+        stack.append(below)
+    return stack
+
+
 def _frame_in(v: dict[str, Any], below: Frame | None) -> Frame:
     path: tuple[Any, ...] = () if below is None else below.path
     infos: tuple[StepInfo, ...] = () if below is None else below.infos
+    if below is None and "path" in v:  # the bottom of a stack that does not start at the root
+        path = tuple((int(a[0]), str(a[1])) for a in v["path"])
+        infos = tuple(_info_in(x) for x in v["infos"])
+        if len(path) != len(infos):
+            raise ValueError("a frame's path and infos differ in length")
     if v["step"] is not None:
         a, info = v["step"]
         path += ((int(a[0]), str(a[1])),)
@@ -126,10 +156,6 @@ def save(path: str | Path, model: Model, state: SearchState, bounds: dict[str, i
     """Write ``state`` (consistent: between two iterations of ``explore``) to ``path``."""
     if state.found:
         raise ValueError("checkpoint.save: the search has ended in a violation")
-    frames = []
-    for i, fr in enumerate(state.stack):
-        step = None if i == 0 else (fr.path[-1], fr.infos[-1])
-        frames.append(_frame_out(fr, step))
     data = {
         "format": FORMAT,
         **_identity(model, bounds),
@@ -139,7 +165,8 @@ def save(path: str | Path, model: Model, state: SearchState, bounds: dict[str, i
         "visited": [
             [fp.hex(), [list(k) for k in sorted(s)], pre] for fp, (s, pre) in state.visited.items()
         ],  # fmt: skip
-        "stack": frames,
+        "stack": _stack_out(state.stack),
+        "more": [_stack_out(stack) for stack in state.more],  # a shared search's other work
     }
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -191,10 +218,8 @@ def load(path: str | Path, model: Model, bounds: dict[str, int | None]) -> Searc
             complete=bool(data["complete"]),
             started=bool(data["started"]),
         )
-        below: Frame | None = None
-        for v in data["stack"]:
-            below = _frame_in(v, below)
-            state.stack.append(below)
+        state.stack = _stack_in(data["stack"])
+        state.more = [_stack_in(vs) for vs in data.get("more", [])]
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
         raise CheckpointError(f"{path}: a damaged checkpoint: {type(e).__name__}: {e}") from None
     return state

@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.managers import BaseManager
 from pathlib import Path
 from typing import Any
+
+import attrs
 
 from mmusim.explore.model import Model
 from mmusim.explore.search import (
@@ -56,9 +60,9 @@ class VisitedSet:
     """The visited set, or one partition of it (``--dask`` splits it by fingerprint), where
     claims are atomic: in a server process, one thread serves each connection, hence the lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, visited: dict[bytes, tuple[frozenset[Key], int]] | None = None) -> None:
         self.lock = threading.Lock()
-        self.visited: dict[bytes, tuple[frozenset[Key], int]] = {}
+        self.visited: dict[bytes, tuple[frozenset[Key], int]] = visited or {}
 
     def claim(
         self, fp: bytes, sleep: frozenset[Key], pre: int
@@ -69,33 +73,64 @@ class VisitedSet:
     def size(self) -> int:
         return len(self.visited)
 
+    def copy(self) -> dict[bytes, tuple[frozenset[Key], int]]:
+        """The whole set, for a checkpoint (the searches are paused)."""
+        with self.lock:
+            return dict(self.visited)
+
 
 class WorkPool:
-    """The work the workers share, who is idle, and the first violation."""
+    """The work the workers share (stacks to search: a frame given away is a stack of one), who
+    is idle, and the first violation. ``pause`` stops the searches with their work kept: each
+    gives back its stack, for a checkpoint."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, work: list[list[Frame]] | None = None) -> None:
         self.lock = threading.Lock()
-        self.pool: list[Frame] = []
+        self.pool: list[list[Frame]] = list(work or [])
         self.idle: set[int] = set()
         self.workers = workers
         self.stopped = False
+        self.paused = False
         self.violation: Violation | None = None
+        self.counters: dict[int, tuple[int, int, int, int]] = {}  # see poll and progress
 
-    def poll(self) -> tuple[bool, bool]:
-        """(Is the search stopped?, is a worker waiting for work that the pool cannot give?):
-        what a busy worker asks every ``CHECK_EVERY`` transitions, in one call."""
+    def poll(
+        self, worker: int = -1, counters: tuple[int, int, int, int] | None = None
+    ) -> tuple[bool, bool]:
+        """(Is the search stopped or paused?, is a worker waiting for work that the pool cannot
+        give?): what a busy worker asks every ``CHECK_EVERY`` transitions, in one call. It may
+        bring its ``counters`` (transitions, executions, depth, max depth), for ``progress``."""
         with self.lock:
-            return self.stopped, bool(self.idle) and not self.pool
+            if counters is not None:
+                self.counters[worker] = counters
+            return self.stopped or self.paused, bool(self.idle) and not self.pool
 
-    def give(self, frame: Frame) -> None:
+    def progress(self) -> tuple[int, int, int, int, int]:
+        """The workers' counters as last polled, added up (transitions, executions), or the
+        largest (depth, max depth), and the stacks in the pool: for a progress line."""
         with self.lock:
-            self.pool.append(frame)
+            cs = list(self.counters.values()) or [(0, 0, 0, 0)]
+            return (sum(c[0] for c in cs), sum(c[1] for c in cs), max(c[2] for c in cs),
+                    max(c[3] for c in cs), len(self.pool))  # fmt: skip
 
-    def take(self, worker: int) -> Frame | str:
+    def give(self, stack: list[Frame]) -> None:
+        with self.lock:
+            self.pool.append(stack)
+
+    def pause(self) -> None:
+        with self.lock:
+            self.paused = True
+
+    def work(self) -> list[list[Frame]]:
+        """The stacks left, for a checkpoint (the searches are paused)."""
+        with self.lock:
+            return list(self.pool)
+
+    def take(self, worker: int) -> list[Frame] | str:
         """Work for ``worker``, or "wait" (others are busy), or "done" (all idle, nothing left;
-        or stopped)."""
+        or stopped, or paused)."""
         with self.lock:
-            if self.stopped:
+            if self.stopped or self.paused:
                 return "done"
             if self.pool:
                 self.idle.discard(worker)
@@ -165,11 +200,12 @@ def _donate(st: SearchState) -> Frame | None:
 
 
 def search_worker(model: Model, bound: int | None, worker: int, pool: Any, claim: Claim,
-                  check_every: int = CHECK_EVERY) -> tuple[Stats, bool]:  # fmt: skip
-    """One worker's part of a shared search: worker 0 starts at the root, the others steal.
-    ``pool`` is a ``WorkPool`` (or a proxy of one whose methods return its answers), polled every
-    ``check_every`` transitions; ``claim`` is the shared visited set's. Returns the worker's
-    counters and whether its parts were complete."""
+                  check_every: int = CHECK_EVERY, start: bool = True) -> tuple[Stats, bool]:  # fmt: skip
+    """One worker's part of a shared search: worker 0 starts at the root (if ``start``: a resumed
+    search has its work in the pool), the others steal. ``pool`` is a ``WorkPool`` (or a proxy
+    of one whose methods return its answers), polled every ``check_every`` transitions; ``claim``
+    is the shared visited set's. Returns the worker's counters and whether its parts were
+    complete."""
     stats = Stats()
     complete = True
     calls = [0]
@@ -178,15 +214,16 @@ def search_worker(model: Model, bound: int | None, worker: int, pool: Any, claim
         calls[0] += 1
         if calls[0] % check_every:
             return
-        stopped, wanted = pool.poll()
+        counters = (stats.transitions, stats.executions, stats.depth, stats.max_depth)
+        stopped, wanted = pool.poll(worker, counters)
         if stopped:
             raise Stop
         if wanted:
             gift = _donate(st)
             if gift is not None:
-                pool.give(gift)
+                pool.give([gift])
 
-    first = worker == 0
+    first = start and worker == 0
     while True:
         if first:
             state = SearchState(stats=stats)
@@ -198,32 +235,45 @@ def search_worker(model: Model, bound: int | None, worker: int, pool: Any, claim
             if got == "wait":
                 time.sleep(POLL)
                 continue
-            assert isinstance(got, Frame)
-            state = SearchState(stack=[got], stats=stats, started=True)
+            assert isinstance(got, list)
+            state = SearchState(stack=got, stats=stats, started=True)
         r = explore(model, max_preemptions=bound, state=state, checkpoint=hook, claim=claim)
-        complete = complete and r.complete
+        complete = complete and state.complete
         if r.violation is not None:
             pool.report(r.violation)
+            break
+        if r.interrupted:  # stopped, or paused: what is left goes back (kept if paused)
+            if state.stack:
+                pool.give(state.stack)
             break
     return stats, complete
 
 
 def _worker(spec: tuple[Scenario, tuple[str, ...], tuple[str, ...]], bound: int | None,
-            worker: int, visited: Any, pool: Any, out: Any) -> None:  # fmt: skip
+            worker: int, start: bool, visited: Any, pool: Any, out: Any) -> None:  # fmt: skip
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's: it pauses the search
     scenario, extra, ignore = spec
     model = Model(scenario, extra, ignore=ignore)  # explore finds its root prefix once
-    stats, complete = search_worker(model, bound, worker, pool, RememberingClaim(visited.claim))
+    claim = RememberingClaim(visited.claim)
+    stats, complete = search_worker(model, bound, worker, pool, claim, start=start)
     out.put((worker, stats, complete))
 
 
-def _collect(out: Any, procs: list[Any]) -> list[tuple[int, Stats, bool]]:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _collect(out: Any, procs: list[Any], tick: Callable[[], object] = lambda: None,
+             ) -> list[tuple[int, Stats, bool]]:  # fmt: skip
     """Each worker's (number, counters, complete); a worker that dies without them (a bug in
-    mmusim: the search's own verdicts all end normally) raises instead of waiting for ever."""
+    mmusim: the search's own verdicts all end normally) raises instead of waiting for ever.
+    ``tick`` is called about twice a second while the workers search."""
     parts: list[tuple[int, Stats, bool]] = []
     while len(parts) < len(procs):
         try:
             parts.append(out.get(timeout=0.5))
         except queue.Empty:
+            tick()
             done = {w for w, _, _ in parts}
             dead = [w for w, p in enumerate(procs) if w not in done and p.exitcode not in (None, 0)]
             if dead:
@@ -241,38 +291,116 @@ def explore_parallel(
     workers: int,
     ignore: tuple[str, ...] = (),
     max_preemptions: int | None = None,
+    state: SearchState | None = None,
+    save: Callable[[SearchState], None] | None = None,
+    every: float = 60.0,
+    stop: Callable[[], bool] = lambda: False,
+    on_progress: Callable[[Stats], None] | None = None,
 ) -> Result:
     """The complete search of ``explore`` on ``workers`` processes. Its result has the states of
     the whole search (the shared set's size), the transitions and executions of all workers, and
-    the first violation a worker met (not a minimal one: ``minimal`` finds that)."""
+    the first violation a worker met (not a minimal one: ``minimal`` finds that).
+
+    Checkpoints (``--checkpoint`` with ``--workers``): with ``save``, the search pauses every
+    ``every`` seconds and when ``stop()`` turns true (Ctrl-C): each worker gives back its stack,
+    and ``save`` gets the visited set, the stacks (``stack`` and ``more``) and the counters as one
+    ``SearchState``; then it goes on, with new worker processes, or returns interrupted. A
+    ``state`` (from ``checkpoint.load``; a one-process checkpoint too) is continued.
+    ``on_progress`` gets the counters of the whole search about twice a second."""
     if workers < 1:
         raise ValueError(f"--workers: {workers} is out of range (at least 1)")
-    t0 = time.perf_counter()
+    st = state if state is not None else SearchState()
+    t0 = time.perf_counter() - st.stats.seconds
     model = Model(scenario, extra_config, ignore=ignore)
     early = root_result(model, t0, max_preemptions)
     if early is not None:
         return early
     ctx = multiprocessing.get_context("fork")
-    with _Manager(ctx=ctx) as manager:
-        visited = manager.VisitedSet()  # type: ignore[attr-defined]
-        pool = manager.WorkPool(workers)  # type: ignore[attr-defined]
+    spec = (model.scenario, tuple(extra_config), tuple(ignore))
+    pause_at = every if save is not None else float("inf")
+    while True:
+        start = not st.started
+        st.started = True
+        parts, violation, size, paused = _round(ctx, spec, max_preemptions, workers, start, st,
+                                                pause_at, stop if save is not None else None,
+                                                on_progress, t0)  # fmt: skip
+        result = combine(parts, size, violation, max_preemptions, t0, base=st.stats)
+        st.complete = st.complete and all(c for _, _, c in parts)
+        if not paused or violation is not None or not (st.stack or st.more):
+            result.complete = result.complete and st.complete
+            return result
+        st.stats = result.stats
+        assert save is not None
+        save(st)
+        if stop():
+            return Result(None, st.stats, False, max_preemptions, interrupted=True)
+
+
+def _round(ctx: Any, spec: tuple[Scenario, tuple[str, ...], tuple[str, ...]], bound: int | None,
+           workers: int, start: bool, st: SearchState, pause_at: float,
+           stop: Callable[[], bool] | None, on_progress: Callable[[Stats], None] | None,
+           t0: float) -> tuple[list[tuple[int, Stats, bool]], Violation | None, int, bool]:  # fmt: skip
+    """The workers search from ``st`` (its visited set and its stacks) until the search ends or,
+    after ``pause_at`` seconds or when ``stop()``, pauses: then ``st`` gets the visited set and
+    the stacks left. Returns the workers' (number, counters, complete), the violation, the
+    visited states and whether it paused."""
+    manager = _Manager(ctx=ctx)
+    manager.start(_ignore_sigint)  # Ctrl-C reaches the whole process group: it is the caller's
+    procs: list[Any] = []
+    try:
+        visited = manager.VisitedSet(st.visited)  # type: ignore[attr-defined]
+        work = ([st.stack] if st.stack else []) + st.more
+        pool = manager.WorkPool(workers, work)  # type: ignore[attr-defined]
         out = ctx.Queue()
-        spec = (model.scenario, tuple(extra_config), tuple(ignore))
-        procs = [ctx.Process(target=_worker, args=(spec, max_preemptions, w, visited, pool, out),
-                             daemon=True) for w in range(workers)]  # fmt: skip
+        procs += [ctx.Process(target=_worker, daemon=True,
+                              args=(spec, bound, w, start, visited, pool, out))
+                  for w in range(workers)]  # fmt: skip
         for p in procs:
             p.start()
-        parts = _collect(out, procs)
+        began = time.monotonic()
+        paused = False
+
+        def tick() -> None:
+            nonlocal paused
+            if not paused and (time.monotonic() - began >= pause_at or (stop and stop())):
+                pool.pause()
+                paused = True
+            if on_progress is not None:
+                on_progress(_progress(st.stats, visited.size(), pool.progress(), t0))
+
+        parts = _collect(out, procs, tick)
         for p in procs:
             p.join()
-        states, violation = visited.size(), pool.result()
-    return combine(parts, states, violation, max_preemptions, t0)
+        violation, size = pool.result(), visited.size()
+        if paused and violation is None:
+            st.visited = visited.copy()
+            left = pool.work()
+            st.stack, st.more = (left[0], left[1:]) if left else ([], [])
+    finally:  # an interrupted caller (Ctrl-C without --checkpoint): the workers go first, quietly,
+        for p in procs:  # before the manager whose proxies they would find gone
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+        manager.shutdown()
+    return parts, violation, size, paused
+
+
+def _progress(base: Stats, states: int, counters: tuple[int, int, int, int, int],
+              t0: float) -> Stats:  # fmt: skip
+    """The counters of the whole search for a progress line: the rounds before (``base``) and
+    what the workers polled (``WorkPool.progress``)."""
+    transitions, executions, depth, max_depth, queue = counters
+    return Stats(executions=base.executions + executions, states=states, depth=depth,
+                 transitions=base.transitions + transitions, queue=queue,
+                 max_depth=max(base.max_depth, max_depth), replayed=base.replayed,
+                 seconds=time.perf_counter() - t0)  # fmt: skip
 
 
 def combine(parts: list[tuple[int, Stats, bool]], states: int, violation: Violation | None,
-            bound: int | None, t0: float) -> Result:  # fmt: skip
-    """The result of a shared search from its workers' (number, counters, complete)."""
-    stats = Stats()
+            bound: int | None, t0: float, base: Stats | None = None) -> Result:  # fmt: skip
+    """The result of a shared search from its workers' (number, counters, complete), added to
+    the counters of the rounds before (``base``: a resumed search's)."""
+    stats = attrs.evolve(base) if base is not None else Stats()
     complete = all(c for _, _, c in parts) and violation is None
     for _, s, _ in parts:
         stats.transitions += s.transitions

@@ -209,6 +209,9 @@ class SearchState:
     complete: bool = True
     started: bool = False
     found: list[Violation] = attrs.field(factory=list)
+    # Stacks still to search after ``stack``: the work of a search that several workers shared
+    # (``mmusim.explore.parallel``), saved by a checkpoint; each is searched as ``stack`` is.
+    more: list[list[Frame]] = attrs.field(factory=list)
 
 
 Claim = Callable[[bytes, frozenset[Key], int], tuple[bool, frozenset[Key], bool]]
@@ -312,7 +315,9 @@ def explore(
         if first is not None:
             st.stack.append(first)
     interrupted = False
-    while st.stack and not st.found:
+    while (st.stack or st.more) and not st.found:
+        if not st.stack:
+            st.stack = st.more.pop(0)
         if checkpoint is not None:  # a consistent point: the hook may save, stop or give work
             stats.seconds = time.perf_counter() - t0
             try:
