@@ -16,17 +16,21 @@ import random
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import distributed  # the dask extra: part of `make test`, not optional for the suite
 import pytest
 
 from mmusim.cli import main
+from mmusim.explore import Model, checkpoint, explore
 from mmusim.explore.cluster import DaskError, explore_dask
 from mmusim.explore.parallel import RememberingClaim
-from mmusim.explore.search import Key, claim_in
+from mmusim.explore.search import Key, SearchState, Stop, claim_in
 from mmusim.scenario import BUNDLED_DIR
+from test_explore_checkpoint import ctrl_c_then_resume
 from test_explore_golden import GOLDEN
-from test_explore_parallel import PARALLEL_CASES, report_without_search_counts
+from test_explore_parallel import FIX, NO_BOUNDS, PARALLEL_CASES, report_without_search_counts
+from test_progress import on_terminal
 
 RACES = BUNDLED_DIR / "explore"
 
@@ -121,8 +125,6 @@ def test_an_unreachable_scheduler_is_one_line_naming_the_option(
             "--dask: the cluster's workers run the complete search, not with --pct",
         ),
         (["--dask", "tcp://h:1", "--max-states", "5"], "not with --max-states"),
-        (["--dask", "tcp://h:1", "--resume", "x.ckpt"], "not with --resume"),
-        (["--dask", "tcp://h:1", "--checkpoint", "x.ckpt"], "not with --checkpoint"),
         (["--dask", "tcp://h:1", "--dask-timeout", "0"], "--dask-timeout: 0.0 is out of range"),
         (["--dask", "tcp://h:1", "--dask-timeout", "nan"], "--dask-timeout: nan is out of range"),
         (
@@ -229,3 +231,101 @@ def test_a_worker_that_leaves_during_the_search_ends_it_with_an_error() -> None:
         assert not t.is_alive(), "the search waits for a worker that is gone"
     assert len(got) == 1 and isinstance(got[0], DaskError), got
     assert str(got[0]).startswith(f"--dask: worker {victim} left the cluster during the search")
+
+
+# -- checkpoints and progress on the cluster ------------------------------------------------------
+
+
+def test_searches_on_the_cluster_paused_for_checkpoints_visit_every_state(cluster: str) -> None:
+    """Each pause stops the searches, brings the visited set's parts and the stacks back here, and
+    ships them out again to new actors: many pauses must lose no state (and add none)."""
+    golden = json.loads(GOLDEN.read_text())["cases"]["race_self_abort/fix"]
+    saved: list[int] = []
+
+    def save(st: SearchState) -> None:
+        assert len(st.visited) == st.stats.states and (st.stack or st.more)
+        saved.append(st.stats.states)
+
+    r = explore_dask(RACES / "race_self_abort.toml", (FIX,), address=cluster, save=save,
+                     every=1.0)  # fmt: skip
+    assert (r.verdict, r.stats.states, r.complete) == ("pass", golden[1], True)
+    assert len(saved) >= 3 and saved == sorted(saved), saved  # about 12 s of search
+
+
+def test_a_checkpoint_moves_between_one_process_and_the_cluster(
+    cluster: str, tmp_path: Path
+) -> None:
+    """A search saved in one process goes on on the cluster, and one saved on the cluster goes on
+    in one process: the same file, both finish with every state."""
+    golden = json.loads(GOLDEN.read_text())["cases"]["race_self_abort/fix"]
+    race = RACES / "race_self_abort.toml"
+    model = Model(race, (FIX,))
+    here, there = tmp_path / "here.ckpt", tmp_path / "there.ckpt"
+    calls = [0]
+
+    def hook(st: SearchState) -> None:
+        calls[0] += 1
+        if calls[0] == 2000:
+            checkpoint.save(here, model, st, NO_BOUNDS)
+            raise Stop
+
+    assert explore(model, checkpoint=hook).interrupted
+    on_cluster = explore_dask(race, (FIX,), address=cluster,
+                              state=checkpoint.load(here, model, NO_BOUNDS))  # fmt: skip
+    saves = [0]
+
+    def save(st: SearchState) -> None:
+        checkpoint.save(there, model, st, NO_BOUNDS)
+        saves[0] += 1
+
+    stopped = explore_dask(race, (FIX,), address=cluster, save=save, every=1.0,
+                           stop=lambda: saves[0] >= 1)  # fmt: skip
+    assert stopped.interrupted and 0 < stopped.stats.states < golden[1]
+    alone = explore(model, state=checkpoint.load(there, model, NO_BOUNDS))
+    for done in (on_cluster, alone):
+        assert (done.verdict, done.stats.states, done.complete) == ("pass", golden[1], True)
+
+
+def test_ctrl_c_saves_a_search_on_the_cluster_and_resume_finishes_it(
+    cluster: str, tmp_path: Path
+) -> None:
+    golden = json.loads(GOLDEN.read_text())["cases"]["race_self_abort/fix"]
+    path = tmp_path / "d.ckpt"
+    argv = [sys.executable, "-m", "mmusim", "explore", "--no-time", "--no-progress",
+            str(RACES / "race_self_abort.toml"), "--config", FIX, "--dask", cluster,
+            "--checkpoint", str(path), "--checkpoint-every", "1"]  # fmt: skip
+    done = ctrl_c_then_resume(argv, path)
+    assert done.returncode == 0, done.stderr
+    assert f"search   {golden[1]:,} states" in done.stdout
+    assert "verdict  complete" in done.stdout
+
+
+def test_explore_on_the_cluster_shows_the_whole_search(cluster: str) -> None:
+    code, text = on_terminal(["explore", str(RACES / "race_self_abort.toml"), "--config", FIX,
+                              "--dask", cluster])  # fmt: skip
+    assert code == 0, text
+    lines = [t for t in text.split("\r") if t.startswith("explore: ") and " states, " in t]
+    assert lines and "states/s" in lines[-1] and "executions" in lines[-1]
+    counts = [int(t.split("explore: ")[1].split(" states")[0].split()[-1].replace(",", ""))
+              for t in lines]  # fmt: skip
+    assert counts == sorted(counts) and counts[-1] > 0
+    assert "6,903 states" in text[text.index("PASS") :]
+
+
+def test_a_worker_lost_after_a_checkpoint_says_how_to_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The cluster part is test_a_worker_that_leaves_during_the_search_ends_it_with_an_error; here
+    # the command's line: after a save, the error says where the search was saved.
+    import mmusim.cli.explore as cli
+
+    def saved_then_lost(*args: object, save: Any, **kwargs: object) -> None:
+        save(SearchState(visited={b"x" * 16: (frozenset(), 0)}, stack=[]))
+        raise DaskError("--dask: worker tcp://w:1 left the cluster during the search")
+
+    monkeypatch.setattr(cli, "explore_dask", saved_then_lost)
+    path = tmp_path / "lost.ckpt"
+    err = one_line_error(["--dask", "tcp://w:1", "--checkpoint", str(path)], capsys)
+    assert err.endswith(f"the search saved before is in {path}: go on with the same command "
+                        f"and --resume {path}\n")  # fmt: skip
+    assert path.is_file()

@@ -148,8 +148,11 @@ def cmd_explore(args: argparse.Namespace) -> int:
     show = progress_wanted(args.json, args.no_progress)
     try:
         result, found = _search(model, args, show)
-    except DaskError as e:
-        return fail("explore", str(e))
+    except DaskError as e:  # a worker lost: the last save still holds
+        saver = args.saver
+        again = (f"; the search saved before is in {saver.path}: go on with the same command "
+                 f"and --resume {saver.path}" if saver is not None and saver.saved else "")  # fmt: skip
+        return fail("explore", f"{e}{again}")
     if result.interrupted:
         st = result.stats
         print(f"mmusim explore: interrupted after {st.states:,} states, {st.transitions:,} "
@@ -191,10 +194,8 @@ def _model(args: argparse.Namespace) -> Model:
     if not 1 <= args.workers <= MAX_WORKERS:
         raise ValueError(f"--workers: {args.workers} is out of range (1 to {MAX_WORKERS})")
     if args.workers > 1 or args.dask is not None:
-        dask = args.dask is not None  # a checkpoint would need the cluster's visited set
+        dask = args.dask is not None
         clash = next((o for o, on in (("--pct", args.pct), ("--random-walk", args.random_walk),
-                                      ("--checkpoint", dask and args.checkpoint is not None),
-                                      ("--resume", dask and args.resume is not None),
                                       ("--max-states", args.max_states is not None),
                                       ("--workers", dask and args.workers > 1))
                       if on), None)  # fmt: skip
@@ -222,7 +223,7 @@ def _model(args: argparse.Namespace) -> Model:
         model.boot()
     except KernelAssert as e:
         raise ValueError(f"{display_path(args.scenario)}: the kernel does not boot: {e}") from None
-    args.state = SearchState()
+    args.state, args.saver = SearchState(), None
     if args.resume is not None:
         try:
             args.state = checkpoint.load(args.resume, model, _bounds(args))
@@ -260,13 +261,17 @@ def _search(model: Model, args: argparse.Namespace, show: bool) -> tuple[Result,
                          on_progress=update)  # fmt: skip
         return result, result
     bounds = _bounds(args)
-    saver = _Saver(args, model, bounds) if args.checkpoint is not None else None
-    if args.dask is not None:  # no progress line: the counters are on the cluster
-        result = explore_dask(model.scenario, model.extra_config, address=args.dask,
-                              ignore=model.ignore, max_preemptions=args.max_preemptions,
-                              timeout=args.dask_timeout)  # fmt: skip
+    saver = args.saver = _Saver(args, model, bounds) if args.checkpoint is not None else None
+    save = None if saver is None else saver.save
+    if args.dask is not None:  # the searches' counters as they last polled the pool
+        with search_progress(show, "explore") as update, _ctrl_c_stops(saver):
+            result = explore_dask(model.scenario, model.extra_config, address=args.dask,
+                                  ignore=model.ignore, max_preemptions=args.max_preemptions,
+                                  timeout=args.dask_timeout, state=args.state, save=save,
+                                  every=args.checkpoint_every,
+                                  stop=lambda: saver is not None and saver.stop,
+                                  on_progress=update)  # fmt: skip
     elif args.workers > 1:  # the workers' counters as they last polled the pool
-        save = None if saver is None else saver.save
         with search_progress(show, "explore") as update, _ctrl_c_stops(saver):
             result = explore_parallel(model.scenario, model.extra_config, workers=args.workers,
                                       ignore=model.ignore, max_preemptions=args.max_preemptions,
@@ -302,6 +307,7 @@ class _Saver:
         self.model, self.bounds = model, bounds
         self.last = time.monotonic()
         self.stop = False
+        self.saved = 0  # saves so far
 
     def __call__(self, state: SearchState) -> None:
         if self.stop or time.monotonic() - self.last >= self.every:
@@ -314,6 +320,7 @@ class _Saver:
         call this)."""
         checkpoint.save(self.path, self.model, state, self.bounds)
         self.last = time.monotonic()
+        self.saved += 1
 
 
 @contextlib.contextmanager

@@ -21,6 +21,10 @@ checks them on a ``LocalCluster`` the test starts. Before searching, every worke
 very mmusim code (the hash ``--resume`` checks) -- a worker with other code would count other
 states.
 
+Checkpoints (``--checkpoint``/``--resume``) are those of ``--workers``: the search runs in rounds
+(``parallel.run_rounds``); at each pause the parts of the visited set and the pool's stacks come
+back to the calling process, are saved, and go out again to new actors.
+
 ``distributed`` is an optional dependency (``pip install 'mmusim[dask]'``).
 """
 
@@ -29,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +42,14 @@ from mmusim.explore.checkpoint import search_code_fingerprint  # this process's
 from mmusim.explore.model import Model
 from mmusim.explore.parallel import (
     RememberingClaim,
+    RoundResult,
     VisitedSet,
     WorkPool,
-    combine,
+    run_rounds,
     search_worker,
+    shared_progress,
 )
-from mmusim.explore.search import Key, Result, Stats, Violation, root_result
+from mmusim.explore.search import Key, Result, SearchState, Stats, Violation, root_result
 from mmusim.scenario import Scenario
 
 __all__ = ["DaskError", "explore_dask"]
@@ -85,6 +91,11 @@ def _near(actor: Any) -> Any:
     return held if held is not None else _Resolved(actor)
 
 
+def owner_of(fp: bytes, parts: int) -> int:
+    """Which of ``parts`` parts of the visited set holds the state of fingerprint ``fp``."""
+    return int.from_bytes(fp[:8], "little") % parts
+
+
 class _Owners:
     """The claim of a visited set split across actors: each fingerprint goes to its owner."""
 
@@ -94,7 +105,7 @@ class _Owners:
     def __call__(
         self, fp: bytes, sleep: frozenset[Key], pre: int
     ) -> tuple[bool, frozenset[Key], bool]:
-        owner = self.parts[int.from_bytes(fp[:8], "little") % len(self.parts)]
+        owner = self.parts[owner_of(fp, len(self.parts))]
         answer: tuple[bool, frozenset[Key], bool] = owner.claim(fp, sleep, pre)
         return answer
 
@@ -105,11 +116,14 @@ def _code_there() -> str:
 
 
 def _search(scenario: Scenario, extra: tuple[str, ...], ignore: tuple[str, ...],
-            bound: int | None, worker: int, pool: Any, parts: list[Any]) -> tuple[int, Stats, bool]:  # fmt: skip
-    """One search task, on a Dask worker."""
+            bound: int | None, worker: int, start: bool, pool: Any,
+            parts: list[Any]) -> tuple[int, Stats, bool]:  # fmt: skip
+    """One search task, on a Dask worker (``start``: worker 0 starts at the root; a resumed
+    search has its work in the pool)."""
     model = Model(scenario, extra, ignore=ignore)
     claim = RememberingClaim(_Owners(parts))
-    stats, complete = search_worker(model, bound, worker, _near(pool), claim, CHECK_EVERY)
+    stats, complete = search_worker(model, bound, worker, _near(pool), claim, CHECK_EVERY,
+                                    start=start)  # fmt: skip
     return worker, stats, complete
 
 
@@ -148,10 +162,12 @@ def _first_line(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def _gather(client: Any, tasks: list[Any], addrs: list[str]) -> list[tuple[int, Stats, bool]]:
+def _gather(client: Any, tasks: list[Any], addrs: list[str],
+            tick: Callable[[], object] = lambda: None) -> list[tuple[int, Stats, bool]]:  # fmt: skip
     """The searches' results; a worker that leaves the cluster (its process died, its machine
     stopped) raises ``DaskError`` instead of leaving the search waiting for ever: its parts of the
-    visited set and its searches are gone, and Dask will not run them elsewhere."""
+    visited set and its searches are gone, and Dask will not run them elsewhere. ``tick`` is
+    called about twice a second while the searches run."""
     from distributed import wait
 
     while True:
@@ -160,6 +176,7 @@ def _gather(client: Any, tasks: list[Any], addrs: list[str]) -> list[tuple[int, 
             return list(client.gather(tasks))
         with contextlib.suppress(TimeoutError):
             wait(pending, timeout=WATCH, return_when="FIRST_COMPLETED")  # type: ignore[no-untyped-call]
+        tick()
         here = client.scheduler_info(n_workers=-1)["workers"]
         gone = [a for a in addrs if a not in here]
         if gone:
@@ -175,11 +192,20 @@ def explore_dask(
     ignore: tuple[str, ...] = (),
     max_preemptions: int | None = None,
     timeout: float = CONNECT_TIMEOUT,
+    state: SearchState | None = None,
+    save: Callable[[SearchState], None] | None = None,
+    every: float = 60.0,
+    stop: Callable[[], bool] = lambda: False,
+    on_progress: Callable[[Stats], None] | None = None,
 ) -> Result:
     """The complete search of ``explore`` on the Dask cluster whose scheduler is at ``address``
     (e.g. ``tcp://10.0.0.5:8786``): one search per worker thread. Its result is as
-    ``explore_parallel``'s. Raises ``DaskError`` if the cluster cannot run it."""
-    t0 = time.perf_counter()
+    ``explore_parallel``'s, and so are ``state``, ``save``, ``every``, ``stop`` and
+    ``on_progress`` (checkpoints: the searches pause, the visited set's parts and the stacks come
+    back to this process for ``save``, and the next round ships them out again). Raises
+    ``DaskError`` if the cluster cannot run it."""
+    st = state if state is not None else SearchState()
+    t0 = time.perf_counter() - st.stats.seconds
     model = Model(scenario, extra_config, ignore=ignore)
     early = root_result(model, t0, max_preemptions)
     if early is not None:
@@ -196,27 +222,71 @@ def explore_dask(
                                 "(install the same version on every worker)")  # fmt: skip
         addrs = sorted(workers)
         slots = [a for a in addrs for _ in range(workers[a]["nthreads"])]
-        # The actors live as long as their futures: keep them until the end
-        part_futures = [client.submit(VisitedSet, actor=True, workers=[a], allow_other_workers=False,
-                                      pure=False) for a in addrs]  # fmt: skip
-        pool_future = client.submit(WorkPool, len(slots), actor=True, workers=[addrs[0]],
-                                    allow_other_workers=False, pure=False)  # fmt: skip
-        parts = [f.result() for f in part_futures]
-        pool = pool_future.result()
         spec = (model.scenario, tuple(extra_config), tuple(ignore), max_preemptions)
-        tasks = [client.submit(_search, *spec, w, pool, parts, workers=[a],
-                               allow_other_workers=False, pure=False)
-                 for w, a in enumerate(slots)]  # fmt: skip
-        try:
-            results = _gather(client, tasks, addrs)
-        except BaseException as e:
-            with contextlib.suppress(Exception):
-                pool.report(None).result(timeout=timeout)  # the searches stop at their next poll
-            client.cancel(tasks)
-            if isinstance(e, KeyboardInterrupt | SystemExit | DaskError):
-                raise
-            raise DaskError(f"--dask: the search failed on the cluster: "
-                            f"{type(e).__name__}: {_first_line(e)}") from None  # fmt: skip
-        states = sum(p.size().result() for p in parts)
-        violation: Violation | None = pool.result().result()
-    return combine(results, states, violation, max_preemptions, t0)
+
+        def one_round(start: bool, pause_at: float, stop_: Callable[[], bool] | None
+                      ) -> RoundResult:  # fmt: skip
+            return _round(client, addrs, slots, spec, start, st, pause_at, stop_, on_progress,
+                          t0, timeout)  # fmt: skip
+
+        return run_rounds(one_round, st, max_preemptions, t0, save, every, stop)
+
+
+def _round(client: Any, addrs: list[str], slots: list[str],
+           spec: tuple[Scenario, tuple[str, ...], tuple[str, ...], int | None], start: bool,
+           st: SearchState, pause_at: float, stop: Callable[[], bool] | None,
+           on_progress: Callable[[Stats], None] | None, t0: float,
+           timeout: float) -> RoundResult:  # fmt: skip
+    """The searches run on the cluster from ``st`` until the search ends or, after ``pause_at``
+    seconds or when ``stop()``, pauses: then ``st`` gets the visited set (its parts put together)
+    and the stacks left. As ``parallel._round``, on actors: one part of the visited set per
+    worker, holding the states of ``st.visited`` it owns, and the work pool."""
+    shares: list[dict[bytes, tuple[frozenset[Key], int]]] = [{} for _ in addrs]
+    for fp, entry in st.visited.items():
+        shares[owner_of(fp, len(addrs))][fp] = entry
+    # a resumed set can be large: it goes to its worker as data, not inside the task
+    data = [client.scatter([share], workers=[a], hash=False)[0] if share else None
+            for a, share in zip(addrs, shares, strict=True)]  # fmt: skip
+    # The actors live as long as their futures: keep them until the end of the round
+    part_futures = [client.submit(VisitedSet, d, actor=True, workers=[a], allow_other_workers=False,
+                                  pure=False) for a, d in zip(addrs, data, strict=True)]  # fmt: skip
+    work = ([st.stack] if st.stack else []) + st.more
+    pool_future = client.submit(WorkPool, len(slots), work, actor=True, workers=[addrs[0]],
+                                allow_other_workers=False, pure=False)  # fmt: skip
+    parts = [f.result() for f in part_futures]
+    pool = pool_future.result()
+    tasks = [client.submit(_search, *spec, w, start, pool, parts, workers=[a],
+                           allow_other_workers=False, pure=False)
+             for w, a in enumerate(slots)]  # fmt: skip
+    began = time.monotonic()
+    paused = False
+
+    def tick() -> None:
+        nonlocal paused
+        if not paused and (time.monotonic() - began >= pause_at or (stop and stop())):
+            pool.pause().result()
+            paused = True
+        if on_progress is not None:
+            size = sum(p.size().result() for p in parts)
+            on_progress(shared_progress(st.stats, size, pool.progress().result(), t0))
+
+    try:
+        results = _gather(client, tasks, addrs, tick)
+    except BaseException as e:
+        with contextlib.suppress(Exception):
+            pool.report(None).result(timeout=timeout)  # the searches stop at their next poll
+        client.cancel(tasks)
+        if isinstance(e, KeyboardInterrupt | SystemExit | DaskError):
+            raise
+        raise DaskError(f"--dask: the search failed on the cluster: "
+                        f"{type(e).__name__}: {_first_line(e)}") from None  # fmt: skip
+    states = sum(p.size().result() for p in parts)
+    violation: Violation | None = pool.result().result()
+    if paused and violation is None:
+        st.visited = {}
+        for p in parts:
+            st.visited.update(p.copy().result())
+        left = pool.work().result()
+        st.stack, st.more = (left[0], left[1:]) if left else ([], [])
+    client.cancel([*part_futures, pool_future, *(d for d in data if d is not None)])
+    return results, violation, states, paused

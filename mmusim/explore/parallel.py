@@ -317,14 +317,35 @@ def explore_parallel(
         return early
     ctx = multiprocessing.get_context("fork")
     spec = (model.scenario, tuple(extra_config), tuple(ignore))
+
+    def one_round(start: bool, pause_at: float, stop_: Callable[[], bool] | None) -> RoundResult:
+        return _round(ctx, spec, max_preemptions, workers, start, st, pause_at, stop_,
+                      on_progress, t0)  # fmt: skip
+
+    return run_rounds(one_round, st, max_preemptions, t0, save, every, stop)
+
+
+RoundResult = tuple[list[tuple[int, Stats, bool]], Violation | None, int, bool]
+"""What one round of a shared search gives: each worker's (number, counters, complete), the
+violation, the visited states and whether it paused."""
+
+
+def run_rounds(one_round: Callable[[bool, float, Callable[[], bool] | None], RoundResult],
+               st: SearchState, bound: int | None, t0: float,
+               save: Callable[[SearchState], None] | None, every: float,
+               stop: Callable[[], bool]) -> Result:  # fmt: skip
+    """A shared search (``--workers`` or ``--dask``) from ``st``, as rounds: ``one_round(start,
+    pause_at, stop)`` runs the searches until they end or pause (after ``pause_at`` seconds, or
+    when ``stop()``: only with ``save``), and leaves in ``st`` the visited set and the stacks
+    left. After a pause ``save`` gets ``st`` with the counters so far; then the next round goes
+    on, or, after ``stop()``, the search returns interrupted."""
     pause_at = every if save is not None else float("inf")
     while True:
         start = not st.started
         st.started = True
-        parts, violation, size, paused = _round(ctx, spec, max_preemptions, workers, start, st,
-                                                pause_at, stop if save is not None else None,
-                                                on_progress, t0)  # fmt: skip
-        result = combine(parts, size, violation, max_preemptions, t0, base=st.stats)
+        parts, violation, size, paused = one_round(start, pause_at,
+                                                   stop if save is not None else None)  # fmt: skip
+        result = combine(parts, size, violation, bound, t0, base=st.stats)
         st.complete = st.complete and all(c for _, _, c in parts)
         if not paused or violation is not None or not (st.stack or st.more):
             result.complete = result.complete and st.complete
@@ -333,13 +354,13 @@ def explore_parallel(
         assert save is not None
         save(st)
         if stop():
-            return Result(None, st.stats, False, max_preemptions, interrupted=True)
+            return Result(None, st.stats, False, bound, interrupted=True)
 
 
 def _round(ctx: Any, spec: tuple[Scenario, tuple[str, ...], tuple[str, ...]], bound: int | None,
            workers: int, start: bool, st: SearchState, pause_at: float,
            stop: Callable[[], bool] | None, on_progress: Callable[[Stats], None] | None,
-           t0: float) -> tuple[list[tuple[int, Stats, bool]], Violation | None, int, bool]:  # fmt: skip
+           t0: float) -> RoundResult:  # fmt: skip
     """The workers search from ``st`` (its visited set and its stacks) until the search ends or,
     after ``pause_at`` seconds or when ``stop()``, pauses: then ``st`` gets the visited set and
     the stacks left. Returns the workers' (number, counters, complete), the violation, the
@@ -366,7 +387,7 @@ def _round(ctx: Any, spec: tuple[Scenario, tuple[str, ...], tuple[str, ...]], bo
                 pool.pause()
                 paused = True
             if on_progress is not None:
-                on_progress(_progress(st.stats, visited.size(), pool.progress(), t0))
+                on_progress(shared_progress(st.stats, visited.size(), pool.progress(), t0))
 
         parts = _collect(out, procs, tick)
         for p in procs:
@@ -385,7 +406,7 @@ def _round(ctx: Any, spec: tuple[Scenario, tuple[str, ...], tuple[str, ...]], bo
     return parts, violation, size, paused
 
 
-def _progress(base: Stats, states: int, counters: tuple[int, int, int, int, int],
+def shared_progress(base: Stats, states: int, counters: tuple[int, int, int, int, int],
               t0: float) -> Stats:  # fmt: skip
     """The counters of the whole search for a progress line: the rounds before (``base``) and
     what the workers polled (``WorkPool.progress``)."""
