@@ -28,7 +28,7 @@ FREE = 1
 class BitArray:
     """``n`` bits, all clear (free) at first."""
 
-    __slots__ = ("_n", "_cap", "_log", "_best", "_pre", "_suf", "_len", "_tag", "ops")
+    __slots__ = ("_n", "_cap", "_log", "_best", "_pre", "_suf", "_len", "_tag", "ops", "version")
 
     def __init__(self, n: int) -> None:
         """Runtime: O(N) the first time a size is seen, then a copy of a cached empty tree."""
@@ -44,6 +44,7 @@ class BitArray:
         self._suf = list(suf)
         self._tag = [_NO_TAG] * (2 * cap)
         self.ops = 0
+        self.version = 0  # how many assigns so far: the bits are the same while it is
 
     @property
     def n(self) -> int:
@@ -80,6 +81,7 @@ class BitArray:
         """
         if lo >= hi:
             return
+        self.version += 1
         cap = self._cap
         log = self._log
         touched = 0 if pushed else self._push_paths(lo, hi)

@@ -94,6 +94,7 @@ class VirtRegionAllocator:
     """
 
     __slots__ = (
+        "_runs",
         "_base",
         "_end",
         "_page",
@@ -143,6 +144,7 @@ class VirtRegionAllocator:
 
         # Bit i is the page i + 1 pages below the top of the window.
         self._bits = BitArray(size // page)
+        self._runs: tuple[int, list[tuple[int, int]]] = (-1, [])  # free_runs at a bits version
         self._allocated = 0
 
         # virt_region_init(): the same bit ranges Zephyr's integer arithmetic computes.
@@ -236,10 +238,13 @@ class VirtRegionAllocator:
         Runtime: O(R log N) for R maximal free/allocated runs (only nodes holding both free and
         allocated pages are opened).
         """
-        runs_bits = self._bits.free_runs()
-        page = self._page
-        end = self._end
-        return [(end - hi * page, (hi - lo) * page) for lo, hi in reversed(runs_bits)]
+        if self._runs[0] != self._bits.version:  # the explorer asks at every state
+            self._runs = (self._bits.version, self._free_runs_now())
+        return list(self._runs[1])
+
+    def _free_runs_now(self) -> list[tuple[int, int]]:
+        page, end = self._page, self._end
+        return [(end - hi * page, (hi - lo) * page) for lo, hi in reversed(self._bits.free_runs())]
 
     # ------------------------------------------------------------------ alloc / free
 
@@ -333,6 +338,10 @@ class VirtRegionAllocator:
         for off, count in self._boot_bits:
             if not all(bits[off : off + count]):
                 problems.append(f"boot reservation bits [{off}, {off + count}) not all set")
+        if self._runs[0] == self._bits.version:
+            fresh = self._free_runs_now()
+            if self._runs[1] != fresh:
+                problems.append(f"free_runs memo {self._runs[1]} != the bitmap's {fresh}")
         if problems:
             print(self._dump())
             raise AssertionError("VirtRegionAllocator._check: " + "; ".join(problems[:10]))
