@@ -689,3 +689,30 @@ def test_clear_is_lookup_then_unmap(mode: PagingMode) -> None:
     pt.map(0x80_0000, 0x80_0000, RW, large)
     with pytest.raises(ValueError, match="PageTables.unmap: .* lies in a large page"):
         pt.clear(0x80_1000)
+
+
+@pytest.mark.parametrize("mode", [MODE_IA32E, MODE_PAE, MODE_32], ids=lambda m: m.name)
+def test_restore_lays_down_the_tables_a_snapshot_saw(mode: PagingMode) -> None:
+    """A boot copies the kernel image's tables (``snapshot`` once, ``restore`` at every later
+    boot): the copy must be the very tables mapping gives, and be refused where it would not be."""
+    made = make(mode)
+    made.map_range(0x40_0000, 0x40_0000, 600 * K4, RW)  # two leaf tables and more
+    made.map(0x7FF0_0000, 0x9000, 0)
+    image = made.snapshot()
+    copy = make(mode)
+    copy.restore(image)
+    assert copy.table_frames == made.table_frames
+    assert _tables_bytes(copy) == _tables_bytes(made)
+    for va in (0x40_0000, 0x40_0000 + 599 * K4, 0x7FF0_0000, 0x40_0000 + 600 * K4):
+        assert copy.lookup(va) == made.lookup(va)
+    copy.map(0x1000_0000, 0x5000, RW)  # the copy's tables are its own from here on
+    assert made.lookup(0x1000_0000) is None
+    with pytest.raises(ValueError, match="PageTables.restore: the tables are not empty"):
+        copy.restore(image)
+    other = MODE_PAE if mode is not MODE_PAE else MODE_IA32E
+    with pytest.raises(ValueError, match="PageTables.restore: an image of other tables"):
+        make(other).restore(image)
+    frames = iter(range(0x1000, 0x100000, 0x2000))  # an allocator that gives other frames
+    skewed = PageTables(PhysMem(), mode, lambda: next(frames))
+    with pytest.raises(ValueError, match="the allocator gave frame 0x3000, the image has 0x2000"):
+        skewed.restore(image)
