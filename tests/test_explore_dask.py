@@ -329,3 +329,16 @@ def test_a_worker_lost_after_a_checkpoint_says_how_to_go_on(
     assert err.endswith(f"the search saved before is in {path}: go on with the same command "
                         f"and --resume {path}\n")  # fmt: skip
     assert path.is_file()
+
+
+def test_a_busy_client_does_not_take_its_workers_for_gone(cluster: str) -> None:
+    """The client's periodic update of its scheduler info (every 2 s by default; every 2 ms here)
+    caches an identity that lists no workers: the search must not read the workers from that
+    cache, or it ends, as it did in a long search on a loaded machine, with "worker ... left the
+    cluster"."""
+    import dask
+
+    with dask.config.set({"distributed.client.scheduler-info-interval": "2ms"}):
+        for _ in range(2):
+            r = explore_dask(RACES / "race_abort_blocked.toml", (FIX,), address=cluster)
+            assert (r.verdict, r.stats.states, r.complete) == ("pass", 1141, True)

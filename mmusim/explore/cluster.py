@@ -158,6 +158,15 @@ def _client(address: str, timeout: float) -> Any:
                         f"{timeout:g} s ({_first_line(e)})") from None  # fmt: skip
 
 
+def _workers(client: Any) -> dict[str, Any]:
+    """The cluster's workers, by address, as the scheduler sees them now. Not
+    ``client.scheduler_info()``: it returns the client's cached identity, which a periodic update
+    (``distributed.client.scheduler-info-interval``) replaces with one that lists no workers -- a
+    search on a busy machine was ended after two minutes as if its workers had left."""
+    info: dict[str, Any] = client.sync(client.scheduler.identity, n_workers=-1)
+    return dict(info["workers"])
+
+
 def _first_line(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
@@ -177,7 +186,7 @@ def _gather(client: Any, tasks: list[Any], addrs: list[str],
         with contextlib.suppress(TimeoutError):
             wait(pending, timeout=WATCH, return_when="FIRST_COMPLETED")  # type: ignore[no-untyped-call]
         tick()
-        here = client.scheduler_info(n_workers=-1)["workers"]
+        here = _workers(client)
         gone = [a for a in addrs if a not in here]
         if gone:
             raise DaskError(f"--dask: worker {gone[0]} left the cluster during the search; "
@@ -212,7 +221,7 @@ def explore_dask(
         return early
     client = _client(address, timeout)
     with _quiet(), client:
-        workers = client.scheduler_info(n_workers=-1)["workers"]
+        workers = _workers(client)
         if not workers:
             raise DaskError(f"--dask: the cluster at {address!r} has no workers")
         mine = search_code_fingerprint()
