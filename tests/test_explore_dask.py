@@ -25,11 +25,17 @@ from mmusim.cli import main
 from mmusim.explore import Model, checkpoint, explore
 from mmusim.explore.cluster import DaskError, explore_dask
 from mmusim.explore.parallel import RememberingClaim
-from mmusim.explore.search import Key, SearchState, Stop, claim_in
+from mmusim.explore.search import Key, SearchState, claim_in
 from mmusim.scenario import BUNDLED_DIR
 from test_explore_checkpoint import ctrl_c_then_resume
 from test_explore_golden import GOLDEN
-from test_explore_parallel import FIX, NO_BOUNDS, PARALLEL_CASES, report_without_search_counts
+from test_explore_parallel import (
+    FIX,
+    NO_BOUNDS,
+    PARALLEL_CASES,
+    report_without_search_counts,
+    save_one_process_search,
+)
 from test_progress import on_terminal
 
 RACES = BUNDLED_DIR / "explore"
@@ -261,15 +267,7 @@ def test_a_checkpoint_moves_between_one_process_and_the_cluster(
     race = RACES / "race_self_abort.toml"
     model = Model(race, (FIX,))
     here, there = tmp_path / "here.ckpt", tmp_path / "there.ckpt"
-    calls = [0]
-
-    def hook(st: SearchState) -> None:
-        calls[0] += 1
-        if calls[0] == 2000:
-            checkpoint.save(here, model, st, NO_BOUNDS)
-            raise Stop
-
-    assert explore(model, checkpoint=hook).interrupted
+    save_one_process_search(model, here)
     on_cluster = explore_dask(race, (FIX,), address=cluster,
                               state=checkpoint.load(here, model, NO_BOUNDS))  # fmt: skip
     saves = [0]

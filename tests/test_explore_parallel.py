@@ -185,19 +185,24 @@ def test_a_checkpoint_of_workers_resumes_with_workers_or_in_one_process(tmp_path
         assert done.stats.transitions > r.stats.transitions
 
 
-def test_a_one_process_checkpoint_resumes_with_workers(tmp_path: Path) -> None:
-    golden = json.loads(GOLDEN.read_text())["cases"]["race_self_abort/fix"]
-    path = tmp_path / "c.ckpt"
-    model = Model(RACES / "race_self_abort.toml", (FIX,))
+def save_one_process_search(model: Model, path: Path, after: int = 2000) -> None:
+    """Search ``model`` in one process, save it to ``path`` after ``after`` transitions, stop."""
     calls = [0]
 
     def hook(st: SearchState) -> None:
         calls[0] += 1
-        if calls[0] == 2000:
+        if calls[0] == after:
             checkpoint.save(path, model, st, NO_BOUNDS)
             raise Stop
 
     assert explore(model, checkpoint=hook).interrupted
+
+
+def test_a_one_process_checkpoint_resumes_with_workers(tmp_path: Path) -> None:
+    golden = json.loads(GOLDEN.read_text())["cases"]["race_self_abort/fix"]
+    path = tmp_path / "c.ckpt"
+    model = Model(RACES / "race_self_abort.toml", (FIX,))
+    save_one_process_search(model, path)
     done = explore_parallel(RACES / "race_self_abort.toml", (FIX,), workers=2,
                             state=checkpoint.load(path, model, NO_BOUNDS))  # fmt: skip
     assert (done.verdict, done.stats.states, done.complete) == ("pass", golden[1], True)

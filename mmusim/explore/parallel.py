@@ -407,7 +407,7 @@ def _round(ctx: Any, spec: tuple[Scenario, tuple[str, ...], tuple[str, ...]], bo
 
 
 def shared_progress(base: Stats, states: int, counters: tuple[int, int, int, int, int],
-              t0: float) -> Stats:  # fmt: skip
+                    t0: float) -> Stats:  # fmt: skip
     """The counters of the whole search for a progress line: the rounds before (``base``) and
     what the workers polled (``WorkPool.progress``)."""
     transitions, executions, depth, max_depth, queue = counters
