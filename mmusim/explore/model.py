@@ -280,8 +280,8 @@ _ITEMS = (int, str)
 def _frames(gen: Any, out: list[Any]) -> None:
     """Append the position and the relevant locals of each frame of a suspended generator chain.
 
-    The hot path of fingerprints: exact types are tested first with one set lookup; a subclass
-    (an ``IntFlag``, say) takes the ``isinstance`` tests, which give it the same entry as ever."""
+    The hot path of fingerprints: the exact scalar types are tested first, with one set lookup;
+    a subclass of one (an ``IntFlag``, say) is written as its ``repr``."""
     append = out.append
     while gen is not None:
         fr = gen.gi_frame
@@ -290,24 +290,17 @@ def _frames(gen: Any, out: list[Any]) -> None:
             return
         append((gen.gi_code.co_name, fr.f_lasti))
         for name, v in fr.f_locals.items():
-            tv = type(v)
-            if tv in _SCALARS:
+            if type(v) in _SCALARS:
                 append((name, v))
-            elif tv is KThread:
-                append((name, "thread", v.name))
-            elif tv is Op:
-                append((name, "op", v.kind, v.line, v.target, v.label, v.n, v.offset))
-            elif tv is tuple or tv is list:
-                if all(isinstance(x, _ITEMS) for x in v):
-                    append((name, tuple(v)))
-            elif isinstance(v, bool | int | str | type(None)):
-                append((name, repr(v)))  # an IntFlag, say: its repr is its value
             elif isinstance(v, KThread):
                 append((name, "thread", v.name))
             elif isinstance(v, Op):
                 append((name, "op", v.kind, v.line, v.target, v.label, v.n, v.offset))
-            elif isinstance(v, list | tuple) and all(isinstance(x, _ITEMS) for x in v):
-                append((name, tuple(v)))
+            elif isinstance(v, list | tuple):
+                if all(isinstance(x, _ITEMS) for x in v):
+                    append((name, tuple(v)))
+            elif isinstance(v, bool | int | str | type(None)):
+                append((name, repr(v)))  # an IntFlag, say: its repr is its value
         gen = gen.gi_yieldfrom
 
 
