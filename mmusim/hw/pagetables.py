@@ -252,10 +252,15 @@ class PageTables:
         """The tables as they are: which frames hold them, in the order they were taken, and
         their bytes. ``restore`` lays them down again in another ``PhysMem``."""
         return TablesImage(
-            (self.mode.name, self._plan.maxphyaddr, self._plan.levels[-1].level.name, self._esize),
+            self._shape(),
             tuple(self.table_frames),
             tuple(self.mem.read(pa, FRAME_SIZE) for pa in self.table_frames),
         )
+
+    def _shape(self) -> tuple[str, int, str, int]:
+        """What an image must match to be laid down here (``TablesImage.shape``)."""
+        return (self.mode.name, self._plan.maxphyaddr, self._plan.levels[-1].level.name,
+                self._esize)  # fmt: skip
 
     def restore(self, image: TablesImage) -> None:
         """Make these tables, still holding only their empty root, the ones ``image`` holds: take
@@ -264,9 +269,7 @@ class PageTables:
         instead of walking and writing entry by entry."""
         if len(self.table_frames) != 1:
             raise ValueError("PageTables.restore: the tables are not empty")
-        mine = (self.mode.name, self._plan.maxphyaddr, self._plan.levels[-1].level.name,
-                self._esize)  # fmt: skip
-        if image.shape != mine or image.frames[0] != self.root:
+        if image.shape != self._shape() or image.frames[0] != self.root:
             raise ValueError("PageTables.restore: an image of other tables")
         for want in image.frames[1:]:
             got = self._new_table()
