@@ -43,11 +43,13 @@ from mmusim.explore.model import Model
 from mmusim.explore.parallel import (
     RememberingClaim,
     RoundResult,
+    RoundTick,
     VisitedSet,
     WorkPool,
+    keep_left,
     run_rounds,
     search_worker,
-    shared_progress,
+    work_of,
 )
 from mmusim.explore.search import Key, Result, SearchState, Stats, Violation, root_result
 from mmusim.scenario import Scenario
@@ -172,7 +174,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def _gather(client: Any, tasks: list[Any], addrs: list[str],
-            tick: Callable[[], object] = lambda: None) -> list[tuple[int, Stats, bool]]:  # fmt: skip
+            tick: Callable[[], object]) -> list[tuple[int, Stats, bool]]:  # fmt: skip
     """The searches' results; a worker that leaves the cluster (its process died, its machine
     stopped) raises ``DaskError`` instead of leaving the search waiting for ever: its parts of the
     visited set and its searches are gone, and Dask will not run them elsewhere. ``tick`` is
@@ -259,26 +261,17 @@ def _round(client: Any, addrs: list[str], slots: list[str],
     # The actors live as long as their futures: keep them until the end of the round
     part_futures = [client.submit(VisitedSet, d, actor=True, workers=[a], allow_other_workers=False,
                                   pure=False) for a, d in zip(addrs, data, strict=True)]  # fmt: skip
-    work = ([st.stack] if st.stack else []) + st.more
-    pool_future = client.submit(WorkPool, len(slots), work, actor=True, workers=[addrs[0]],
+    pool_future = client.submit(WorkPool, len(slots), work_of(st), actor=True, workers=[addrs[0]],
                                 allow_other_workers=False, pure=False)  # fmt: skip
     parts = [f.result() for f in part_futures]
     pool = pool_future.result()
     tasks = [client.submit(_search, *spec, w, start, pool, parts, workers=[a],
                            allow_other_workers=False, pure=False)
              for w, a in enumerate(slots)]  # fmt: skip
-    began = time.monotonic()
-    paused = False
-
-    def tick() -> None:
-        nonlocal paused
-        if not paused and (time.monotonic() - began >= pause_at or (stop and stop())):
-            pool.pause().result()
-            paused = True
-        if on_progress is not None:
-            size = sum(p.size().result() for p in parts)
-            on_progress(shared_progress(st.stats, size, pool.progress().result(), t0))
-
+    tick = RoundTick(st, t0, pause_at, stop, on_progress,
+                     pause=lambda: pool.pause().result(),
+                     size=lambda: sum(p.size().result() for p in parts),
+                     progress=lambda: pool.progress().result())  # fmt: skip
     try:
         results = _gather(client, tasks, addrs, tick)
     except BaseException as e:
@@ -289,13 +282,10 @@ def _round(client: Any, addrs: list[str], slots: list[str],
             raise
         raise DaskError(f"--dask: the search failed on the cluster: "
                         f"{type(e).__name__}: {_first_line(e)}") from None  # fmt: skip
-    states = sum(p.size().result() for p in parts)
+    states = tick.size()
     violation: Violation | None = pool.result().result()
-    if paused and violation is None:
-        st.visited = {}
-        for p in parts:
-            st.visited.update(p.copy().result())
-        left = pool.work().result()
-        st.stack, st.more = (left[0], left[1:]) if left else ([], [])
+    if tick.paused and violation is None:
+        keep_left(st, {fp: e for p in parts for fp, e in p.copy().result().items()},
+                  pool.work().result())  # fmt: skip
     client.cancel([*part_futures, pool_future, *(d for d in data if d is not None)])
-    return results, violation, states, paused
+    return results, violation, states, tick.paused

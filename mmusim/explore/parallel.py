@@ -94,15 +94,12 @@ class WorkPool:
         self.violation: Violation | None = None
         self.counters: dict[int, tuple[int, int, int, int]] = {}  # see poll and progress
 
-    def poll(
-        self, worker: int = -1, counters: tuple[int, int, int, int] | None = None
-    ) -> tuple[bool, bool]:
+    def poll(self, worker: int, counters: tuple[int, int, int, int]) -> tuple[bool, bool]:
         """(Is the search stopped or paused?, is a worker waiting for work that the pool cannot
-        give?): what a busy worker asks every ``CHECK_EVERY`` transitions, in one call. It may
-        bring its ``counters`` (transitions, executions, depth, max depth), for ``progress``."""
+        give?): what a busy worker asks every ``CHECK_EVERY`` transitions, in one call. It brings
+        its ``counters`` (transitions, executions, depth, max depth), for ``progress``."""
         with self.lock:
-            if counters is not None:
-                self.counters[worker] = counters
+            self.counters[worker] = counters
             return self.stopped or self.paused, bool(self.idle) and not self.pool
 
     def progress(self) -> tuple[int, int, int, int, int]:
@@ -251,7 +248,7 @@ def search_worker(model: Model, bound: int | None, worker: int, pool: Any, claim
 
 def _worker(spec: tuple[Scenario, tuple[str, ...], tuple[str, ...]], bound: int | None,
             worker: int, start: bool, visited: Any, pool: Any, out: Any) -> None:  # fmt: skip
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's: it pauses the search
+    _ignore_sigint()  # Ctrl-C is the caller's: it pauses the search
     scenario, extra, ignore = spec
     model = Model(scenario, extra, ignore=ignore)  # explore finds its root prefix once
     claim = RememberingClaim(visited.claim)
@@ -263,7 +260,7 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _collect(out: Any, procs: list[Any], tick: Callable[[], object] = lambda: None,
+def _collect(out: Any, procs: list[Any], tick: Callable[[], object],
              ) -> list[tuple[int, Stats, bool]]:  # fmt: skip
     """Each worker's (number, counters, complete); a worker that dies without them (a bug in
     mmusim: the search's own verdicts all end normally) raises instead of waiting for ever.
@@ -370,51 +367,71 @@ def _round(ctx: Any, spec: tuple[Scenario, tuple[str, ...], tuple[str, ...]], bo
     procs: list[Any] = []
     try:
         visited = manager.VisitedSet(st.visited)  # type: ignore[attr-defined]
-        work = ([st.stack] if st.stack else []) + st.more
-        pool = manager.WorkPool(workers, work)  # type: ignore[attr-defined]
+        pool = manager.WorkPool(workers, work_of(st))  # type: ignore[attr-defined]
         out = ctx.Queue()
         procs += [ctx.Process(target=_worker, daemon=True,
                               args=(spec, bound, w, start, visited, pool, out))
                   for w in range(workers)]  # fmt: skip
         for p in procs:
             p.start()
-        began = time.monotonic()
-        paused = False
-
-        def tick() -> None:
-            nonlocal paused
-            if not paused and (time.monotonic() - began >= pause_at or (stop and stop())):
-                pool.pause()
-                paused = True
-            if on_progress is not None:
-                on_progress(shared_progress(st.stats, visited.size(), pool.progress(), t0))
-
+        tick = RoundTick(st, t0, pause_at, stop, on_progress, pause=pool.pause,
+                         size=visited.size, progress=pool.progress)  # fmt: skip
         parts = _collect(out, procs, tick)
         for p in procs:
             p.join()
         violation, size = pool.result(), visited.size()
-        if paused and violation is None:
-            st.visited = visited.copy()
-            left = pool.work()
-            st.stack, st.more = (left[0], left[1:]) if left else ([], [])
+        if tick.paused and violation is None:
+            keep_left(st, visited.copy(), pool.work())
     finally:  # an interrupted caller (Ctrl-C without --checkpoint): the workers go first, quietly,
         for p in procs:  # before the manager whose proxies they would find gone
             if p.is_alive():
                 p.terminate()
                 p.join(5)
         manager.shutdown()
-    return parts, violation, size, paused
+    return parts, violation, size, tick.paused
 
 
-def shared_progress(base: Stats, states: int, counters: tuple[int, int, int, int, int],
-                    t0: float) -> Stats:  # fmt: skip
-    """The counters of the whole search for a progress line: the rounds before (``base``) and
-    what the workers polled (``WorkPool.progress``)."""
-    transitions, executions, depth, max_depth, queue = counters
-    return Stats(executions=base.executions + executions, states=states, depth=depth,
-                 transitions=base.transitions + transitions, queue=queue,
-                 max_depth=max(base.max_depth, max_depth), replayed=base.replayed,
-                 seconds=time.perf_counter() - t0)  # fmt: skip
+def work_of(st: SearchState) -> list[list[Frame]]:
+    """The stacks ``st`` has to search, for a round's work pool."""
+    return ([st.stack] if st.stack else []) + st.more
+
+
+def keep_left(st: SearchState, visited: dict[bytes, tuple[frozenset[Key], int]],
+              left: list[list[Frame]]) -> None:  # fmt: skip
+    """After a round paused: ``st`` takes the visited set and the stacks left in the pool."""
+    st.visited = visited
+    st.stack, st.more = (left[0], left[1:]) if left else ([], [])
+
+
+class RoundTick:
+    """What a round does about twice a second while its searches run: once ``pause_at`` seconds
+    have passed or ``stop()`` (with ``--checkpoint``: Ctrl-C), it pauses the work pool (then
+    ``paused``); with ``on_progress``, it reports the counters of the whole search -- the rounds
+    before (``st.stats``), the visited set's ``size()`` and the workers' counters as the pool's
+    ``progress()`` has them. ``pause``, ``size`` and ``progress`` reach the pool and the visited
+    set however the round holds them (a manager's proxies, Dask actors)."""
+
+    def __init__(self, st: SearchState, t0: float, pause_at: float,
+                 stop: Callable[[], bool] | None, on_progress: Callable[[Stats], None] | None, *,
+                 pause: Callable[[], object], size: Callable[[], int],
+                 progress: Callable[[], tuple[int, int, int, int, int]]) -> None:  # fmt: skip
+        self.st, self.t0, self.stop, self.on_progress = st, t0, stop, on_progress
+        self.pause_at = time.monotonic() + pause_at
+        self.pause, self.size, self.progress = pause, size, progress
+        self.paused = False
+
+    def __call__(self) -> None:
+        if not self.paused and (time.monotonic() >= self.pause_at or (self.stop and self.stop())):
+            self.pause()
+            self.paused = True
+        if self.on_progress is not None:
+            transitions, executions, depth, max_depth, queue = self.progress()
+            base = self.st.stats
+            self.on_progress(Stats(
+                executions=base.executions + executions, states=self.size(), depth=depth,
+                transitions=base.transitions + transitions, queue=queue,
+                max_depth=max(base.max_depth, max_depth), replayed=base.replayed,
+                seconds=time.perf_counter() - self.t0))  # fmt: skip
 
 
 def combine(parts: list[tuple[int, Stats, bool]], states: int, violation: Violation | None,
