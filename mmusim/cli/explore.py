@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +200,7 @@ def _model(args: argparse.Namespace) -> Model:
                                       ("--max-states", args.max_states is not None),
                                       ("--workers", dask and args.workers > 1))
                       if on), None)  # fmt: skip
-        who = ("--dask: the cluster's workers run" if args.dask is not None
+        who = ("--dask: the cluster's workers run" if dask
                else f"--workers: {args.workers} workers run")  # fmt: skip
         if clash:
             raise ValueError(f"{who} the complete search, not with {clash}")
@@ -263,21 +264,17 @@ def _search(model: Model, args: argparse.Namespace, show: bool) -> tuple[Result,
     bounds = _bounds(args)
     saver = args.saver = _Saver(args, model, bounds) if args.checkpoint is not None else None
     save = None if saver is None else saver.save
-    if args.dask is not None:  # the searches' counters as they last polled the pool
+    if args.dask is not None or args.workers > 1:  # a shared search: --dask or --workers
+        shared: Callable[..., Result] = (
+            functools.partial(explore_dask, address=args.dask, timeout=args.dask_timeout)
+            if args.dask is not None else functools.partial(explore_parallel, workers=args.workers)
+        )  # fmt: skip
+        # the progress line: the workers' counters as they last polled the work pool
         with search_progress(show, "explore") as update, _ctrl_c_stops(saver):
-            result = explore_dask(model.scenario, model.extra_config, address=args.dask,
-                                  ignore=model.ignore, max_preemptions=args.max_preemptions,
-                                  timeout=args.dask_timeout, state=args.state, save=save,
-                                  every=args.checkpoint_every,
-                                  stop=lambda: saver is not None and saver.stop,
-                                  on_progress=update)  # fmt: skip
-    elif args.workers > 1:  # the workers' counters as they last polled the pool
-        with search_progress(show, "explore") as update, _ctrl_c_stops(saver):
-            result = explore_parallel(model.scenario, model.extra_config, workers=args.workers,
-                                      ignore=model.ignore, max_preemptions=args.max_preemptions,
-                                      state=args.state, save=save, every=args.checkpoint_every,
-                                      stop=lambda: saver is not None and saver.stop,
-                                      on_progress=update)  # fmt: skip
+            result = shared(model.scenario, model.extra_config, ignore=model.ignore,
+                            max_preemptions=args.max_preemptions, state=args.state, save=save,
+                            every=args.checkpoint_every,
+                            stop=lambda: saver is not None and saver.stop, on_progress=update)  # fmt: skip
     else:
         with search_progress(show, "explore") as update, _ctrl_c_stops(saver):
             result = explore(model, max_preemptions=args.max_preemptions,
