@@ -31,8 +31,10 @@ $(BIN)/.browser: | $(BIN)/.installed
 
 # The test suite, differential tests against Unicorn and the browser test included. pytest's exit
 # code 5 (no tests collected) is turned into a failure: a suite that ran nothing has not passed.
+# The tests run on every core (pytest-xdist); `make test TEST_WORKERS=0` runs them in one process.
+TEST_WORKERS ?= auto
 test: $(BIN)/.installed $(BIN)/.browser
-	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: no tests collected" >&2; exit 1; fi; exit $$rc
+	$(BIN)/pytest -n $(TEST_WORKERS); rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: no tests collected" >&2; exit 1; fi; exit $$rc
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check mmusim tests benchmarks
