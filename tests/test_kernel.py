@@ -6,7 +6,9 @@ kernel invariants after every step.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -344,11 +346,68 @@ def test_check_guards_remembers_its_answer_only_while_the_tables_are_unchanged()
     assert check_guards(k) == []
 
 
+def test_table_checks_remember_answers_only_for_the_same_tables_and_inputs() -> None:
+    """``check_alias``, ``check_policy_guards`` and ``check_user_perms`` keep what they found by
+    the tables' digest and their other inputs, in a memo every kernel shares: a changed PTE is
+    seen at once, and another kernel with other tables does not get this one's answers."""
+    from mmusim.kernel.invariants import check_alias, check_policy_guards, check_user_perms
+
+    def booted() -> Kernel:
+        k = boot_kernel(X86_64_SMP, spawn("t", "stack", "b"), {"b": (Op("sleep", n=K_FOREVER),)},
+                        (STACK,))  # fmt: skip
+        k.run()
+        return k
+
+    k = booted()
+    t = k.thread("t")
+    page, guard = t.stack_info.start, t.stack_info.mapped.addr - PAGE
+    hit = k.pt.lookup(page)
+    assert hit is not None
+    frame = hit[2] & k.pt_frame_mask
+    checks = (check_alias, check_policy_guards, check_user_perms)
+    assert [c(k) for c in checks] == [[], [], []]
+    k.pt.unmap(page)
+    k.pt.map(page, 0x1000, 0x3)  # the stack page now maps another frame
+    assert check_alias(k) == [f"alias: t: {page:#x} maps 0x1000"]
+    k.pt.unmap(page)
+    k.pt.map(page, frame, 0x7)  # its frame again, user-accessible
+    assert check_alias(k) == []
+    assert check_user_perms(k) == [f"user: t: page {page:#x} is user-accessible"]
+    k.pt.map(guard, 0x1000, 0x3)  # the front guard mapped writable
+    assert check_policy_guards(k) == [
+        f"policy-guards: t: guard page {guard:#x} ({k.policy.name}) is mapped writable"
+    ]
+    assert [c(booted()) for c in checks] == [[], [], []]  # another kernel: its own answers
+
+
+def test_check_all_answers_the_same_from_memory_as_afresh() -> None:
+    """Along seeded runs of a mutant that breaks guards and a race, every step's ``check_all``
+    equals ``check_all`` with the memo emptied first."""
+    from mmusim.kernel import invariants
+    from mmusim.mutants import mutant_config_lines
+    from mmusim.scenario import load_scenario
+
+    root = Path(__file__).resolve().parent.parent / "mmusim" / "scenarios"
+    runs = [(root / "test_guard_page_front.toml", mutant_config_lines("guard-rw")),
+            (root / "explore" / "race_reuse.toml", ())]  # fmt: skip
+    compared = 0
+    for path, extra in runs:
+        for seed in range(6):
+            k = load_scenario(path).with_config(extra, "mutant").boot()
+            for _ in range(400):
+                if not k.actions():
+                    break
+                k.do(random.Random(seed * 1000 + k.steps).choice(k.actions()))
+                remembered = invariants.check_all(k)
+                invariants._FOUND.clear()
+                assert invariants.check_all(k) == remembered, (path.name, seed, k.steps)
+                compared += 1
+    assert compared > 1000
+
+
 def test_frame_allocator_is_zephyrs_lifo_free_list() -> None:
     """``FrameAllocator`` keeps the never-used frames apart from the given-back ones; it must hand
     out what one LIFO list of every free frame (lowest on top after boot) would, in that order."""
-    import random
-
     from mmusim.kernel.mm import FrameAllocator
 
     rng = random.Random(15)

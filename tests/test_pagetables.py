@@ -716,3 +716,29 @@ def test_restore_lays_down_the_tables_a_snapshot_saw(mode: PagingMode) -> None:
     skewed = PageTables(PhysMem(), mode, lambda: next(frames))
     with pytest.raises(ValueError, match="the allocator gave frame 0x3000, the image has 0x2000"):
         skewed.restore(image)
+
+
+@pytest.mark.parametrize("mode", [MODE_IA32E, MODE_PAE, MODE_32], ids=lambda m: m.name)
+def test_digest_is_the_tables_bytes(mode: PagingMode) -> None:
+    """``digest`` (what the explorer's fingerprint and the kernel's checks key on): the same
+    bytes in the same frames give the same digest in any memory; any byte changed, an accessed
+    bit included, gives another; while ``frozen`` it is computed once."""
+    made = make(mode)
+    made.map_range(0x40_0000, 0x40_0000, 600 * K4, RW)
+    copy = make(mode)
+    copy.restore(made.snapshot())
+    assert copy.digest() == made.digest()
+    before = made.digest()
+    hit = made.lookup(0x40_1000)
+    assert hit is not None
+    put = made.mem.write_u64 if mode.entry_size == 8 else made.mem.write_u32
+    put(hit[1], hit[2] | 0x20)  # the accessed bit, as a walk sets it
+    assert made.digest() != before
+    put(hit[1], hit[2])
+    assert made.digest() == before
+    assert make(MODE_PAE if mode is not MODE_PAE else MODE_32).digest() != make(mode).digest()
+    with made.frozen():
+        assert made.digest() == before
+        put(hit[1], 0)  # not allowed while frozen: the digest stays the first one
+        assert made.digest() == before
+    assert made.digest() != before  # the block is over: the bytes are read again

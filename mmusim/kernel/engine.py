@@ -266,8 +266,6 @@ class Engine:
         self.extension_state = []
         self.stack_runtime = None
         self.prologue = "unprobed"
-        # Invariant checks' memory of their last answer (invariants.check_guards), by check.
-        self.check_memo: dict[str, Any] = {}
 
     # -- the CPU a routine runs on -------------------------------------------------------
 

@@ -33,11 +33,10 @@ and say so. Every check is a function of the state alone. ``QUIESCENT_CHECKS`` (
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from mmusim.hw import PteFlags
+from mmusim.hw import PageTables, PteFlags
 from mmusim.kernel.fatal import REASONS
 from mmusim.kernel.geometry import PAGE
 from mmusim.kernel.isolation import (
@@ -98,41 +97,44 @@ def check_geometry(k: Kernel) -> list[str]:
     return out
 
 
+# What the checks that walk page tables found, by everything they read: the tables' bytes
+# (``PageTables.digest``) and the check's other inputs, all in the key. A pure memo, shared by
+# every kernel: a run checks every step, and most steps write no PTE; the explorer checks
+# thousands of states, from as many boots, whose tables hold the same bytes. Hashing the tables
+# (a memcmp a frame when they are known) costs microseconds; walking every guard page and every
+# stack page at every step made a run that maps a thousand regions quadratic.
+_FOUND: dict[tuple[object, ...], tuple[Any, ...]] = {}
+_FOUND_MAX = 4096
+
+
+def _found(key: tuple[object, ...], look: Callable[[], list[Any]]) -> list[Any]:
+    """``look()``, or what it gave for ``key`` before."""
+    kept = _FOUND.get(key)
+    if kept is None:
+        if len(_FOUND) >= _FOUND_MAX:
+            _FOUND.clear()
+        kept = _FOUND[key] = tuple(look())
+    return list(kept)
+
+
 def check_guards(k: Kernel) -> list[str]:
     """(2) The guard pages of every guarded mapping are not present, and guards are not shared.
-
-    The answer depends only on the page tables' bytes and the regions' guards, so it is kept
-    (``Kernel.check_memo``) and given again while both are unchanged: the tables' frames are hashed (tens
-    of microseconds) instead of walking every guard page at every step, which made a run that
-    maps a thousand regions quadratic."""
+    A function of the page tables and the regions' guards (``_found``)."""
     guards = tuple((r.owner, g) for r in k.regions.values() for g in r.guard_ranges())
-    key = (_tables_digest(k), guards)
-    kept = k.check_memo.get("guards")
-    if kept is not None and kept[0] == key:
-        return list(kept[1])
-    out: list[str] = []
-    seen: dict[int, str] = {}
-    for owner, (lo, hi) in guards:
-        for g in range(lo, hi, PAGE):
-            if k.pt.lookup(g) is not None:
-                out.append(f"guards: {owner}: guard page {g:#x} is present")
-            if g in seen:
-                out.append(f"guards: guard page {g:#x} shared by {seen[g]} and {owner}")
-            seen[g] = owner
-    k.check_memo["guards"] = (key, tuple(out))
-    return out
 
+    def look() -> list[str]:
+        out: list[str] = []
+        seen: dict[int, str] = {}
+        for owner, (lo, hi) in guards:
+            for g in range(lo, hi, PAGE):
+                if k.pt.lookup(g) is not None:
+                    out.append(f"guards: {owner}: guard page {g:#x} is present")
+                if g in seen:
+                    out.append(f"guards: guard page {g:#x} shared by {seen[g]} and {owner}")
+                seen[g] = owner
+        return out
 
-def _tables_digest(k: Kernel) -> bytes:
-    """A hash of the bytes of the kernel's page-table frames (the kernel's own tables)."""
-    h = hashlib.blake2b(digest_size=16)
-    frames = k.mem._frames
-    for pa in k.pt.table_frames:
-        frame = frames.get(pa >> 12)
-        h.update(pa.to_bytes(8, "little"))
-        if frame is not None:
-            h.update(frame)
-    return h.digest()
+    return _found(("guards", k.pt.digest(), guards), look)
 
 
 def check_regions(k: Kernel) -> list[str]:
@@ -172,23 +174,26 @@ def check_regions(k: Kernel) -> list[str]:
 def check_alias(k: Kernel) -> list[str]:
     """(3) Every page of a mapped stack translates to the stack object's memory (phys == the
     object's physical address + offset); the object's own mapping stays present."""
-    out: list[str] = []
     if k.mm_lock.holder is not None:
-        return out  # a mapping may be half written inside z_mm_lock
-    for r in k.regions.values():
-        if r.kind != "stack" or r.phys is None:
-            continue
-        for off in range(0, r.size, PAGE):
-            hit = k.pt.lookup(r.addr + off)
-            if hit is None:
-                out.append(f"alias: {r.owner}: stack page {r.addr + off:#x} not mapped")
-            elif hit[2] & k.pt_frame_mask != r.phys + off:
-                out.append(
-                    f"alias: {r.owner}: {r.addr + off:#x} maps {hit[2] & k.pt_frame_mask:#x}"
-                )
-        if k.pt.lookup(r.phys + k.virt_offset) is None:
-            out.append(f"alias: {r.owner}: the object's own mapping {r.phys:#x} is gone")
-    return out
+        return []  # a mapping may be half written inside z_mm_lock
+    stacks = tuple((r.owner, r.addr, r.size, r.phys) for r in k.regions.values()
+                   if r.kind == "stack" and r.phys is not None)  # fmt: skip
+    mask, offset = k.pt_frame_mask, k.virt_offset
+
+    def look() -> list[str]:
+        out: list[str] = []
+        for owner, addr, size, phys in stacks:
+            for off in range(0, size, PAGE):
+                hit = k.pt.lookup(addr + off)
+                if hit is None:
+                    out.append(f"alias: {owner}: stack page {addr + off:#x} not mapped")
+                elif hit[2] & mask != phys + off:
+                    out.append(f"alias: {owner}: {addr + off:#x} maps {hit[2] & mask:#x}")
+            if k.pt.lookup(phys + offset) is None:
+                out.append(f"alias: {owner}: the object's own mapping {phys:#x} is gone")
+        return out
+
+    return _found(("alias", k.pt.digest(), mask, offset, stacks), look)
 
 
 def check_vm_conservation(k: Kernel) -> list[str]:
@@ -398,10 +403,15 @@ def check_user_perms(k: Kernel) -> list[str]:
         for p in md.partitions.values():
             lo = p.start - p.start % PAGE
             pages.update((va, f"partition {p.name}") for va in range(lo, p.end, PAGE))
+    candidates = tuple(pages.items())
     for pt, d in tables:
-        for va, what in pages.items():
-            hit = pt.lookup(va)
-            if hit is None or not hit[2] & _US or user_ok(k, d, va):
+
+        def look(pt: PageTables = pt) -> list[tuple[int, str]]:  # the user-accessible ones
+            return [(va, what) for va, what in candidates
+                    if (hit := pt.lookup(va)) is not None and hit[2] & _US]  # fmt: skip
+
+        for va, what in _found(("user", pt.digest(), candidates), look):
+            if user_ok(k, d, va):
                 continue
             where = f" in the page tables of domain {domain_name(d)}" if len(tables) > 1 else ""
             out.append(f"user: {what}: page {va:#x} is user-accessible{where}")
@@ -426,21 +436,25 @@ def check_frames(k: Kernel) -> list[str]:
 def check_policy_guards(k: Kernel) -> list[str]:
     """Every live thread's guards, as its stack policy states them (``StackPolicy.guards``), fault
     on a write: each page is not present or read-only. Skipped inside ``z_mm_lock``."""
-    out: list[str] = []
     if k.mm_lock.holder is not None:
-        return out
-    for t in k.threads.values():
-        if not t.stack_ready or t.dead or t.stack is None:
-            continue
-        for lo, hi in k.policy.guards(k, t):
+        return []
+    spans = tuple((t.name, lo, hi) for t in k.threads.values()
+                  if t.stack_ready and not t.dead and t.stack is not None
+                  for lo, hi in k.policy.guards(k, t))  # fmt: skip
+    name = k.policy.name
+
+    def look() -> list[str]:
+        out: list[str] = []
+        for thread, lo, hi in spans:
             for va in range(lo - lo % PAGE, hi, PAGE):
                 hit = k.pt.lookup(va)
                 if hit is not None and hit[2] & _RW:
                     out.append(
-                        f"policy-guards: {t.name}: guard page {va:#x} ({k.policy.name}) is "
-                        "mapped writable"
+                        f"policy-guards: {thread}: guard page {va:#x} ({name}) is mapped writable"
                     )
-    return out
+        return out
+
+    return _found(("policy-guards", k.pt.digest(), name, spans), look)
 
 
 def check_stack_escapes(k: Kernel) -> list[str]:
