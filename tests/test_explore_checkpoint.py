@@ -182,6 +182,30 @@ def test_resume_refuses_what_is_not_a_checkpoint(
     assert f"mmusim explore: error: --resume: {bad}: {message}" in err
 
 
+def test_a_checkpoint_larger_than_the_cap_is_read_and_another_file_is_not(
+    saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search of more than ten million states saves more than ``MAX_CHECKPOINT_BYTES`` (about
+    100 bytes a state): ``load`` must read it whole (it refused it, so the longest searches could
+    not be resumed). A file of that size that does not begin as a checkpoint is still refused
+    unread. The cap is lowered here to the size of a small checkpoint."""
+    size = saved.stat().st_size
+    assert saved.read_bytes().startswith(checkpoint.HEAD)
+    monkeypatch.setattr(checkpoint, "MAX_CHECKPOINT_BYTES", size // 2)
+    model = Model(RACES / "race_self_abort.toml")
+    state = checkpoint.load(saved, model, NO_BOUNDS)
+    assert state.stats.states > 0 and state.stack
+    other = tmp_path / "other.json"
+    other.write_bytes(b" " + saved.read_bytes())  # the same JSON, not as save() begins it
+    with pytest.raises(
+        checkpoint.CheckpointError,
+        match=f"other.json: cannot read: larger than {size // 2:,} bytes",
+    ):
+        checkpoint.load(other, model, NO_BOUNDS)
+    monkeypatch.setattr(checkpoint, "MAX_CHECKPOINT_BYTES", size * 2)
+    assert checkpoint.load(other, model, NO_BOUNDS).stats == state.stats  # under the cap: read
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,12 @@ __all__ = ["FORMAT", "CheckpointError", "load", "save", "search_code_fingerprint
 
 FORMAT = "mmusim-checkpoint/1"
 _CODE_DIRS = ("hw", "kernel", "runtime", "scenario", "explore")
-MAX_CHECKPOINT_BYTES = 1 << 30  # about 16 million visited states
+# What ``--resume`` reads of a file that does not begin as ``save`` begins a checkpoint (``HEAD``):
+# a huge file of something else is refused unread. A real checkpoint is read whole, whatever its
+# size: about 100 bytes a visited state (96 for race_self_abort_3x3), so a search of more than
+# ten million states writes more than this.
+MAX_CHECKPOINT_BYTES = 1 << 30
+HEAD = ('{"format":' + json.dumps(FORMAT)).encode()
 
 
 class CheckpointError(ValueError):
@@ -152,6 +158,21 @@ def _frame_in(v: dict[str, Any], below: Frame | None) -> Frame:
     )
 
 
+def _limit(path: str | Path) -> int:
+    """How many bytes ``load`` reads of ``path``: ``MAX_CHECKPOINT_BYTES``, or the whole file when
+    it is a regular file larger than that which begins as a checkpoint (``HEAD``). Only a regular
+    file is looked at first: a pipe read twice would lose what the first read took."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size <= MAX_CHECKPOINT_BYTES:
+            return MAX_CHECKPOINT_BYTES
+        with open(path, "rb") as f:
+            head = f.read(len(HEAD))
+    except OSError:
+        return MAX_CHECKPOINT_BYTES  # read_text reports it
+    return st.st_size + (1 << 20) if head == HEAD else MAX_CHECKPOINT_BYTES
+
+
 def save(path: str | Path, model: Model, state: SearchState, bounds: dict[str, int | None]) -> None:
     """Write ``state`` (consistent: between two iterations of ``explore``) to ``path``."""
     if state.found:
@@ -178,9 +199,11 @@ def load(path: str | Path, model: Model, bounds: dict[str, int | None]) -> Searc
     """Read a checkpoint of this very search (``model`` with ``bounds``); ``CheckpointError``
     names what does not fit."""
     try:
-        text = read_text(path, MAX_CHECKPOINT_BYTES)
+        text = read_text(path, _limit(path))
     except TooLarge as e:
         raise CheckpointError(f"{path}: cannot read: {e}") from None
+    except MemoryError:
+        raise CheckpointError(f"{path}: cannot read: too large for this machine's memory") from None
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError:
@@ -191,6 +214,8 @@ def load(path: str | Path, model: Model, bounds: dict[str, int | None]) -> Searc
         data = json.loads(text)
     except (ValueError, RecursionError):
         raise CheckpointError(f"{path}: not a checkpoint: not JSON") from None
+    except MemoryError:
+        raise CheckpointError(f"{path}: cannot read: too large for this machine's memory") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a checkpoint of mmusim explore ({FORMAT!r} expected)")
     want = _identity(model, bounds)
