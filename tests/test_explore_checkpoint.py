@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -204,6 +205,36 @@ def test_a_checkpoint_larger_than_the_cap_is_read_and_another_file_is_not(
         checkpoint.load(other, model, NO_BOUNDS)
     monkeypatch.setattr(checkpoint, "MAX_CHECKPOINT_BYTES", size * 2)
     assert checkpoint.load(other, model, NO_BOUNDS).stats == state.stats  # under the cap: read
+
+
+def test_a_save_that_fails_stops_the_search_in_one_line_and_keeps_the_last_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full disk at the second save: one line naming --checkpoint, the reason and the whole
+    checkpoint to resume from, exit 2; that checkpoint resumes, and no half-written file is left
+    beside it. (It was a traceback, and a ``.tmp`` file.)"""
+    real = Path.write_text
+    writes = [0]
+
+    def full_disk(self: Path, data: str, *args: Any, **kwargs: Any) -> int:
+        writes[0] += 1
+        if writes[0] == 1:
+            return real(self, data, *args, **kwargs)
+        real(self, data[:100])  # the disk fills up part way
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    path = tmp_path / "c.json"
+    race = str(RACES / "race_self_abort.toml")
+    argv = ["explore", race, "--config", FIX, "--no-progress", "--checkpoint", str(path),
+            "--checkpoint-every", "0.05"]  # fmt: skip
+    err = run_resume(argv, capsys)
+    assert err.startswith(f"mmusim explore: error: --checkpoint: cannot save the search to "
+                          f"'{path}': No space left on device; the search saved there ")  # fmt: skip
+    assert err.endswith(f"is whole: go on with the same command and --resume {path}\n")
+    assert writes[0] == 2 and not path.with_name("c.json.tmp").exists()
+    model = Model(RACES / "race_self_abort.toml", [FIX])
+    assert checkpoint.load(path, model, NO_BOUNDS).stats.states > 0
 
 
 @pytest.mark.parametrize(

@@ -149,6 +149,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
     show = progress_wanted(args.json, args.no_progress)
     try:
         result, found = _search(model, args, show)
+    except SaveFailed as e:
+        return fail("explore", str(e))
     except DaskError as e:  # a worker lost: the last save still holds
         saver = args.saver
         again = (f"; the search saved before is in {saver.path}: go on with the same command "
@@ -314,10 +316,25 @@ class _Saver:
 
     def save(self, state: SearchState) -> None:
         """Save now (``--workers`` pause their search every ``--checkpoint-every`` seconds and
-        call this)."""
-        checkpoint.save(self.path, self.model, state, self.bounds)
+        call this). A save that fails (a full disk) stops the search with ``SaveFailed``: a long
+        search that goes on unsaved would be lost with the machine, unknown to its user."""
+        try:
+            checkpoint.save(self.path, self.model, state, self.bounds)
+        except OSError as e:
+            kept = (f"; the search saved there {_ago(time.monotonic() - self.last)} is whole: go "
+                    f"on with the same command and --resume {self.path}" if self.saved else "")  # fmt: skip
+            raise SaveFailed(f"--checkpoint: cannot save the search to {str(self.path)!r}: "
+                             f"{e.strerror or e}{kept}") from None  # fmt: skip
         self.last = time.monotonic()
         self.saved += 1
+
+
+class SaveFailed(Exception):
+    """A ``--checkpoint`` save failed; the message is one line and names the option."""
+
+
+def _ago(seconds: float) -> str:
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ interrupted machine: ``mmusim explore --checkpoint FILE`` saves one every minute
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -174,7 +175,8 @@ def _limit(path: str | Path) -> int:
 
 
 def save(path: str | Path, model: Model, state: SearchState, bounds: dict[str, int | None]) -> None:
-    """Write ``state`` (consistent: between two iterations of ``explore``) to ``path``."""
+    """Write ``state`` (consistent: between two iterations of ``explore``) to ``path``. An
+    ``OSError`` (a full disk) leaves the file as it was."""
     if state.found:
         raise ValueError("checkpoint.save: the search has ended in a violation")
     data = {
@@ -191,8 +193,13 @@ def save(path: str | Path, model: Model, state: SearchState, bounds: dict[str, i
     }
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":")) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, separators=(",", ":")) + "\n")
+        os.replace(tmp, path)
+    except OSError:  # a full disk, say: the previous checkpoint stays whole, no half file beside it
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def load(path: str | Path, model: Model, bounds: dict[str, int | None]) -> SearchState:
