@@ -207,6 +207,21 @@ def test_a_checkpoint_larger_than_the_cap_is_read_and_another_file_is_not(
     assert checkpoint.load(other, model, NO_BOUNDS).stats == state.stats  # under the cap: read
 
 
+def test_equal_visited_entries_are_one_object_in_a_search_and_in_a_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """A search of millions of states has a few thousand distinct (sleep set, preemptions)
+    entries: each is kept once (about 100 bytes a state instead of 440), by the search and by
+    ``load``. The entries stay equal to what they were."""
+    model = Model(RACES / "race_self_abort.toml", [FIX])
+    st = SearchState()
+    explore(model, state=st, checkpoint=stopping_at(3000, path=tmp_path / "c.json", model=model))
+    for visited in (st.visited, checkpoint.load(tmp_path / "c.json", model, NO_BOUNDS).visited):
+        assert len(visited) > 900
+        assert len({id(e) for e in visited.values()}) == len(set(visited.values())) < 100
+    assert checkpoint.load(tmp_path / "c.json", model, NO_BOUNDS).visited == st.visited
+
+
 def test_a_save_that_fails_stops_the_search_in_one_line_and_keeps_the_last_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

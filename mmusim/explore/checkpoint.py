@@ -29,7 +29,7 @@ import attrs
 
 from mmusim._text import TooLarge, read_text
 from mmusim.explore.model import Model, StepInfo
-from mmusim.explore.search import Frame, SearchState, Stats
+from mmusim.explore.search import Frame, SearchState, Stats, visited_entry
 from mmusim.explore.trace import code_fingerprint
 from mmusim.kernel import Footprint
 
@@ -243,7 +243,7 @@ def load(path: str | Path, model: Model, bounds: dict[str, int | None]) -> Searc
     try:
         state = SearchState(
             visited={
-                bytes.fromhex(fp): (frozenset(tuple(k) for k in keys), int(pre))
+                bytes.fromhex(fp): visited_entry(frozenset(tuple(k) for k in keys), int(pre))
                 for fp, keys, pre in data["visited"]
             },  # fmt: skip
             stats=Stats(**data["stats"]),

@@ -219,6 +219,21 @@ Claim = Callable[[bytes, frozenset[Key], int], tuple[bool, frozenset[Key], bool]
 to keep, is it new?): the visited-set rule of ``explore``, kept by someone else."""
 
 
+# The visited set's entries, one object each: a search of millions of states meets a few thousand
+# distinct (sleep set, preemptions) pairs (5,975 in the first 828,212 states of
+# race_self_abort_3x3), so sharing them takes the visited set from about 440 to about 100 bytes a
+# state. Only memory: a pair is equal to its shared copy.
+_ENTRIES: dict[tuple[frozenset[Key], int], tuple[frozenset[Key], int]] = {}
+
+
+def visited_entry(sleep: frozenset[Key], pre: int) -> tuple[frozenset[Key], int]:
+    """The entry ``(sleep, pre)`` of a visited set, shared with every equal one."""
+    entry = (sleep, pre)
+    if len(_ENTRIES) >= 1 << 20:  # a bound on a pathological search; sharing is only memory
+        _ENTRIES.clear()
+    return _ENTRIES.setdefault(entry, entry)
+
+
 def claim_in(
     visited: dict[bytes, tuple[frozenset[Key], int]], fp: bytes, sleep: frozenset[Key], pre: int
 ) -> tuple[bool, frozenset[Key], bool]:
@@ -231,7 +246,7 @@ def claim_in(
         if seen[0] <= sleep and seen[1] <= pre:
             return False, sleep, False
         sleep = frozenset(k for k in sleep if k in seen[0])
-    visited[fp] = (sleep, min(pre, seen[1]) if seen else pre)
+    visited[fp] = visited_entry(sleep, min(pre, seen[1]) if seen else pre)
     return True, sleep, seen is None
 
 
