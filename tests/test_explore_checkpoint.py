@@ -84,21 +84,26 @@ def test_a_checkpoint_reads_back_as_it_was_written(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tmp"))  # written to a temporary name, then renamed
 
 
-def ctrl_c_then_resume(argv: list[str], path: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` (which saves to ``path``), press Ctrl-C once ``path`` exists, check the one
-    line and exit code 130, then run ``argv --resume path`` and return how it went."""
+def ctrl_c_then_resume(
+    argv: list[str], path: Path, sig: signal.Signals = signal.SIGINT
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` (which saves to ``path``), press Ctrl-C (or send ``sig``: SIGTERM, as a
+    machine shutting down does) once ``path`` exists, check the one line and exit code 130 (143),
+    then run ``argv --resume path`` and return how it went."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, preexec_fn=_default_sigint)  # fmt: skip
     deadline = time.monotonic() + 60
     while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     if proc.returncode == 0:
         pytest.fail("the search ended before Ctrl-C: make the scenario bigger")
-    assert proc.returncode == 130, err
+    term = sig == signal.SIGTERM
+    assert proc.returncode == (143 if term else 130), err
     assert "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith(f"mmusim explore: {'terminated' if term else 'interrupted'} after ")
     assert f"the search is saved in {path}: go on with the same command and --resume" in err
     return subprocess.run([*argv, "--resume", str(path)], capture_output=True, text=True, env=env,
                           timeout=120)  # fmt: skip
@@ -108,14 +113,18 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # the test may run where SIGINT is ignored
 
 
-def test_ctrl_c_saves_the_search_and_resume_finishes_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_saves_the_search_and_resume_finishes_it(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
     # A real process, a real SIGINT: --checkpoint saves and stops at the next consistent point,
-    # exit code 130; the same command with --resume finishes with the uninterrupted counts.
+    # exit code 130; the same command with --resume finishes with the uninterrupted counts. A
+    # SIGTERM (a machine shutting down) the same, exit code 143: it killed the search unsaved.
     path = tmp_path / "race.ckpt"
     scenario = str(RACES / "race_abort_blocked.toml")
     argv = [sys.executable, "-m", "mmusim", "explore", "--no-time", "--no-progress", scenario,
             "--config", FIX, "--checkpoint", str(path), "--checkpoint-every", "0.05"]  # fmt: skip
-    done = ctrl_c_then_resume(argv, path)
+    done = ctrl_c_then_resume(argv, path, sig)
     assert done.returncode == 0, done.stderr
     whole = explore(Model(scenario, (FIX,)))
     assert (

@@ -208,18 +208,56 @@ def test_a_one_process_checkpoint_resumes_with_workers(tmp_path: Path) -> None:
     assert (done.verdict, done.stats.states, done.complete) == ("pass", golden[1], True)
 
 
-def test_ctrl_c_saves_a_search_of_workers_and_resume_finishes_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_saves_a_search_of_workers_and_resume_finishes_it(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
     # A real process, a real SIGINT: the workers pause, the search is saved, exit code 130; the
-    # same command with --resume finishes with every state.
+    # same command with --resume finishes with every state. SIGTERM to the caller (`kill PID`):
+    # the same, exit code 143.
     golden = json.loads(GOLDEN.read_text())["cases"]["race_self_abort/fix"]
     path = tmp_path / "w.ckpt"
     argv = [sys.executable, "-m", "mmusim", "explore", "--no-time", "--no-progress",
             str(RACES / "race_self_abort.toml"), "--config", FIX, "--workers", "2",
             "--checkpoint", str(path), "--checkpoint-every", "0.5"]  # fmt: skip
-    done = ctrl_c_then_resume(argv, path)
+    done = ctrl_c_then_resume(argv, path, sig)
     assert done.returncode == 0, done.stderr
     assert f"search   {golden[1]:,} states" in done.stdout
     assert "verdict  complete" in done.stdout
+
+
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_sigterm_to_the_process_group_stops_caller_and_workers_in_one_line(
+    tmp_path: Path, checkpointed: bool
+) -> None:
+    # A machine shutting down sends SIGTERM to every process: the workers and the manager die at
+    # once, so this round cannot be saved. One line, exit code 143, and the search saved before
+    # (if any) named for --resume. It was a traceback (the manager gone) or, without
+    # --checkpoint, the workers' own tracebacks (they had inherited the caller's handler).
+    path = tmp_path / "w.ckpt"
+    argv = [sys.executable, "-m", "mmusim", "explore", "--no-progress",
+            str(RACES / "race_ipi_abort.toml"), "--config", FIX, "--workers", "2"]  # fmt: skip
+    if checkpointed:
+        argv += ["--checkpoint", str(path), "--checkpoint-every", "1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while checkpointed and not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # the workers are searching (the search takes about 9 s)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    if not checkpointed:
+        assert err == "mmusim explore: terminated\n" and out == ""
+        return
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("mmusim explore: terminated"), err
+    if "after" not in err:  # the group's signal came in the middle of a round
+        assert err == (f"mmusim explore: terminated, with its workers; the search saved before is "
+                       f"in {path}: go on with the same command and --resume {path}\n")  # fmt: skip
+    model = Model(RACES / "race_ipi_abort.toml", (FIX,))
+    assert checkpoint.load(path, model, NO_BOUNDS).stats.states > 0
 
 
 def test_ctrl_c_without_a_checkpoint_stops_the_workers_in_one_line() -> None:

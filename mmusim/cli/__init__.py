@@ -20,7 +20,8 @@ code 2 (``mmusim translate: error: --cr3: 0x90000: root table is outside the ima
 0x40000)``). Faults of the simulated machine are results, not errors: ``translate`` exits 0
 whether or not the accesses fault. A reader that closes the output early (``mmusim explore ... |
 head``) cuts the output short but not the command: it finishes, and its exit code is kept. Ctrl-C
-stops a command with one line, ``mmusim explore: interrupted``, and exit code 130.
+stops a command with one line, ``mmusim explore: interrupted``, and exit code 130; ``mmusim explore``
+takes SIGTERM (a machine shutting down) the same way: ``terminated``, exit code 143.
 
 ``mmusim translate`` may be given thousands of addresses: ``main`` holds a long trailing run of
 them back from argparse, which is slow per word, and converts them in one pass (the same values
@@ -44,6 +45,7 @@ from mmusim.cli.common import (
     ParseInts,
     Parser,
     PipeSafeStdout,
+    Terminated,
     UsageError,
     VersionAction,
     fail,
@@ -160,5 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.flush()
         print(f"mmusim {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:  # SIGTERM, where a command turned it into this (mmusim explore)
+        out.flush()
+        print(f"mmusim {args.command}: terminated", file=sys.stderr)
+        return 143
     finally:
         sys.stdout = out.inner

@@ -37,6 +37,12 @@ __all__ = [
 ]
 
 
+class Terminated(BaseException):
+    """SIGTERM (a machine shutting down, a batch system's time limit) where a command asked to
+    stop as for Ctrl-C: one line, ``mmusim explore: terminated``, and the shell's code 143.
+    A ``BaseException``, as ``KeyboardInterrupt`` is, so cleanups run and nothing swallows it."""
+
+
 class UsageError(Exception):
     """Bad command-line input: ``argument`` names the option, ``message`` the problem."""
 

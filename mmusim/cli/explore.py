@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mmusim.cli.common import COMMAND_HELP, fail
+from mmusim.cli.common import COMMAND_HELP, Terminated, fail
 from mmusim.cli.progress import add_progress_option, progress_wanted, search_progress
 from mmusim.explore import Model, checkpoint, explore, minimal
 from mmusim.explore.cluster import CONNECT_TIMEOUT, DaskError, explore_dask
-from mmusim.explore.parallel import explore_parallel
+from mmusim.explore.parallel import WorkerDied, explore_parallel
 from mmusim.explore.pct import bound_text, pct, random_walk
 from mmusim.explore.search import Result, SearchState, Stats, Stop, Violation, assert_message
 from mmusim.explore.trace import (
@@ -151,17 +151,21 @@ def cmd_explore(args: argparse.Namespace) -> int:
         result, found = _search(model, args, show)
     except SaveFailed as e:
         return fail("explore", str(e))
-    except DaskError as e:  # a worker lost: the last save still holds
+    except (DaskError, WorkerDied) as e:  # a worker lost: the last save still holds
         saver = args.saver
         again = (f"; the search saved before is in {saver.path}: go on with the same command "
                  f"and --resume {saver.path}" if saver is not None and saver.saved else "")  # fmt: skip
+        if saver is not None and saver.why == "terminated":  # SIGTERM to the whole group
+            print(f"mmusim explore: terminated, with its workers{again}", file=sys.stderr)
+            return 143
         return fail("explore", f"{e}{again}")
     if result.interrupted:
         st = result.stats
-        print(f"mmusim explore: interrupted after {st.states:,} states, {st.transitions:,} "
+        why = args.saver.why
+        print(f"mmusim explore: {why} after {st.states:,} states, {st.transitions:,} "
               f"transitions; the search is saved in {args.checkpoint}: go on with the same "
               f"command and --resume {args.checkpoint}", file=sys.stderr)  # fmt: skip
-        return 130
+        return 143 if why == "terminated" else 130
     trace = to_json(model, found)
     if args.trace is not None and found.violation is not None:  # first: the report may be cut
         try:
@@ -306,6 +310,7 @@ class _Saver:
         self.model, self.bounds = model, bounds
         self.last = time.monotonic()
         self.stop = False
+        self.why = "interrupted"  # or "terminated": what stopped it (SIGINT, SIGTERM)
         self.saved = 0  # saves so far
 
     def __call__(self, state: SearchState) -> None:
@@ -339,20 +344,24 @@ def _ago(seconds: float) -> str:
 
 @contextlib.contextmanager
 def _ctrl_c_stops(saver: _Saver | None) -> Iterator[None]:
-    """With ``--checkpoint``, Ctrl-C asks the search to save and stop at its next consistent
-    point instead of raising ``KeyboardInterrupt`` wherever it is."""
-    if saver is None:
-        yield
-        return
+    """With ``--checkpoint``, Ctrl-C and SIGTERM (a machine shutting down, a batch system's time
+    limit) ask the search to save and stop at its next consistent point instead of raising
+    ``KeyboardInterrupt`` wherever it is, or dying. Without, SIGTERM stops it as Ctrl-C does:
+    the workers of ``--workers`` are stopped, one line, ``terminated``, exit code 143."""
 
-    def on_sigint(signum: int, frame: object) -> None:
+    def on_signal(signum: int, frame: object) -> None:
+        if saver is None:
+            raise Terminated
         saver.stop = True
+        saver.why = "terminated" if signum == signal.SIGTERM else "interrupted"
 
-    old = signal.signal(signal.SIGINT, on_sigint)
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+           if saver is not None or sig == signal.SIGTERM}  # fmt: skip
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _print_result(model: Model, args: argparse.Namespace, result: Result, found: Result) -> None:

@@ -278,7 +278,7 @@ def _round(client: Any, addrs: list[str], slots: list[str],
         with contextlib.suppress(Exception):
             pool.report(None).result(timeout=timeout)  # the searches stop at their next poll
         client.cancel(tasks)
-        if isinstance(e, KeyboardInterrupt | SystemExit | DaskError):
+        if not isinstance(e, Exception) or isinstance(e, DaskError):  # Ctrl-C, SIGTERM, exit
             raise
         raise DaskError(f"--dask: the search failed on the cluster: "
                         f"{type(e).__name__}: {_first_line(e)}") from None  # fmt: skip

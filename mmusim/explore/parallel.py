@@ -50,10 +50,15 @@ from mmusim.explore.search import (
 )
 from mmusim.scenario import Scenario
 
-__all__ = ["explore_parallel"]
+__all__ = ["WorkerDied", "explore_parallel"]
 
 POLL = 0.002  # seconds an idle worker waits between asks for work
 CHECK_EVERY = 16  # transitions between a busy worker's looks at the shared state
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended without its results: killed (a SIGTERM to the whole process
+    group, the kernel's out-of-memory killer), or a bug in mmusim."""
 
 
 class VisitedSet:
@@ -257,7 +262,11 @@ def _worker(spec: tuple[Scenario, tuple[str, ...], tuple[str, ...]], bound: int 
 
 
 def _ignore_sigint() -> None:
+    """In a worker or the manager: Ctrl-C is the caller's (it pauses or stops the search), and
+    SIGTERM ends the process as by default, not through a handler the caller's process had when
+    it forked this one."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _collect(out: Any, procs: list[Any], tick: Callable[[], object],
@@ -276,7 +285,7 @@ def _collect(out: Any, procs: list[Any], tick: Callable[[], object],
             if dead:
                 for p in procs:
                     p.terminate()
-                raise RuntimeError(f"explore_parallel: worker {dead[0]} died (exit code "
+                raise WorkerDied(f"explore_parallel: worker {dead[0]} died (exit code "
                                    f"{procs[dead[0]].exitcode})") from None  # fmt: skip
     return parts
 
@@ -376,12 +385,16 @@ def _round(ctx: Any, spec: tuple[Scenario, tuple[str, ...], tuple[str, ...]], bo
             p.start()
         tick = RoundTick(st, t0, pause_at, stop, on_progress, pause=pool.pause,
                          size=visited.size, progress=pool.progress)  # fmt: skip
-        parts = _collect(out, procs, tick)
-        for p in procs:
-            p.join()
-        violation, size = pool.result(), visited.size()
-        if tick.paused and violation is None:
-            keep_left(st, visited.copy(), pool.work())
+        try:
+            parts = _collect(out, procs, tick)
+            for p in procs:
+                p.join()
+            violation, size = pool.result(), visited.size()
+            if tick.paused and violation is None:
+                keep_left(st, visited.copy(), pool.work())
+        except (OSError, EOFError) as e:  # the manager is gone: killed with its process group
+            raise WorkerDied(f"explore_parallel: the process holding the visited set ended "
+                             f"({type(e).__name__})") from None  # fmt: skip
     finally:  # an interrupted caller (Ctrl-C without --checkpoint): the workers go first, quietly,
         for p in procs:  # before the manager whose proxies they would find gone
             if p.is_alive():
