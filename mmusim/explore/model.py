@@ -254,16 +254,36 @@ def _canonical(parts: list[Any]) -> bytes:
         return b"r" + repr(parts).encode()
 
 
-_SCALARS = frozenset({bool, int, str, type(None)})
 _ITEMS = (int, str)
+# How a local of each type goes into the fingerprint, decided once per type (the isinstance chain
+# below), since a generator's locals are mostly of a few types: the kernel, a CPU, a lock, ...
+_SKIP, _SCALAR, _THREAD, _OP, _SEQ, _REPR = range(6)
+_KINDS: dict[type, int] = {bool: _SCALAR, int: _SCALAR, str: _SCALAR, type(None): _SCALAR}
+
+
+def _kind(t: type) -> int:
+    if issubclass(t, KThread):
+        kind = _THREAD
+    elif issubclass(t, Op):
+        kind = _OP
+    elif issubclass(t, list | tuple):
+        kind = _SEQ
+    elif issubclass(t, bool | int | str | type(None)):
+        kind = _REPR  # an IntFlag, say: its repr is its value
+    else:
+        kind = _SKIP
+    _KINDS[t] = kind
+    return kind
 
 
 def _frames(gen: Any, out: list[Any]) -> None:
-    """Append the position and the relevant locals of each frame of a suspended generator chain.
-
-    The hot path of fingerprints: the exact scalar types are tested first, with one set lookup;
-    a subclass of one (an ``IntFlag``, say) is written as its ``repr``."""
+    """Append the position and the relevant locals of each frame of a suspended generator chain:
+    numbers, strings and None as they are, a thread by its name, an op by its fields, a list or
+    tuple of numbers and strings as a tuple, a subclass of a scalar (an ``IntFlag``) as its
+    ``repr``; other locals (the kernel, a CPU, a lock) are state the fingerprint holds
+    elsewhere. The hot path of fingerprints: the kind of each type is decided once (``_kind``)."""
     append = out.append
+    kinds = _KINDS
     while gen is not None:
         fr = gen.gi_frame
         if fr is None:
@@ -271,17 +291,23 @@ def _frames(gen: Any, out: list[Any]) -> None:
             return
         append((gen.gi_code.co_name, fr.f_lasti))
         for name, v in fr.f_locals.items():
-            if type(v) in _SCALARS:
+            t = type(v)
+            kind = kinds.get(t)
+            if kind is None:
+                kind = _kind(t)
+            if kind == _SCALAR:
                 append((name, v))
-            elif isinstance(v, KThread):
+            elif kind == _SKIP:
+                continue
+            elif kind == _THREAD:
                 append((name, "thread", v.name))
-            elif isinstance(v, Op):
+            elif kind == _OP:
                 append((name, "op", v.kind, v.line, v.target, v.label, v.n, v.offset))
-            elif isinstance(v, list | tuple):
+            elif kind == _SEQ:
                 if all(isinstance(x, _ITEMS) for x in v):
                     append((name, tuple(v)))
-            elif isinstance(v, bool | int | str | type(None)):
-                append((name, repr(v)))  # an IntFlag, say: its repr is its value
+            else:
+                append((name, repr(v)))
         gen = gen.gi_yieldfrom
 
 
