@@ -13,6 +13,7 @@ import contextlib
 import functools
 import json
 import random
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -284,15 +285,18 @@ def test_a_checkpoint_moves_between_one_process_and_the_cluster(
         assert (done.verdict, done.stats.states, done.complete) == ("pass", golden[1], True)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_saves_a_search_on_the_cluster_and_resume_finishes_it(
-    cluster: str, tmp_path: Path
+    cluster: str, tmp_path: Path, sig: signal.Signals
 ) -> None:
+    # SIGTERM (the client's machine shutting down) too: the cluster's searches pause, the search
+    # is saved, exit code 143.
     golden = json.loads(GOLDEN.read_text())["cases"]["race_self_abort/fix"]
     path = tmp_path / "d.ckpt"
     argv = [sys.executable, "-m", "mmusim", "explore", "--no-time", "--no-progress",
             str(RACES / "race_self_abort.toml"), "--config", FIX, "--dask", cluster,
             "--checkpoint", str(path), "--checkpoint-every", "1"]  # fmt: skip
-    done = ctrl_c_then_resume(argv, path)
+    done = ctrl_c_then_resume(argv, path, sig)
     assert done.returncode == 0, done.stderr
     assert f"search   {golden[1]:,} states" in done.stdout
     assert "verdict  complete" in done.stdout
