@@ -169,6 +169,22 @@ def test_resume_refuses_a_checkpoint_of_another_search(
     assert "a checkpoint of another version of mmusim's kernel or explorer code" in err
 
 
+def test_resume_takes_a_checkpoint_whose_scenario_moved(saved: Path, tmp_path: Path) -> None:
+    """A search saved on a laptop goes on from another checkout or machine, where the scenario
+    is the same file at another path: the sha256 decides, not the path."""
+    moved = tmp_path / "elsewhere" / "race_self_abort.toml"
+    moved.parent.mkdir()
+    moved.write_bytes((RACES / "race_self_abort.toml").read_bytes())
+    state = checkpoint.load(saved, Model(moved), NO_BOUNDS)
+    assert (
+        state.stats
+        == checkpoint.load(saved, Model(RACES / "race_self_abort.toml"), NO_BOUNDS).stats
+    )
+    moved.write_text(moved.read_text() + "\n# edited\n")
+    with pytest.raises(checkpoint.CheckpointError, match="a checkpoint of another scenario file"):
+        checkpoint.load(saved, Model(moved), NO_BOUNDS)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -234,6 +234,8 @@ def load(path: str | Path, model: Model, bounds: dict[str, int | None]) -> Searc
         "bounds": "other bounds (--max-preemptions, --max-states)",
         "code": "another version of mmusim's kernel or explorer code",
     }
+    if data.get("scenario_sha256") == want["scenario_sha256"]:
+        del names["scenario"]  # the same file moved (another checkout, another machine): fine
     for key, what in names.items():
         if data.get(key) != want[key]:
             raise CheckpointError(
