@@ -169,6 +169,28 @@ def test_resume_refuses_a_checkpoint_of_another_search(
     assert "a checkpoint of another version of mmusim's kernel or explorer code" in err
 
 
+def test_the_default_interval_between_saves_grows_with_the_save(tmp_path: Path) -> None:
+    """By default a search saves every 60 s, or 20 times as long as its last save took (a save
+    of a million states takes seconds); ``--checkpoint-every`` is taken as given."""
+    import argparse
+
+    from mmusim.cli.explore import _Saver, checkpoint_interval
+
+    assert checkpoint_interval(0.2) == 60.0 and checkpoint_interval(5.2) == pytest.approx(104.0)
+    model = Model(RACES / "race_self_abort.toml")
+    auto = _Saver(argparse.Namespace(checkpoint=tmp_path / "a.json", checkpoint_every=None),
+                  model, NO_BOUNDS)  # fmt: skip
+    assert auto.interval() == 60.0
+    auto.save(SearchState())
+    assert auto.took > 0 and auto.interval() == checkpoint_interval(auto.took)
+    auto.took = 10.0
+    assert auto.interval() == 200.0
+    given = _Saver(argparse.Namespace(checkpoint=tmp_path / "g.json", checkpoint_every=5.0),
+                   model, NO_BOUNDS)  # fmt: skip
+    given.took = 10.0
+    assert given.interval() == 5.0
+
+
 def test_resume_takes_a_checkpoint_whose_scenario_moved(saved: Path, tmp_path: Path) -> None:
     """A search saved on a laptop goes on from another checkout or machine, where the scenario
     is the same file at another path: the sha256 decides, not the path."""

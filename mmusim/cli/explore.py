@@ -115,8 +115,10 @@ def add_explore_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--checkpoint", type=Path, metavar="FILE",
                    help="save the complete search to FILE every --checkpoint-every seconds and on "
                    "Ctrl-C, to go on later with --resume FILE")  # fmt: skip
-    p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
-                   help="how often --checkpoint saves (default 60)")  # fmt: skip
+    p.add_argument("--checkpoint-every", type=float, metavar="SECONDS",
+                   help="how often --checkpoint saves (default: every 60 s, or 20 times as long "
+                   "as the last save took if that is longer, so that saving a search of millions "
+                   "of states takes at most about 5%% of its time)")  # fmt: skip
     p.add_argument("--resume", type=Path, metavar="FILE",
                    help="go on with the search saved in FILE by --checkpoint (the same scenario, "
                    "options and mmusim version)")  # fmt: skip
@@ -217,7 +219,7 @@ def _model(args: argparse.Namespace) -> Model:
     if mode and (args.checkpoint is not None or args.resume is not None):
         raise ValueError(f"{'--checkpoint' if args.checkpoint else '--resume'}: only for the "
                          f"complete search, not with {mode}")  # fmt: skip
-    if not args.checkpoint_every > 0:  # NaN too
+    if args.checkpoint_every is not None and not args.checkpoint_every > 0:  # NaN too
         raise ValueError(f"--checkpoint-every: {args.checkpoint_every} is out of range "
                          "(a number of seconds > 0)")  # fmt: skip
     if args.checkpoint is not None:
@@ -279,7 +281,7 @@ def _search(model: Model, args: argparse.Namespace, show: bool) -> tuple[Result,
         with search_progress(show, "explore") as update, _ctrl_c_stops(saver):
             result = shared(model.scenario, model.extra_config, ignore=model.ignore,
                             max_preemptions=args.max_preemptions, state=args.state, save=save,
-                            every=args.checkpoint_every,
+                            every=60.0 if saver is None else saver.interval,
                             stop=lambda: saver is not None and saver.stop, on_progress=update)  # fmt: skip
     else:
         with search_progress(show, "explore") as update, _ctrl_c_stops(saver):
@@ -306,15 +308,21 @@ class _Saver:
 
     def __init__(self, args: argparse.Namespace, model: Model, bounds: dict[str, int | None]):
         self.path: Path = args.checkpoint
-        self.every: float = args.checkpoint_every
+        self.every: float | None = args.checkpoint_every  # None: automatic (interval)
+        self.took = 0.0  # seconds the last save took
         self.model, self.bounds = model, bounds
         self.last = time.monotonic()
         self.stop = False
         self.why = "interrupted"  # or "terminated": what stopped it (SIGINT, SIGTERM)
         self.saved = 0  # saves so far
 
+    def interval(self) -> float:
+        """Seconds between saves: ``--checkpoint-every``, or by default 60, or 20 times as long
+        as the last save took if that is longer (a save of a million states takes seconds)."""
+        return self.every if self.every is not None else checkpoint_interval(self.took)
+
     def __call__(self, state: SearchState) -> None:
-        if self.stop or time.monotonic() - self.last >= self.every:
+        if self.stop or time.monotonic() - self.last >= self.interval():
             self.save(state)
         if self.stop:
             raise Stop
@@ -323,6 +331,7 @@ class _Saver:
         """Save now (``--workers`` pause their search every ``--checkpoint-every`` seconds and
         call this). A save that fails (a full disk) stops the search with ``SaveFailed``: a long
         search that goes on unsaved would be lost with the machine, unknown to its user."""
+        start = time.monotonic()
         try:
             checkpoint.save(self.path, self.model, state, self.bounds)
         except OSError as e:
@@ -331,7 +340,13 @@ class _Saver:
             raise SaveFailed(f"--checkpoint: cannot save the search to {str(self.path)!r}: "
                              f"{e.strerror or e}{kept}") from None  # fmt: skip
         self.last = time.monotonic()
+        self.took = self.last - start
         self.saved += 1
+
+
+def checkpoint_interval(took: float) -> float:
+    """The default seconds between saves when the last one took ``took`` seconds."""
+    return max(60.0, 20 * took)
 
 
 class SaveFailed(Exception):

@@ -205,7 +205,7 @@ def explore_dask(
     timeout: float = CONNECT_TIMEOUT,
     state: SearchState | None = None,
     save: Callable[[SearchState], None] | None = None,
-    every: float = 60.0,
+    every: float | Callable[[], float] = 60.0,
     stop: Callable[[], bool] = lambda: False,
     on_progress: Callable[[Stats], None] | None = None,
 ) -> Result:

@@ -299,7 +299,7 @@ def explore_parallel(
     max_preemptions: int | None = None,
     state: SearchState | None = None,
     save: Callable[[SearchState], None] | None = None,
-    every: float = 60.0,
+    every: float | Callable[[], float] = 60.0,
     stop: Callable[[], bool] = lambda: False,
     on_progress: Callable[[Stats], None] | None = None,
 ) -> Result:
@@ -308,7 +308,7 @@ def explore_parallel(
     the first violation a worker met (not a minimal one: ``minimal`` finds that).
 
     Checkpoints (``--checkpoint`` with ``--workers``): with ``save``, the search pauses every
-    ``every`` seconds and when ``stop()`` turns true (Ctrl-C): each worker gives back its stack,
+    ``every`` seconds (or ``every()``, asked at each round) and when ``stop()`` turns true (Ctrl-C): each worker gives back its stack,
     and ``save`` gets the visited set, the stacks (``stack`` and ``more``) and the counters as one
     ``SearchState``; then it goes on, with new worker processes, or returns interrupted. A
     ``state`` (from ``checkpoint.load``; a one-process checkpoint too) is continued.
@@ -338,15 +338,15 @@ violation, the visited states and whether it paused."""
 
 def run_rounds(one_round: Callable[[bool, float, Callable[[], bool] | None], RoundResult],
                st: SearchState, bound: int | None, t0: float,
-               save: Callable[[SearchState], None] | None, every: float,
+               save: Callable[[SearchState], None] | None, every: float | Callable[[], float],
                stop: Callable[[], bool]) -> Result:  # fmt: skip
     """A shared search (``--workers`` or ``--dask``) from ``st``, as rounds: ``one_round(start,
     pause_at, stop)`` runs the searches until they end or pause (after ``pause_at`` seconds, or
     when ``stop()``: only with ``save``), and leaves in ``st`` the visited set and the stacks
     left. After a pause ``save`` gets ``st`` with the counters so far; then the next round goes
     on, or, after ``stop()``, the search returns interrupted."""
-    pause_at = every if save is not None else float("inf")
     while True:
+        pause_at = (every() if callable(every) else every) if save is not None else float("inf")
         start = not st.started
         st.started = True
         parts, violation, size, paused = one_round(start, pause_at,
