@@ -12,7 +12,9 @@ uninterrupted one would (only its count of executions -- re-runs from the boot -
 JSON, not pickle: a checkpoint is an input like any other, and reading one must not run code.
 The file is written to a temporary name and renamed, so a machine that stops while it is being
 written leaves the previous checkpoint whole. Like TLC's checkpoints, it is meant to survive an
-interrupted machine: ``mmusim explore --checkpoint FILE`` saves one every minute and on Ctrl-C.
+interrupted machine: ``mmusim explore --checkpoint FILE`` saves one every minute (longer when a
+save takes more than 3 s), on Ctrl-C and on SIGTERM. A checkpoint of any size is read back;
+a file of more than ``MAX_CHECKPOINT_BYTES`` that does not begin as one is refused unread.
 """
 
 from __future__ import annotations

@@ -308,8 +308,8 @@ def explore_parallel(
     the first violation a worker met (not a minimal one: ``minimal`` finds that).
 
     Checkpoints (``--checkpoint`` with ``--workers``): with ``save``, the search pauses every
-    ``every`` seconds (or ``every()``, asked at each round) and when ``stop()`` turns true (Ctrl-C): each worker gives back its stack,
-    and ``save`` gets the visited set, the stacks (``stack`` and ``more``) and the counters as one
+    ``every`` seconds (or ``every()``, asked at each round) and when ``stop()`` turns true
+    (Ctrl-C, SIGTERM): each worker gives back its stack, and ``save`` gets the visited set, the stacks (``stack`` and ``more``) and the counters as one
     ``SearchState``; then it goes on, with new worker processes, or returns interrupted. A
     ``state`` (from ``checkpoint.load``; a one-process checkpoint too) is continued.
     ``on_progress`` gets the counters of the whole search about twice a second."""
