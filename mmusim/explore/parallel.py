@@ -309,9 +309,10 @@ def explore_parallel(
 
     Checkpoints (``--checkpoint`` with ``--workers``): with ``save``, the search pauses every
     ``every`` seconds (or ``every()``, asked at each round) and when ``stop()`` turns true
-    (Ctrl-C, SIGTERM): each worker gives back its stack, and ``save`` gets the visited set, the stacks (``stack`` and ``more``) and the counters as one
-    ``SearchState``; then it goes on, with new worker processes, or returns interrupted. A
-    ``state`` (from ``checkpoint.load``; a one-process checkpoint too) is continued.
+    (Ctrl-C, SIGTERM): each worker gives back its stack, and ``save`` gets the visited set, the
+    stacks (``stack`` and ``more``) and the counters as one ``SearchState``; then it goes on,
+    with new worker processes, or returns interrupted. A ``state`` (from ``checkpoint.load``; a
+    one-process checkpoint too) is continued.
     ``on_progress`` gets the counters of the whole search about twice a second."""
     if workers < 1:
         raise ValueError(f"--workers: {workers} is out of range (at least 1)")
