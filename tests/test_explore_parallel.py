@@ -226,6 +226,21 @@ def test_ctrl_c_saves_a_search_of_workers_and_resume_finishes_it(
     assert "verdict  complete" in done.stdout
 
 
+def test_a_worker_killed_by_the_system_is_one_line() -> None:
+    # The out-of-memory killer takes a worker (SIGKILL): one line, exit code 2. It was a
+    # traceback ending in RuntimeError.
+    argv = [sys.executable, "-m", "mmusim", "explore", "--no-progress",
+            str(RACES / "race_ipi_abort.toml"), "--config", FIX, "--workers", "2"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # the workers are searching (the search takes about 9 s)
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+    os.kill(int(children.stdout.split()[-1]), signal.SIGKILL)  # the last one started: a worker
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert err.startswith("mmusim explore: error: explore_parallel: ") and err.count("\n") == 1
+    assert "Traceback" not in err and out == ""
+
+
 @pytest.mark.parametrize("checkpointed", [False, True])
 def test_sigterm_to_the_process_group_stops_caller_and_workers_in_one_line(
     tmp_path: Path, checkpointed: bool
