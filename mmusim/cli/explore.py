@@ -155,8 +155,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
         return fail("explore", str(e))
     except (DaskError, WorkerDied) as e:  # a worker lost: the last save still holds
         saver = args.saver
-        again = (f"; the search saved before is in {saver.path}: go on with the same command "
-                 f"and --resume {saver.path}" if saver is not None and saver.saved else "")  # fmt: skip
+        again = (f"; the search saved before is in {saver.path}: {_go_on(saver.path)}"
+                 if saver is not None and saver.saved else "")  # fmt: skip
         if saver is not None and saver.why == "terminated":  # SIGTERM to the whole group
             print(f"mmusim explore: terminated, with its workers{again}", file=sys.stderr)
             return 143
@@ -165,8 +165,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
         st = result.stats
         why = args.saver.why
         print(f"mmusim explore: {why} after {st.states:,} states, {st.transitions:,} "
-              f"transitions; the search is saved in {args.checkpoint}: go on with the same "
-              f"command and --resume {args.checkpoint}", file=sys.stderr)  # fmt: skip
+              f"transitions; the search is saved in {args.checkpoint}: "
+              f"{_go_on(args.checkpoint)}", file=sys.stderr)  # fmt: skip
         return 143 if why == "terminated" else 130
     trace = to_json(model, found)
     if args.trace is not None and found.violation is not None:  # first: the report may be cut
@@ -278,13 +278,13 @@ def _search(model: Model, args: argparse.Namespace, show: bool) -> tuple[Result,
             if args.dask is not None else functools.partial(explore_parallel, workers=args.workers)
         )  # fmt: skip
         # the progress line: the workers' counters as they last polled the work pool
-        with search_progress(show, "explore") as update, _ctrl_c_stops(saver):
+        with search_progress(show, "explore") as update, _signals_stop(saver):
             result = shared(model.scenario, model.extra_config, ignore=model.ignore,
                             max_preemptions=args.max_preemptions, state=args.state, save=save,
                             every=60.0 if saver is None else saver.interval,
                             stop=lambda: saver is not None and saver.stop, on_progress=update)  # fmt: skip
     else:
-        with search_progress(show, "explore") as update, _ctrl_c_stops(saver):
+        with search_progress(show, "explore") as update, _signals_stop(saver):
             result = explore(model, max_preemptions=args.max_preemptions,
                              max_states=args.max_states, on_progress=update, state=args.state,
                              checkpoint=saver)  # fmt: skip
@@ -335,8 +335,8 @@ class _Saver:
         try:
             checkpoint.save(self.path, self.model, state, self.bounds)
         except OSError as e:
-            kept = (f"; the search saved there {_ago(time.monotonic() - self.last)} is whole: go "
-                    f"on with the same command and --resume {self.path}" if self.saved else "")  # fmt: skip
+            kept = (f"; the search saved there {_ago(time.monotonic() - self.last)} is whole: "
+                    f"{_go_on(self.path)}" if self.saved else "")  # fmt: skip
             raise SaveFailed(f"--checkpoint: cannot save the search to {str(self.path)!r}: "
                              f"{e.strerror or e}{kept}") from None  # fmt: skip
         self.last = time.monotonic()
@@ -353,12 +353,18 @@ class SaveFailed(Exception):
     """A ``--checkpoint`` save failed; the message is one line and names the option."""
 
 
+def _go_on(path: Path) -> str:
+    """How to go on with a search saved in ``path``: every message that names a checkpoint ends
+    so."""
+    return f"go on with the same command and --resume {path}"
+
+
 def _ago(seconds: float) -> str:
     return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
 
 
 @contextlib.contextmanager
-def _ctrl_c_stops(saver: _Saver | None) -> Iterator[None]:
+def _signals_stop(saver: _Saver | None) -> Iterator[None]:
     """With ``--checkpoint``, Ctrl-C and SIGTERM (a machine shutting down, a batch system's time
     limit) ask the search to save and stop at its next consistent point instead of raising
     ``KeyboardInterrupt`` wherever it is, or dying. Without, SIGTERM stops it as Ctrl-C does:
@@ -370,8 +376,8 @@ def _ctrl_c_stops(saver: _Saver | None) -> Iterator[None]:
         saver.stop = True
         saver.why = "terminated" if signum == signal.SIGTERM else "interrupted"
 
-    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
-           if saver is not None or sig == signal.SIGTERM}  # fmt: skip
+    taken = (signal.SIGINT, signal.SIGTERM) if saver is not None else (signal.SIGTERM,)
+    old = {sig: signal.signal(sig, on_signal) for sig in taken}
     try:
         yield
     finally:
